@@ -1,0 +1,23 @@
+import { app, type HttpRequest, type InvocationContext } from "@azure/functions";
+import { getAlertJson } from "../shared/alerts-read.js";
+import { api } from "../shared/http.js";
+import { services } from "../shared/services.js";
+
+/** GET /api/tenants/{tenantId}/alerts/{alertId}: the alert JSON exactly as Defender returned it. */
+export async function alertsGet(request: HttpRequest, context: InvocationContext) {
+  return api(context, async () => {
+    const body = await getAlertJson(await services(), request.params.tenantId ?? "", request.params.alertId ?? "");
+    return {
+      status: 200,
+      body,
+      headers: { "Content-Type": "application/json; charset=utf-8", "Cache-Control": "no-store" },
+    };
+  });
+}
+
+app.http("alerts-get", {
+  route: "tenants/{tenantId}/alerts/{alertId}",
+  methods: ["GET"],
+  authLevel: "function",
+  handler: alertsGet,
+});

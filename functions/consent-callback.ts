@@ -1,0 +1,17 @@
+import { app, type HttpRequest, type InvocationContext } from "@azure/functions";
+import { completeConsent } from "../shared/consent.js";
+import { safePage } from "../shared/http.js";
+import { loggerFrom, services } from "../shared/services.js";
+
+/** GET /api/consent/callback: Entra ID redirects here with the authorization code. */
+export async function consentCallback(request: HttpRequest, context: InvocationContext) {
+  const log = loggerFrom(context);
+  return safePage(log, async () => completeConsent(await services(), new URL(request.url), log));
+}
+
+app.http("consent-callback", {
+  route: "consent/callback",
+  methods: ["GET"],
+  authLevel: "anonymous",
+  handler: consentCallback,
+});

@@ -1,0 +1,18 @@
+import { app, type InvocationContext, type Timer } from "@azure/functions";
+import { purgeExpiredStates } from "../shared/consent.js";
+import { enqueueActiveTenants } from "../shared/pull-queue.js";
+import { loggerFrom, services } from "../shared/services.js";
+
+/** Every %PULL_SCHEDULE%: one queue message per active tenant. Stays short; workers scale out. */
+export async function pullTimer(_timer: Timer, context: InvocationContext): Promise<void> {
+  const svc = await services();
+  await enqueueActiveTenants(svc, loggerFrom(context));
+  await purgeExpiredStates(svc);
+}
+
+app.timer("pull-timer", {
+  schedule: "%PULL_SCHEDULE%",
+  runOnStartup: false,
+  useMonitor: true,
+  handler: pullTimer,
+});

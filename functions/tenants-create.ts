@@ -1,0 +1,20 @@
+import { app, type HttpRequest, type InvocationContext } from "@azure/functions";
+import { registerTenant } from "../shared/consent.js";
+import { api, json, readJsonObject } from "../shared/http.js";
+import { loggerFrom, services } from "../shared/services.js";
+
+/** POST /api/tenants: register a customer tenant and get its consent link. */
+export async function tenantsCreate(request: HttpRequest, context: InvocationContext) {
+  return api(context, async () => {
+    const input = await readJsonObject(request);
+    const result = await registerTenant(await services(), input, loggerFrom(context));
+    return json(result.created ? 201 : 200, result.body);
+  });
+}
+
+app.http("tenants-create", {
+  route: "tenants",
+  methods: ["POST"],
+  authLevel: "function",
+  handler: tenantsCreate,
+});

@@ -1,0 +1,20 @@
+import { app, type HttpRequest, type InvocationContext } from "@azure/functions";
+import { offboardTenant } from "../shared/consent.js";
+import { ApiError, api } from "../shared/http.js";
+import { loggerFrom, services } from "../shared/services.js";
+
+/** DELETE /api/tenants/{tenantId}: offboard; the refresh token is deleted from Key Vault. */
+export async function tenantsDelete(request: HttpRequest, context: InvocationContext) {
+  return api(context, async () => {
+    const found = await offboardTenant(await services(), request.params.tenantId ?? "", loggerFrom(context));
+    if (!found) throw new ApiError(404, "TenantNotFound", "No tenant with that ID is registered.");
+    return { status: 204 };
+  });
+}
+
+app.http("tenants-delete", {
+  route: "tenants/{tenantId}",
+  methods: ["DELETE"],
+  authLevel: "function",
+  handler: tenantsDelete,
+});

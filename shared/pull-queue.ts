@@ -1,0 +1,46 @@
+import type { Logger, Services } from "./services.js";
+import { TABLES } from "./storage.js";
+import { listTenants } from "./tenants.js";
+
+/**
+ * The scale-out path: the timer queues one message per active tenant and the
+ * queue-triggered worker pulls one tenant per message. Messages are JSON, base64-encoded,
+ * which is the Functions host's default encoding for queue triggers.
+ */
+export interface PullMessage {
+  tenantId: string;
+  reason: "schedule" | "manual";
+}
+
+export function encodeMessage(message: PullMessage): string {
+  return Buffer.from(JSON.stringify(message), "utf8").toString("base64");
+}
+
+/** Validates a queue message as the host hands it over (parsed JSON, or text). */
+export function parseMessage(raw: unknown): PullMessage | undefined {
+  let value = raw;
+  if (typeof value === "string") {
+    try {
+      value = JSON.parse(value);
+    } catch {
+      return undefined;
+    }
+  }
+  const tenantId = (value as { tenantId?: unknown } | null)?.tenantId;
+  if (typeof tenantId !== "string" || !/^[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}$/i.test(tenantId)) return undefined;
+  const reason = (value as { reason?: unknown }).reason === "manual" ? "manual" : "schedule";
+  return { tenantId: tenantId.toLowerCase(), reason };
+}
+
+export async function enqueuePull(svc: Services, message: PullMessage): Promise<void> {
+  await svc.storage.pullQueue.sendMessage(encodeMessage(message));
+}
+
+/** Queues a pull for every active tenant; returns how many were queued. */
+export async function enqueueActiveTenants(svc: Services, log: Logger): Promise<number> {
+  const rows = await listTenants(svc.storage.table(TABLES.tenants));
+  const active = rows.filter((row) => row.status === "active");
+  await Promise.all(active.map((row) => enqueuePull(svc, { tenantId: row.rowKey, reason: "schedule" })));
+  log.info(`schedule.queued tenants=${active.length}`);
+  return active.length;
+}

@@ -1,0 +1,65 @@
+import { DefaultAzureCredential } from "@azure/identity";
+import { SecretClient } from "@azure/keyvault-secrets";
+import { type AppConfig, loadConfig } from "./config.js";
+import { TokenVault } from "./secrets.js";
+import { createStorage, type Storage } from "./storage.js";
+
+/** Everything the shared modules need, passed in explicitly so tests can swap parts. */
+export interface Services {
+  config: AppConfig;
+  storage: Storage;
+  vault: TokenVault;
+  now: () => Date;
+  sleep: (ms: number) => Promise<void>;
+  random: () => number;
+}
+
+export interface Logger {
+  info(message: string): void;
+  warn(message: string): void;
+  error(message: string): void;
+}
+
+export function createServices(config: AppConfig): Services {
+  const credential = new DefaultAzureCredential(
+    config.managedIdentityClientId ? { managedIdentityClientId: config.managedIdentityClientId } : {},
+  );
+  return {
+    config,
+    storage: createStorage(config.storage),
+    vault: new TokenVault(new SecretClient(config.keyVaultUrl, credential)),
+    now: () => new Date(),
+    sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+    random: Math.random,
+  };
+}
+
+let current: Services | undefined;
+
+/**
+ * The process-wide services, built on first use from the app settings. A bad setting
+ * fails here, with every bad setting named, on the first invocation.
+ */
+export async function services(): Promise<Services> {
+  current ??= createServices(loadConfig(process.env));
+  await current.storage.ensure();
+  return current;
+}
+
+/** Drops the cached services (tests change app settings between suites). */
+export function resetServices(): void {
+  current = undefined;
+}
+
+/** Adapts a Functions InvocationContext (or anything with log/warn/error) to a Logger. */
+export function loggerFrom(context: {
+  log(...args: unknown[]): void;
+  warn(...args: unknown[]): void;
+  error(...args: unknown[]): void;
+}): Logger {
+  return {
+    info: (message) => context.log(message),
+    warn: (message) => context.warn(message),
+    error: (message) => context.error(message),
+  };
+}
