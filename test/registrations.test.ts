@@ -1,0 +1,63 @@
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { describe, it } from "node:test";
+import { loadFunctions } from "./support/functions.js";
+
+/** The contract with the Functions host: every route, method, auth level and trigger. */
+describe("function registrations", () => {
+  it("registers every HTTP route with its method and auth level", async () => {
+    const fns = await loadFunctions();
+    const http = [...fns.values()]
+      .filter((r) => r.kind === "http")
+      .map((r) => `${(r.options.methods as string[]).join(",")} ${r.options.route} ${r.options.authLevel}`)
+      .sort();
+    assert.deepEqual(http, [
+      "DELETE tenants/{tenantId} function",
+      "GET alerts function",
+      "GET consent/callback anonymous",
+      "GET consent/start anonymous",
+      "GET health anonymous",
+      "GET tenants function",
+      "GET tenants/{tenantId} function",
+      "GET tenants/{tenantId}/alerts/{alertId} function",
+      "POST tenants function",
+      "POST tenants/{tenantId}/pull function",
+    ]);
+  });
+
+  it("runs the timer on %PULL_SCHEDULE% and the worker on the tenant-pulls queue of ALERTS_STORAGE", async () => {
+    const fns = await loadFunctions();
+    const timer = fns.get("pull-timer");
+    assert.equal(timer?.kind, "timer");
+    assert.equal(timer?.options.schedule, "%PULL_SCHEDULE%");
+    assert.equal(timer?.options.runOnStartup, false);
+    const worker = fns.get("pull-worker");
+    assert.equal(worker?.kind, "storageQueue");
+    assert.equal(worker?.options.queueName, "tenant-pulls");
+    assert.equal(worker?.options.connection, "ALERTS_STORAGE");
+  });
+
+  it("has one file per function, loaded by the package.json main glob, and host.json settings", async () => {
+    const fns = await loadFunctions();
+    assert.equal(fns.size, 12);
+    const pkg = JSON.parse(readFileSync("package.json", "utf8")) as { main: unknown; engines: { node: string } };
+    assert.equal(pkg.main, "dist/functions/*.js");
+    assert.match(pkg.engines.node, />=\s*22/);
+    const host = JSON.parse(readFileSync("host.json", "utf8")) as {
+      version: string;
+      extensionBundle: { version: string };
+      extensions: { http: { routePrefix: string } };
+    };
+    assert.equal(host.version, "2.0");
+    assert.equal(host.extensionBundle.version, "[4.*, 5.0.0)");
+    assert.equal(host.extensions.http.routePrefix, "api");
+  });
+
+  it("lists every app setting in local.settings.sample.json", async () => {
+    const { SETTING_NAMES } = await import("../shared/config.js");
+    const sample = JSON.parse(readFileSync("local.settings.sample.json", "utf8")) as { Values: Record<string, string> };
+    const missing = SETTING_NAMES.filter((name) => !(name in sample.Values));
+    assert.deepEqual(missing, []);
+    assert.equal(sample.Values.PULL_SCHEDULE, "0 */5 * * * *");
+  });
+});
