@@ -1,0 +1,124 @@
+import assert from "node:assert/strict";
+import { gunzipSync } from "node:zlib";
+import { describe, it } from "node:test";
+import * as oauth from "oauth4webapi";
+import { encodeAlert, encodeKey, INLINE_PARTS, PART_BYTES, parseTime, toBatches } from "../shared/alert-store.js";
+import { CallBudget, parseRetryAfter } from "../shared/defender.js";
+import { classifyTokenError } from "../shared/oauth.js";
+import { splitODataPage } from "../shared/odata-json.js";
+import { compareTimes } from "../shared/pull.js";
+
+describe("splitODataPage", () => {
+  it("returns each item's exact source text, escapes and number formats included", () => {
+    const text =
+      '{"@odata.context":"x","value":[ {"id":"a","n":1.50,"s":"caf\\u00e9 \\"q\\" ]}"} ,\n{"id":"b","arr":[{"x":[1,2]}]} ],"@odata.nextLink":"https://n"}';
+    const page = splitODataPage(text);
+    assert.deepEqual(page.items, ['{"id":"a","n":1.50,"s":"caf\\u00e9 \\"q\\" ]}"}', '{"id":"b","arr":[{"x":[1,2]}]}']);
+    assert.equal(page.nextLink, "https://n");
+  });
+
+  it("finds value even after other members that contain the word value", () => {
+    const page = splitODataPage('{"note":"value","meta":{"value":[1]},"value":[{"id":"z"}]}');
+    assert.deepEqual(page.items, ['{"id":"z"}']);
+  });
+
+  it("rejects a body without a value array", () => {
+    assert.throws(() => splitODataPage('{"error":{}}'), SyntaxError);
+  });
+});
+
+describe("timestamps", () => {
+  it("compares 1 to 7 fractional digits at full precision", () => {
+    assert.equal(compareTimes("2024-01-01T00:00:00.1234567Z", "2024-01-01T00:00:00.1234566Z"), 1);
+    assert.equal(compareTimes("2024-01-01T00:00:00.1Z", "2024-01-01T00:00:00.1000000Z"), 0);
+    assert.equal(compareTimes("2024-01-01T00:00:00Z", "2024-01-01T00:00:00.0000001Z"), -1);
+    assert.equal(compareTimes("2024-01-01T00:00:01.5Z", "2024-01-01T00:00:01.49Z"), 1);
+  });
+
+  it("parses to millisecond Dates for the Edm.DateTime columns", () => {
+    assert.equal(parseTime("2024-01-01T00:00:00.1234567Z")?.toISOString(), "2024-01-01T00:00:00.123Z");
+    assert.equal(parseTime("2024-01-01T00:00:00.5Z")?.toISOString(), "2024-01-01T00:00:00.500Z");
+    assert.equal(parseTime(null), undefined);
+  });
+});
+
+describe("CallBudget", () => {
+  it("stops at the per-minute and hourly limits and carries the hour across runs", () => {
+    let now = Date.parse("2026-01-01T00:00:00Z");
+    const clock = () => new Date(now);
+    const budget = new CallBudget(3, 5, clock);
+    budget.take();
+    budget.take();
+    budget.take();
+    assert.throws(() => budget.take(), /per-minute/);
+    now += 60_000;
+    const resumed = new CallBudget(3, 5, clock, budget.serialize());
+    resumed.take();
+    resumed.take();
+    assert.throws(() => resumed.take(), /hourly/);
+    now += 60 * 60_000;
+    new CallBudget(3, 5, clock, resumed.serialize()).take();
+  });
+
+  it("parses Retry-After seconds", () => {
+    assert.equal(parseRetryAfter("7"), 7000);
+    assert.equal(parseRetryAfter(null), undefined);
+  });
+});
+
+describe("classifyTokenError", () => {
+  function entraError(status: number, error: string, code: number): oauth.ResponseBodyError {
+    const body = { error, error_description: `AADSTS${code}: Something. Trace ID: abc Correlation ID: def`, error_codes: [code] };
+    return new oauth.ResponseBodyError("server responded with an error", {
+      cause: body,
+      response: new Response(JSON.stringify(body), { status }),
+    });
+  }
+
+  it("classifies by AADSTS code before the error field", () => {
+    for (const code of [700082, 70008, 50173, 70043, 65001, 50076, 53003]) {
+      assert.equal(classifyTokenError(entraError(400, "invalid_grant", code)).kind, "reconsent", String(code));
+    }
+    assert.equal(classifyTokenError(entraError(400, "invalid_resource", 500011)).kind, "tenant");
+    assert.equal(classifyTokenError(entraError(401, "invalid_client", 7000222)).kind, "client");
+    assert.equal(classifyTokenError(entraError(401, "invalid_client", 7000215)).kind, "client");
+    assert.equal(classifyTokenError(entraError(400, "invalid_grant", 7000222)).kind, "client");
+    assert.equal(classifyTokenError(entraError(503, "temporarily_unavailable", 0)).kind, "transient");
+    const detail = classifyTokenError(entraError(400, "invalid_grant", 70008));
+    assert.equal(detail.code, "AADSTS70008");
+    assert.doesNotMatch(detail.message, /Trace ID/);
+  });
+
+  it("treats network failures as transient", () => {
+    assert.equal(classifyTokenError(new TypeError("fetch failed")).kind, "transient");
+  });
+});
+
+describe("alert encoding", () => {
+  it("percent-encodes characters Table Storage forbids in keys", () => {
+    assert.equal(encodeKey("da637308392288907382_-880718168"), "da637308392288907382_-880718168");
+    assert.equal(encodeKey("a/b\\c#d?e%f|g"), "a%2fb%5cc%23d%3fe%25f%7cg");
+  });
+
+  it("keeps the body in 64 KiB parts and overflows past the inline limit", () => {
+    const noise = Array.from({ length: 400_000 }, (_, i) => ((i * 2654435761) >>> 0).toString(36)).join("");
+    const json = JSON.stringify({ id: "big", lastUpdateTime: "2024-01-01T00:00:00Z", noise });
+    const encoded = encodeAlert("t", { id: "big", json, lastUpdateTime: "2024-01-01T00:00:00Z", fields: JSON.parse(json) });
+    const inline = Object.keys(encoded.row).filter((k) => /^body\d+$/.test(k));
+    assert.equal(inline.length, INLINE_PARTS);
+    assert.ok(encoded.overflow.length >= 1);
+    const parts = [
+      ...inline.map((k) => encoded.row[k] as Uint8Array),
+      ...encoded.overflow.flatMap((r) => Object.keys(r).filter((k) => /^body\d+$/.test(k)).map((k) => r[k] as Uint8Array)),
+    ];
+    assert.ok(parts.every((p) => p.length <= PART_BYTES));
+    assert.equal(gunzipSync(Buffer.concat(parts)).toString("utf8"), json);
+  });
+
+  it("batches at most 100 entities and stays under the payload cap", () => {
+    const items = Array.from({ length: 250 }, () => ({ bytes: 10_000 }));
+    assert.deepEqual(toBatches(items).map((b) => b.length), [100, 100, 50]);
+    const heavy = Array.from({ length: 5 }, () => ({ bytes: 1_500_000 }));
+    assert.deepEqual(toBatches(heavy).map((b) => b.length), [2, 2, 1]);
+  });
+});
