@@ -1,0 +1,133 @@
+import { randomUUID } from "node:crypto";
+import { FakeDefender } from "../fakes/defender.js";
+import { FakeEntra } from "../fakes/entra.js";
+import { loadLoopbackDns, testCerts } from "../fakes/https.js";
+import { FakeKeyVault } from "../fakes/keyvault.js";
+import { FakeManagedIdentity, INTERFERING_ENV } from "../fakes/managed-identity.js";
+import { resetHealthCache } from "../../shared/health.js";
+import { resetServices } from "../../shared/services.js";
+import { type Azurite, startAzurite } from "./azurite.js";
+import { callHttp, callTrigger, type HttpCall, type HttpResult, loadFunctions } from "./functions.js";
+
+/**
+ * The whole app against real Azurite and local HTTPS fakes of Entra ID, Key Vault, the
+ * managed-identity endpoint and the Defender API, configured only through app settings.
+ */
+export const CLIENT_ID = "5f0c8c1e-7c2b-4e0a-9a57-3d2b8f6a1c11";
+export const CLIENT_SECRET = "client-secret-value-that-must-never-leak";
+export const PUBLIC_BASE_URL = "https://collector.localhost";
+
+export interface Harness {
+  azurite: Azurite;
+  entra: FakeEntra;
+  vault: FakeKeyVault;
+  identity: FakeManagedIdentity;
+  defender: FakeDefender;
+  /** Every log line any function wrote. */
+  logs: string[];
+  settings: Record<string, string>;
+  http(name: string, call: HttpCall): Promise<HttpResult>;
+  trigger(name: string, input: unknown): Promise<void>;
+  /** Registers a tenant with one user in the fake Entra and returns its id. */
+  newTenant(): string;
+  /** Register (POST /api/tenants), open the link, consent, and run the callback. */
+  onboard(tenantId: string, options?: Parameters<FakeEntra["consent"]>[1]): Promise<HttpResult>;
+  stop(): Promise<void>;
+}
+
+export async function startHarness(extraSettings: Record<string, string> = {}): Promise<Harness> {
+  loadLoopbackDns();
+  for (const name of INTERFERING_ENV) delete process.env[name];
+  const certs = testCerts();
+  const azurite = await startAzurite();
+  const identity = new FakeManagedIdentity();
+  const vault = new FakeKeyVault({
+    certs,
+    host: "test.vault.localhost",
+    resource: "https://vault.localhost",
+    purgeProtection: true,
+    verifyToken: (token, audience) => identity.isValid(token, audience),
+  });
+  const entra = new FakeEntra({ certs });
+  await Promise.all([identity.start(), vault.start(), entra.start()]);
+  const defender = new FakeDefender({
+    certs,
+    authenticate: async (bearer) => {
+      const claims = await entra.verifyAccessToken(bearer);
+      return claims ? { tenantId: claims.tenantId } : null;
+    },
+  });
+  await defender.start();
+  entra.registerApp({
+    clientId: CLIENT_ID,
+    clientSecret: CLIENT_SECRET,
+    redirectUris: [`${PUBLIC_BASE_URL}/api/consent/callback`],
+    name: "MSSP Defender collector",
+  });
+
+  const settings: Record<string, string> = {
+    MSSP_CLIENT_ID: CLIENT_ID,
+    MSSP_CLIENT_SECRET: CLIENT_SECRET,
+    PUBLIC_BASE_URL,
+    KEY_VAULT_URL: vault.url,
+    ALERTS_STORAGE: azurite.connectionString,
+    PULL_SCHEDULE: "0 */5 * * * *",
+    ENTRA_AUTHORITY_HOST: entra.url,
+    DEFENDER_API_BASE_URL: defender.url,
+    ...identity.env,
+    ...extraSettings,
+  };
+  Object.assign(process.env, settings);
+  resetServices();
+  resetHealthCache();
+  await loadFunctions();
+
+  const logs: string[] = [];
+  const harness: Harness = {
+    azurite,
+    entra,
+    vault,
+    identity,
+    defender,
+    logs,
+    settings,
+    http: (name, call) => callHttp(name, call, logs, PUBLIC_BASE_URL),
+    trigger: (name, input) => callTrigger(name, input, logs),
+    newTenant() {
+      const tenantId = randomUUID();
+      entra.addTenant(tenantId, { users: [{ oid: randomUUID(), upn: `admin@${tenantId.slice(0, 8)}.example` }] });
+      return tenantId;
+    },
+    async onboard(tenantId, options) {
+      const registered = await harness.http("tenants-create", {
+        method: "POST",
+        path: "tenants",
+        body: JSON.stringify({ tenantId, displayName: `Customer ${tenantId.slice(0, 8)}` }),
+      });
+      const consentUrl = (registered.json as { consentUrl: string }).consentUrl;
+      const authorize = await openLink(harness, consentUrl);
+      const callback = await entra.consent(authorize, options);
+      return harness.http("consent-callback", { path: pathOf(callback) });
+    },
+    async stop() {
+      await Promise.all([defender.stop(), entra.stop(), vault.stop(), identity.stop()]);
+      await azurite.stop();
+      resetServices();
+    },
+  };
+  return harness;
+}
+
+/** Opens a consent link (GET /api/consent/start) and returns the Entra authorize URL it redirects to. */
+export async function openLink(harness: Harness, consentUrl: string): Promise<string> {
+  const started = await harness.http("consent-start", { path: pathOf(consentUrl) });
+  const location = started.headers.location;
+  if (started.status !== 302 || !location) throw new Error(`consent/start answered ${started.status}: ${started.text}`);
+  return location;
+}
+
+/** `/api/...?query` of an absolute URL, as the path argument of Harness.http. */
+export function pathOf(url: string): string {
+  const u = new URL(url);
+  return `${u.pathname.replace(/^\/api\//, "")}${u.search}`;
+}
