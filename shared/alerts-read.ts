@@ -31,6 +31,7 @@ const SUMMARY_COLUMNS = [
   "computerDnsName",
   "assignedTo",
   "Timestamp",
+  "PartitionKey",
 ] as const;
 export const MAX_TOP = 1000;
 
@@ -105,7 +106,7 @@ function toSummary(row: Record<string, unknown>): AlertSummary {
     storedAt: String(row.timestamp ?? ""),
   };
   for (const column of SUMMARY_COLUMNS) {
-    if (column === "alertId" || column === "Timestamp") continue;
+    if (column === "alertId" || column === "Timestamp" || column === "PartitionKey") continue;
     const value = row[column];
     if (value === undefined || value === null) continue;
     const name = column === "lastUpdateTimeExact" ? "lastUpdateTime" : column;
