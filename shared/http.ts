@@ -137,6 +137,8 @@ export async function safePage(
 /** A loggable description of an error: its class and HTTP status, never its message. */
 export function errorName(err: unknown): string {
   if (!(err instanceof Error)) return "unknown";
+  // A ConfigError's message names the bad settings and never holds a value.
+  if (err.name === "ConfigError") return `ConfigError: ${err.message}`;
   const status = (err as { statusCode?: number }).statusCode;
   const code = (err as { code?: unknown }).code;
   return [err.name, typeof code === "string" ? code : undefined, status].filter(Boolean).join("/");

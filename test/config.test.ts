@@ -94,3 +94,26 @@ describe("config", () => {
     assert.equal(endpointsFor(c, "gcc-high").authorityHost, "https://login.microsoftonline.us");
   });
 });
+
+describe("config errors at invocation", () => {
+  it("fail the first invocation with the names of the bad settings in the log", async () => {
+    const { resetServices } = await import("../shared/services.js");
+    const { callHttp } = await import("./support/functions.js");
+    const saved = { ...process.env };
+    for (const name of ["MSSP_CLIENT_ID", "MSSP_CLIENT_SECRET", "KEY_VAULT_URL", "PUBLIC_BASE_URL", "ALERTS_STORAGE"]) {
+      delete process.env[name];
+    }
+    process.env.PULL_SCHEDULE = "0 */5 * * * *";
+    process.env.KEY_VAULT_URL = "http://insecure.vault.azure.net";
+    resetServices();
+    const logs: string[] = [];
+    try {
+      const result = await callHttp("tenants-list", { path: "tenants" }, logs);
+      assert.equal(result.status, 500);
+      assert.match(logs.join("\n"), /MSSP_CLIENT_ID is required.*KEY_VAULT_URL is invalid: must use https:/s);
+    } finally {
+      process.env = saved;
+      resetServices();
+    }
+  });
+});
