@@ -1,0 +1,234 @@
+// Entry point for `azd up` / `azd provision`: one resource group with the MSSP Defender
+// collector (Flex Consumption function app, storage, Key Vault, monitoring, alert rules).
+// Validate without deploying: `az bicep build --file infra/main.bicep` and
+// `azd provision --preview`.
+
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(64)
+@description('azd environment name; used for the resource group name and the resource name suffix.')
+param environmentName string
+
+@minLength(1)
+@description('Region of every resource. It must support Flex Consumption (az functionapp list-flexconsumption-locations).')
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+param location string
+
+@description('Resource group name. Default: rg-<environmentName>.')
+param resourceGroupName string = ''
+
+@description('Object id of the deploying user (azd sets AZURE_PRINCIPAL_ID). Gets the same data roles as the app, for local runs against the cloud resources. Empty: none.')
+param principalId string = ''
+
+@description('Type of principalId.')
+@allowed([
+  'User'
+  'ServicePrincipal'
+  'Group'
+])
+param principalType string = 'User'
+
+@description('Application (client) id of the multi-tenant MSSP app registration. infra/scripts/register-app.sh creates it and sets MSSP_CLIENT_ID in the azd environment.')
+param msspClientId string = ''
+
+@description('Default Defender cloud for tenants that do not name one.')
+@allowed([
+  'commercial'
+  'gcc'
+  'gcc-high'
+  'dod'
+])
+param defenderCloud string = 'commercial'
+
+@description('NCRONTAB schedule (six fields) of the timer that queues tenant pulls. Empty: every five minutes.')
+param pullSchedule string = '0 */5 * * * *'
+
+@description('Node.js major version of the Functions runtime.')
+@allowed([
+  '22'
+  '24'
+])
+param nodeVersion string = '22'
+
+@description('Upper bound of Flex Consumption instances.')
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int = 40
+
+@description('Memory of each Flex Consumption instance, in MB.')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+@description('Key Vault name. Default: kv-<token>. Set a new one to redeploy an environment whose old vault is still soft-deleted.')
+param keyVaultName string = ''
+
+@description('Key Vault purge protection. Recommended for production: refresh tokens cannot be purged, but a deleted vault keeps its name reserved for the retention period.')
+param enablePurgeProtection bool = true
+
+@description('Days a deleted vault or secret stays recoverable.')
+@minValue(7)
+@maxValue(90)
+param keyVaultSoftDeleteRetentionInDays int = 90
+
+@description('E-mail address for the alert rules\' action group. Empty: no action group.')
+param alertEmail string = ''
+
+@description('Minutes without a successful pull after which a tenant alerts.')
+@minValue(15)
+@maxValue(1440)
+param stalePullThresholdMinutes int = 60
+
+@description('Keep traces out of Application Insights sampling so the alert rules see every log line.')
+param excludeTracesFromSampling bool = true
+
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+}
+var names = {
+  resourceGroup: !empty(resourceGroupName) ? resourceGroupName : 'rg-${environmentName}'
+  identity: 'id-${resourceToken}'
+  storage: 'st${resourceToken}'
+  keyVault: !empty(keyVaultName) ? keyVaultName : 'kv-${resourceToken}'
+  logAnalytics: 'log-${resourceToken}'
+  applicationInsights: 'appi-${resourceToken}'
+  plan: 'plan-${resourceToken}'
+  functionApp: 'func-${resourceToken}'
+  actionGroup: 'ag-${resourceToken}'
+  alertPrefix: 'alert-${resourceToken}'
+}
+var deploymentContainerName = 'app-package'
+var effectivePullSchedule = empty(pullSchedule) ? '0 */5 * * * *' : pullSchedule
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: names.resourceGroup
+  location: location
+  tags: tags
+}
+
+module identity 'modules/identity.bicep' = {
+  name: 'identity'
+  scope: rg
+  params: {
+    name: names.identity
+    location: location
+    tags: tags
+  }
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: names.storage
+    location: location
+    tags: tags
+    deploymentContainerName: deploymentContainerName
+    pullQueueName: 'tenant-pulls'
+  }
+}
+
+module keyVault 'modules/keyvault.bicep' = {
+  name: 'keyvault'
+  scope: rg
+  params: {
+    name: names.keyVault
+    location: location
+    tags: tags
+    enablePurgeProtection: enablePurgeProtection
+    softDeleteRetentionInDays: keyVaultSoftDeleteRetentionInDays
+  }
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    logAnalyticsName: names.logAnalytics
+    applicationInsightsName: names.applicationInsights
+    location: location
+    tags: tags
+  }
+}
+
+module rbac 'modules/rbac.bicep' = {
+  name: 'rbac'
+  scope: rg
+  params: {
+    identityPrincipalId: identity.outputs.principalId
+    principalId: principalId
+    principalType: principalType
+    storageAccountName: storage.outputs.name
+    keyVaultName: keyVault.outputs.name
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+  }
+}
+
+module app 'modules/app.bicep' = {
+  name: 'app'
+  scope: rg
+  params: {
+    name: names.functionApp
+    planName: names.plan
+    location: location
+    tags: tags
+    serviceName: 'api'
+    identityId: identity.outputs.id
+    identityClientId: identity.outputs.clientId
+    storageAccountName: storage.outputs.name
+    deploymentContainerName: storage.outputs.deploymentContainerName
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    keyVaultName: keyVault.outputs.name
+    nodeVersion: nodeVersion
+    maximumInstanceCount: maximumInstanceCount
+    instanceMemoryMB: instanceMemoryMB
+    msspClientId: msspClientId
+    defenderCloud: defenderCloud
+    pullSchedule: effectivePullSchedule
+    excludeTracesFromSampling: excludeTracesFromSampling
+  }
+  // The identity must hold its storage and Key Vault roles before the host starts.
+  dependsOn: [
+    rbac
+  ]
+}
+
+module alerts 'modules/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    applicationInsightsId: monitoring.outputs.applicationInsightsId
+    location: location
+    tags: tags
+    namePrefix: names.alertPrefix
+    actionGroupName: names.actionGroup
+    alertEmail: alertEmail
+    stalePullThresholdMinutes: stalePullThresholdMinutes
+  }
+}
+
+// azd stores these in .azure/<env>/.env; register-app.sh and docs/deploy.md read them.
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_FUNCTION_APP_NAME string = app.outputs.name
+output SERVICE_API_NAME string = app.outputs.name
+output FUNCTION_APP_URL string = app.outputs.url
+output CONSENT_REDIRECT_URI string = '${app.outputs.url}/api/consent/callback'
+output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
+output AZURE_KEY_VAULT_ENDPOINT string = keyVault.outputs.uri
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output AZURE_MANAGED_IDENTITY_CLIENT_ID string = identity.outputs.clientId
+output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
+output APPLICATIONINSIGHTS_CONNECTION_STRING string = monitoring.outputs.connectionString
+output ALERT_RULE_RECONSENT string = alerts.outputs.reconsentRuleName
+output ALERT_RULE_STALE_PULL string = alerts.outputs.stalePullRuleName

@@ -1,0 +1,51 @@
+// Key Vault for the customer tenants' refresh tokens and the MSSP app's client secret
+// (secret name mssp-client-secret). Access is Azure RBAC only (no access policies).
+
+@description('Key Vault name (3-24 characters, globally unique; kept reserved while soft-deleted).')
+@minLength(3)
+@maxLength(24)
+param name string
+
+@description('Azure region.')
+param location string
+
+@description('Tags applied to the vault.')
+param tags object = {}
+
+@description('Turn on purge protection. Once on it cannot be turned off, and a deleted vault (and its name) stays reserved for the whole retention period.')
+param enablePurgeProtection bool = true
+
+@description('Days a deleted vault or secret can be recovered. Fixed once the vault exists.')
+@minValue(7)
+@maxValue(90)
+param softDeleteRetentionInDays int = 90
+
+resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
+  name: name
+  location: location
+  tags: tags
+  properties: {
+    tenantId: subscription().tenantId
+    sku: {
+      family: 'A'
+      name: 'standard'
+    }
+    enableRbacAuthorization: true
+    enableSoftDelete: true
+    softDeleteRetentionInDays: softDeleteRetentionInDays
+    // The API refuses an explicit false: purge protection is either on or absent.
+    enablePurgeProtection: enablePurgeProtection ? true : null
+    enabledForDeployment: false
+    enabledForDiskEncryption: false
+    enabledForTemplateDeployment: false
+    publicNetworkAccess: 'Enabled'
+    networkAcls: {
+      defaultAction: 'Allow'
+      bypass: 'AzureServices'
+    }
+  }
+}
+
+output id string = vault.id
+output name string = vault.name
+output uri string = vault.properties.vaultUri
