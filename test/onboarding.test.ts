@@ -220,6 +220,16 @@ describe("consent flow", () => {
     h.defender.allow(tenantId);
   });
 
+  it("stores nothing and says so when Key Vault refuses the write", async () => {
+    const tenantId = h.newTenant();
+    const { callbackUrl } = await consentTo(tenantId);
+    h.vault.failNext(1, 403);
+    assertPage(await callback(callbackUrl), 500, /Nothing was stored/);
+    assert.equal(secretOf(tenantId), undefined);
+    assert.equal((await tenantStatus(tenantId)).status, "pending");
+    assert.ok(h.logs.some((l) => l.includes("page.failed error=RestError")));
+  });
+
   it("rejects an incomplete or unknown consent link", async () => {
     assertPage(await call("consent-start", { path: "consent/start" }), 400, /incomplete/);
     assertPage(

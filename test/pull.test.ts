@@ -292,6 +292,17 @@ describe("tokens during pulls", () => {
     assert.equal((await status(tenantId)).lastError, undefined);
   });
 
+  it("retries Entra's transient failures during a pull", async () => {
+    const tenantId = await activeTenant(recent(4, "entra-503"));
+    const { forgetAccessToken } = await import("../shared/tokens.js");
+    forgetAccessToken(tenantId);
+    h.entra.failNext(2, { status: 503 });
+    await pull(tenantId);
+    assert.equal(slept.length, 2, "two backoff waits");
+    await assertInSync(tenantId);
+    assert.equal((await status(tenantId)).lastError, undefined);
+  });
+
   it("never brings back a token that an offboarding deleted", async () => {
     const tenantId = await activeTenant();
     await h.http("tenants-delete", { method: "DELETE", path: `tenants/${tenantId}`, params: { tenantId } });
