@@ -1,0 +1,513 @@
+import assert from "node:assert/strict";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createServer, type Server } from "node:http";
+import { createServer as createNetServer } from "node:net";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { QueueServiceClient } from "@azure/storage-queue";
+import {
+  PortInUseError,
+  portTaken,
+  SANDBOX_TENANTS,
+  type Sandbox,
+  type SandboxPorts,
+  type SandboxTenant,
+  startSandboxServers,
+} from "../dev/sandbox-servers.js";
+import { loadConfig } from "../shared/config.js";
+import { resetHealthCache } from "../shared/health.js";
+import { resetServices } from "../shared/services.js";
+import { PULL_QUEUE } from "../shared/storage.js";
+import { loadLoopbackDns, repoRoot } from "./fakes/https.js";
+import { INTERFERING_ENV } from "./fakes/managed-identity.js";
+import { callHttp, callTrigger, type HttpCall, type HttpResult, loadFunctions } from "./support/functions.js";
+
+/**
+ * `npm run sandbox` without `func start`: the simulators are started exactly as
+ * dev/sandbox.ts starts them (on free ports), the local.settings.json they produce is put
+ * into process.env as Core Tools would, and the product runs through its registered
+ * handlers: consent through the simulated consent page, the timer, the queue worker, the
+ * read API, plus the sandbox's knobs (activity, throttling, a large alert, revocation).
+ */
+
+const FREE: SandboxPorts = { entra: 0, keyVault: 0, defender: 0, identity: 0, azuriteBlob: 0, azuriteQueue: 0, azuriteTable: 0 };
+const ALERTS = 120;
+const LARGE_MIB = 2;
+const [CONTOSO, FABRIKAM, NORTHWIND] = SANDBOX_TENANTS as [SandboxTenant, SandboxTenant, SandboxTenant];
+
+let sandbox: Sandbox;
+let bridge: Server;
+let dir: string;
+let values: Record<string, string>;
+let file: { IsEncrypted: boolean; Values: Record<string, string>; Host?: { LocalHttpPort?: number } };
+const logs: string[] = [];
+const sandboxLog: string[] = [];
+
+function http(name: string, call: HttpCall): Promise<HttpResult> {
+  return callHttp(name, call, logs, values.PUBLIC_BASE_URL);
+}
+
+function pathOf(url: string): string {
+  const u = new URL(url);
+  return `${u.pathname.replace(/^\/api\//, "")}${u.search}`;
+}
+
+function recentLogs(): string {
+  return `\n--- app log ---\n${logs.slice(-15).join("\n")}\n--- sandbox log ---\n${sandboxLog.slice(-5).join("\n")}`;
+}
+
+async function register(tenantId: string): Promise<string> {
+  const result = await http("tenants-create", { method: "POST", path: "tenants", body: JSON.stringify({ tenantId }) });
+  assert.ok(result.status === 201 || result.status === 200, result.text);
+  return (result.json as { consentUrl: string }).consentUrl;
+}
+
+/** GET /api/consent/start: the Entra authorize URL it redirects to. */
+async function openLink(consentUrl: string): Promise<string> {
+  const started = await http("consent-start", { path: pathOf(consentUrl) });
+  assert.equal(started.status, 302, started.text + recentLogs());
+  return started.headers.location!;
+}
+
+async function tenantStatus(tenantId: string): Promise<Record<string, unknown>> {
+  const result = await http("tenants-get", { path: `tenants/${tenantId}`, params: { tenantId } });
+  assert.equal(result.status, 200, result.text);
+  return result.json as Record<string, unknown>;
+}
+
+async function storedAlerts(tenantId: string): Promise<{ id: string; status?: string }[]> {
+  const result = await http("alerts-list", { path: `alerts?tenantId=${tenantId}&top=1000` });
+  assert.equal(result.status, 200, result.text);
+  const body = result.json as { alerts: { id: string; status?: string }[]; continuationToken?: string };
+  assert.equal(body.continuationToken, undefined);
+  return body.alerts;
+}
+
+// -----------------------------------------------------------------------------------------
+// The simulated consent page, read like a browser would.
+
+interface Tag {
+  name: string;
+  attrs: Record<string, string>;
+  text: string;
+}
+
+function decodeEntities(value: string): string {
+  return value
+    .replace(/&quot;/g, '"')
+    .replace(/&#39;/g, "'")
+    .replace(/&lt;/g, "<")
+    .replace(/&gt;/g, ">")
+    .replace(/&amp;/g, "&");
+}
+
+function tags(html: string, name: string): Tag[] {
+  const out: Tag[] = [];
+  const re = new RegExp(`<${name}\\b([^>]*)>(?:([^<]*)</${name}>)?`, "gi");
+  for (const m of html.matchAll(re)) {
+    const attrs: Record<string, string> = {};
+    for (const a of (m[1] ?? "").matchAll(/([\w-]+)(?:="([^"]*)")?/g)) attrs[a[1]!.toLowerCase()] = decodeEntities(a[2] ?? "");
+    out.push({ name, attrs, text: decodeEntities((m[2] ?? "").trim()) });
+  }
+  return out;
+}
+
+interface ConsentForm {
+  action: string;
+  method: string;
+  hidden: Record<string, string>;
+  users: { value: string; checked: boolean }[];
+  buttons: { name: string; value: string; text: string }[];
+  html: string;
+}
+
+async function consentPage(authorizeUrl: string): Promise<ConsentForm> {
+  const response = await fetch(authorizeUrl);
+  const html = await response.text();
+  assert.equal(response.status, 200, html);
+  assert.match(response.headers.get("content-type") ?? "", /text\/html/);
+  const forms = tags(html, "form");
+  assert.equal(forms.length, 1, "the consent page has one form");
+  const form = forms[0]!;
+  const inputs = tags(html, "input");
+  return {
+    action: new URL(form.attrs.action ?? "", authorizeUrl).href,
+    method: (form.attrs.method ?? "get").toLowerCase(),
+    hidden: Object.fromEntries(inputs.filter((i) => i.attrs.type === "hidden").map((i) => [i.attrs.name!, i.attrs.value ?? ""])),
+    users: inputs
+      .filter((i) => i.attrs.type === "radio" && i.attrs.name === "user")
+      .map((i) => ({ value: i.attrs.value ?? "", checked: "checked" in i.attrs })),
+    buttons: tags(html, "button")
+      .filter((b) => (b.attrs.type ?? "submit") === "submit")
+      .map((b) => ({ name: b.attrs.name ?? "", value: b.attrs.value ?? "", text: b.text })),
+    html,
+  };
+}
+
+/** Submits the form with one of its buttons, as a browser does; returns the redirect Location. */
+async function press(form: ConsentForm, buttonText: string, user?: string): Promise<string> {
+  const button = form.buttons.find((b) => b.text === buttonText);
+  assert.ok(button, `no ${buttonText} button`);
+  const body = new URLSearchParams(form.hidden);
+  const chosen = user ?? form.users.find((u) => u.checked)?.value;
+  if (chosen) body.set("user", chosen);
+  body.set(button.name, button.value);
+  const response = await fetch(form.action, {
+    method: "POST",
+    redirect: "manual",
+    headers: { "content-type": "application/x-www-form-urlencoded" },
+    body,
+  });
+  await response.arrayBuffer();
+  assert.equal(response.status, 302, `${buttonText} should redirect`);
+  return response.headers.get("location")!;
+}
+
+/** Registers, opens the link and clicks Accept on the simulated page; returns the callback result. */
+async function onboard(tenant: SandboxTenant, user?: string): Promise<HttpResult> {
+  const authorize = await openLink(await register(tenant.id));
+  const location = await press(await consentPage(authorize), "Accept", user);
+  return http("consent-callback", { path: pathOf(location) });
+}
+
+// -----------------------------------------------------------------------------------------
+// The host's part: the timer fills the queue, the worker drains it.
+
+function pullQueue() {
+  return QueueServiceClient.fromConnectionString(values.ALERTS_STORAGE!).getQueueClient(PULL_QUEUE);
+}
+
+/** Runs the queue-triggered worker for every queued message (JSON, as the host hands it over). */
+async function drainPulls(): Promise<string[]> {
+  const queue = pullQueue();
+  const pulled: string[] = [];
+  for (;;) {
+    const batch = await queue.receiveMessages({ numberOfMessages: 32, visibilityTimeout: 120 });
+    if (batch.receivedMessageItems.length === 0) return pulled;
+    for (const message of batch.receivedMessageItems) {
+      const parsed = JSON.parse(Buffer.from(message.messageText, "base64").toString("utf8")) as { tenantId: string };
+      await callTrigger("pull-worker", parsed, logs);
+      await queue.deleteMessage(message.messageId, message.popReceipt);
+      pulled.push(parsed.tenantId);
+    }
+  }
+}
+
+async function waitFor(what: string, check: () => boolean, timeoutMs = 15_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}${recentLogs()}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+// -----------------------------------------------------------------------------------------
+// A tiny stand-in for func start's HTTP front end, only for the browser: it serves the two
+// anonymous consent routes at PUBLIC_BASE_URL through the registered handlers.
+
+function startBridge(): Promise<Server> {
+  const server = createServer((req, res) => {
+    const url = new URL(req.url ?? "/", "http://localhost");
+    const name = { "/api/consent/start": "consent-start", "/api/consent/callback": "consent-callback" }[url.pathname];
+    if (!name || req.method !== "GET") {
+      res.writeHead(404).end();
+      return;
+    }
+    http(name, { path: `${url.pathname.replace(/^\/api\//, "")}${url.search}` }).then(
+      (result) => {
+        res.writeHead(result.status, result.headers);
+        res.end(result.text);
+      },
+      (err: unknown) => {
+        res.writeHead(500, { "content-type": "text/plain" });
+        res.end(String(err));
+      },
+    );
+  });
+  return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve(server)));
+}
+
+before(async () => {
+  loadLoopbackDns();
+  for (const name of INTERFERING_ENV) delete process.env[name];
+  dir = mkdtempSync(join(tmpdir(), "sandbox-test-"));
+  bridge = await startBridge();
+  sandbox = await startSandboxServers({
+    ports: FREE,
+    appPort: (bridge.address() as AddressInfo).port,
+    settingsPath: join(dir, "local.settings.json"),
+    alertsPerTenant: ALERTS,
+    activityMinutes: 0,
+    largeAlertMiB: LARGE_MIB,
+    revokeAfterMinutes: 0.01,
+    throttle: true,
+    log: (line) => sandboxLog.push(line),
+  });
+  file = JSON.parse(readFileSync(join(dir, "local.settings.json"), "utf8")) as typeof file;
+  values = file.Values;
+  // What Core Tools does with local.settings.json: every value becomes an environment variable.
+  Object.assign(process.env, values);
+  resetServices();
+  resetHealthCache();
+  await loadFunctions();
+});
+
+after(async () => {
+  const ports = sandbox ? Object.values(sandbox.ports) : [];
+  await sandbox?.stop();
+  await new Promise<void>((resolve) => (bridge ? bridge.close(() => resolve()) : resolve()));
+  resetServices();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+  for (const port of ports) assert.equal(await portTaken(port), false, `port ${port} still in use after stop()`);
+});
+
+describe("sandbox", () => {
+  it("writes local.settings.json with every app setting pointing at the simulators", () => {
+    const root = repoRoot(import.meta.url);
+    assert.equal(file.IsEncrypted, false);
+    assert.equal(file.Host?.LocalHttpPort, sandbox.appPort);
+    assert.equal(values.FUNCTIONS_WORKER_RUNTIME, "node");
+    assert.equal(values.PUBLIC_BASE_URL, `http://localhost:${sandbox.appPort}`);
+    assert.equal(values.KEY_VAULT_URL, `https://sandbox.vault.localhost:${sandbox.ports.keyVault}`);
+    assert.equal(values.ENTRA_AUTHORITY_HOST, `https://127.0.0.1:${sandbox.ports.entra}`);
+    assert.equal(values.DEFENDER_API_BASE_URL, `https://127.0.0.1:${sandbox.ports.defender}`);
+    assert.equal(values.IDENTITY_ENDPOINT, `http://127.0.0.1:${sandbox.ports.identity}/msi/token`);
+    assert.ok(values.IDENTITY_HEADER);
+    assert.equal(values.AzureWebJobsStorage, values.ALERTS_STORAGE);
+    assert.match(values.ALERTS_STORAGE!, new RegExp(`QueueEndpoint=http://127\\.0\\.0\\.1:${sandbox.ports.azuriteQueue}/devstoreaccount1;`));
+    assert.equal(values.PULL_SCHEDULE, "0 */5 * * * *");
+    assert.equal(values.NODE_EXTRA_CA_CERTS, join(root, ".cache", "tls", "ca.pem"));
+    assert.ok(existsSync(values.NODE_EXTRA_CA_CERTS!));
+    // The test runner trusts the same CA, the way the worker trusts it from local.settings.json.
+    if (process.env.NODE_EXTRA_CA_CERTS) assert.equal(process.env.NODE_EXTRA_CA_CERTS, values.NODE_EXTRA_CA_CERTS);
+    const preload = join(root, "dev", "loopback-dns.cjs");
+    assert.equal(values.languageWorkers__node__arguments, `--require ${/\s/.test(preload) ? `"${preload}"` : preload}`);
+    assert.ok(existsSync(preload));
+    for (const value of Object.values(values)) assert.equal(typeof value, "string");
+    const config = loadConfig(values);
+    assert.equal(config.redirectUri, `http://localhost:${sandbox.appPort}/api/consent/callback`);
+    assert.equal(config.storage.kind, "connectionString");
+  });
+
+  it("refuses to start when a port is taken, naming the port and how to change it", async () => {
+    const busy = createNetServer();
+    await new Promise<void>((resolve) => busy.listen(0, "127.0.0.1", () => resolve()));
+    const port = (busy.address() as AddressInfo).port;
+    try {
+      await assert.rejects(startSandboxServers({ ports: { ...FREE, entra: port }, settingsPath: null, log: () => {} }), (err: unknown) => {
+        assert.ok(err instanceof PortInUseError);
+        assert.match(err.message, new RegExp(`Port ${port} \\(Entra ID simulator\\) is already in use`));
+        assert.match(err.message, /--entra-port <port> or SANDBOX_ENTRA_PORT=<port>/);
+        return true;
+      });
+      await assert.rejects(
+        startSandboxServers({ ports: FREE, appPort: port, checkAppPort: true, settingsPath: null, log: () => {} }),
+        /Port \d+ \(Functions host \(func start\)\) is already in use/,
+      );
+    } finally {
+      await new Promise<void>((resolve) => busy.close(() => resolve()));
+    }
+  });
+
+  it("serves a consent page whose Cancel and Accept buttons lead to the right callback requests", async () => {
+    const consentUrl = await register(CONTOSO.id);
+    const authorize = await openLink(consentUrl);
+    assert.ok(authorize.startsWith(`${values.ENTRA_AUTHORITY_HOST}/${CONTOSO.id}/oauth2/v2.0/authorize?`), authorize);
+    const state = new URL(authorize).searchParams.get("state");
+    assert.ok(state);
+
+    const page = await consentPage(authorize);
+    assert.equal(page.method, "post");
+    assert.ok(page.action.startsWith(`${values.ENTRA_AUTHORITY_HOST}/`), page.action);
+    assert.deepEqual(
+      page.buttons.map((b) => b.text),
+      ["Cancel", "Accept"],
+    );
+    assert.deepEqual(
+      page.users.map((u) => u.value),
+      CONTOSO.users.map((u) => `${CONTOSO.id}|${u.oid}`),
+    );
+    for (const user of CONTOSO.users) assert.ok(page.html.includes(user.upn));
+    assert.match(page.html, /api\.securitycenter\.microsoft\.com\/\.default/);
+    assert.match(page.html, /offline_access/);
+
+    const callbackBase = `${values.PUBLIC_BASE_URL}/api/consent/callback?`;
+    const cancelled = await press(page, "Cancel");
+    assert.ok(cancelled.startsWith(callbackBase), cancelled);
+    const cancelParams = new URL(cancelled).searchParams;
+    assert.equal(cancelParams.get("error"), "access_denied");
+    assert.equal(cancelParams.get("state"), state);
+    assert.equal(cancelParams.get("code"), null);
+    const declined = await http("consent-callback", { path: pathOf(cancelled) });
+    assert.equal(declined.status, 400);
+    assert.match(declined.text, /Consent was not given/);
+    assert.equal((await tenantStatus(CONTOSO.id)).status, "pending");
+
+    // The link is still valid: open it again and accept as the second user.
+    const again = await openLink(consentUrl);
+    const secondState = new URL(again).searchParams.get("state");
+    const second = CONTOSO.users[1]!;
+    const accepted = await press(await consentPage(again), "Accept", `${CONTOSO.id}|${second.oid}`);
+    assert.ok(accepted.startsWith(callbackBase), accepted);
+    const acceptParams = new URL(accepted).searchParams;
+    assert.ok(acceptParams.get("code"));
+    assert.equal(acceptParams.get("state"), secondState);
+    assert.equal(acceptParams.get("error"), null);
+    const done = await http("consent-callback", { path: pathOf(accepted) });
+    assert.equal(done.status, 200, done.text + recentLogs());
+    assert.match(done.text, /Consent complete/);
+    const status = await tenantStatus(CONTOSO.id);
+    assert.equal(status.status, "active");
+    assert.equal(status.consentedBy, second.upn);
+  });
+
+  it("pulls every active tenant through the timer and the queue worker, despite 429s", async () => {
+    const fabrikam = await onboard(FABRIKAM);
+    assert.equal(fabrikam.status, 200, fabrikam.text + recentLogs());
+
+    await callTrigger("pull-timer", { isPastDue: false }, logs);
+    const pulled = await drainPulls();
+    assert.deepEqual(pulled.sort(), [CONTOSO.id, FABRIKAM.id].sort(), recentLogs());
+
+    for (const tenant of [CONTOSO, FABRIKAM]) {
+      const expected = sandbox.defender.getAlerts(tenant.id).length;
+      assert.equal(expected, tenant === CONTOSO ? ALERTS + 1 : ALERTS);
+      const status = await tenantStatus(tenant.id);
+      assert.equal(status.status, "active");
+      assert.ok(status.lastSuccessAt, `no successful pull${recentLogs()}`);
+      assert.equal(status.alertsStored, expected);
+      const stored = await storedAlerts(tenant.id);
+      assert.equal(stored.length, expected);
+      // --throttle: the fake answered 429 to every other request and the pull retried.
+      assert.ok(sandbox.defender.requests(tenant.id).some((r) => r.status === 429));
+    }
+    const list = await http("tenants-list", { path: "tenants" });
+    const tenants = (list.json as { tenants: { tenantId: string; status: string }[] }).tenants;
+    assert.deepEqual(
+      tenants.map((t) => `${t.tenantId} ${t.status}`).sort(),
+      [`${CONTOSO.id} active`, `${FABRIKAM.id} active`].sort(),
+    );
+    const health = await http("health", { path: "health" });
+    assert.equal(health.status, 200, health.text);
+  });
+
+  it("serves the large alert whole", async () => {
+    assert.ok(sandbox.largeAlertId);
+    const result = await http("alerts-get", {
+      path: `tenants/${CONTOSO.id}/alerts/${encodeURIComponent(sandbox.largeAlertId)}`,
+      params: { tenantId: CONTOSO.id, alertId: sandbox.largeAlertId },
+    });
+    assert.equal(result.status, 200);
+    assert.ok(Buffer.byteLength(result.text) >= LARGE_MIB * 1024 * 1024);
+    assert.deepEqual(JSON.parse(result.text), sandbox.defender.getAlert(CONTOSO.id, sandbox.largeAlertId));
+  });
+
+  it("shows new and updated alerts of the simulated activity on the next pull", async () => {
+    // Older than the app's 60 s pull lag, so this very pull sees the changes.
+    const reports = sandbox.tick(new Date(Date.now() - 90_000));
+    const contoso = reports.find((r) => r.tenantId === CONTOSO.id)!;
+    assert.ok(contoso.added.length >= 1 && contoso.updated.length >= 2, JSON.stringify(contoso));
+
+    const queued = await http("tenants-pull", { method: "POST", path: `tenants/${CONTOSO.id}/pull`, params: { tenantId: CONTOSO.id } });
+    assert.equal(queued.status, 202, queued.text);
+    assert.deepEqual(await drainPulls(), [CONTOSO.id]);
+
+    const stored = new Map((await storedAlerts(CONTOSO.id)).map((a) => [a.id, a]));
+    assert.equal(stored.size, contoso.total);
+    for (const id of contoso.added) assert.ok(stored.has(id), `new alert ${id} not stored`);
+    for (const id of contoso.updated) {
+      assert.equal(stored.get(id)?.status, sandbox.defender.getAlert(CONTOSO.id, id)?.status, `alert ${id} not updated`);
+    }
+  });
+
+  it("revokes the third tenant's grant after consent, and consenting again restores it", async () => {
+    assert.equal(sandbox.revokeTenantId, NORTHWIND.id);
+    assert.equal(sandbox.revocationState(), "waiting-for-consent");
+    const consented = await onboard(NORTHWIND);
+    assert.equal(consented.status, 200, consented.text + recentLogs());
+    await waitFor("the revocation", () => sandbox.revocationState() === "revoked");
+
+    await callTrigger("pull-worker", { tenantId: NORTHWIND.id }, logs);
+    let status = await tenantStatus(NORTHWIND.id);
+    assert.equal(status.status, "reconsent-required", recentLogs());
+    assert.equal((status.lastError as { code: string }).code, "AADSTS70043");
+
+    const again = await onboard(NORTHWIND);
+    assert.equal(again.status, 200, again.text + recentLogs());
+    await waitFor("the restore", () => sandbox.revocationState() === "restored");
+    await callTrigger("pull-worker", { tenantId: NORTHWIND.id }, logs);
+    status = await tenantStatus(NORTHWIND.id);
+    assert.equal(status.status, "active", recentLogs());
+    assert.equal(status.alertsStored, sandbox.defender.getAlerts(NORTHWIND.id).length);
+  });
+
+  it("works in a real browser: Cancel and Accept on the consent page", async (t) => {
+    const executablePath = "/usr/bin/chromium";
+    if (!existsSync(executablePath)) return t.skip(`${executablePath} is not installed`);
+    // A variable specifier: compiling does not need playwright-core, only running this part does.
+    const specifier = "playwright-core";
+    let chromium: PlaywrightChromium;
+    try {
+      chromium = ((await import(specifier)) as { chromium: PlaywrightChromium }).chromium;
+    } catch {
+      return t.skip("playwright-core is not installed");
+    }
+    const browser = await chromium.launch({
+      executablePath,
+      headless: true,
+      args: [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+      ],
+    });
+    try {
+      const context = await browser.newContext({ ignoreHTTPSErrors: true });
+      const page = await context.newPage();
+      const callback = /\/api\/consent\/callback\?/;
+      const consentUrl = await register(FABRIKAM.id);
+
+      await page.goto(consentUrl);
+      await page.waitForSelector("button[value=cancel]");
+      await Promise.all([page.waitForURL(callback), page.click("button[value=cancel]")]);
+      assert.match(await page.textContent("body"), /Consent was not given/);
+      assert.equal(new URL(page.url()).searchParams.get("error"), "access_denied");
+
+      await page.goto(consentUrl);
+      await page.check(`input[name=user][value="${FABRIKAM.id}|${FABRIKAM.users[0]!.oid}"]`);
+      await Promise.all([page.waitForURL(callback), page.click("button[value=accept]")]);
+      assert.match(await page.textContent("body"), /Consent complete/);
+      assert.ok(new URL(page.url()).searchParams.get("code"));
+      const status = await tenantStatus(FABRIKAM.id);
+      assert.equal(status.status, "active");
+      assert.equal(status.consentedBy, FABRIKAM.users[0]!.upn);
+    } finally {
+      await browser.close();
+    }
+  });
+});
+
+/** The little of playwright-core's API this test uses, typed loosely. */
+interface PlaywrightChromium {
+  launch(options: Record<string, unknown>): Promise<{
+    newContext(options: Record<string, unknown>): Promise<{ newPage(): Promise<PlaywrightPage> }>;
+    close(): Promise<void>;
+  }>;
+}
+
+interface PlaywrightPage {
+  goto(url: string): Promise<unknown>;
+  waitForSelector(selector: string): Promise<unknown>;
+  waitForURL(url: RegExp): Promise<void>;
+  click(selector: string): Promise<void>;
+  check(selector: string): Promise<void>;
+  textContent(selector: string): Promise<string>;
+  url(): string;
+}
