@@ -81,7 +81,7 @@ export function sha256Hex(json: string | Buffer): string {
 export function encodeAlert(tenantId: string, alert: RawAlert): EncodedAlert {
   const bytes = Buffer.from(alert.json, "utf8");
   const sha = sha256Hex(bytes);
-  const packed = gzipSync(bytes, { level: 6 });
+  const packed = gzipSync(bytes, { level: 1 }); // level 1: ~25% less CPU, ~3% larger
   const parts: Buffer[] = [];
   for (let offset = 0; offset < packed.length; offset += PART_BYTES) {
     parts.push(packed.subarray(offset, offset + PART_BYTES));

@@ -28,6 +28,7 @@ export const LEASE_MS = 10 * 60_000;
 const MIN_SLICE_MS = 1;
 const MAX_SKIP_PASSES = 5;
 const WRITE_CONCURRENCY = 4;
+const RECOUNT_MS = 3600_000;
 
 export type PullOutcome =
   | "succeeded"
@@ -81,7 +82,10 @@ class PullRun {
   private readonly tables: AlertTables;
   private watermark: string | undefined;
   private written = 0;
-  private changed = false;
+  /** Rows the tenant holds: exact after a recount, else the last count plus new ids seen. */
+  private alertsStored: number;
+  /** The store of the previous window, running while the next window is fetched. */
+  private pending: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly svc: Services,
@@ -92,6 +96,7 @@ class PullRun {
     this.etag = row.etag;
     this.generation = row.generation;
     this.watermark = row.watermark || undefined;
+    this.alertsStored = row.alertsStored ?? 0;
     const pull = svc.config.pull;
     this.budget = new CallBudget(pull.maxCallsPerMinute, pull.maxCallsPerHour, svc.now, row.apiCalls);
     const endpoints = endpointsFor(svc.config, row.cloud);
@@ -119,8 +124,11 @@ class PullRun {
       const base = this.watermark ? Date.parse(this.watermark) : now - initialLookbackMs;
       const lower = Math.min(base - (this.watermark ? overlapMs : 0), upper);
       await this.range(lower, upper);
-      if (this.changed) await this.countAlerts();
-      await this.finish({ lastSuccessAt: this.svc.now().toISOString(), ...CLEARED_ERROR });
+      await this.pending;
+      const done: TenantPatch = { lastSuccessAt: this.svc.now().toISOString(), ...CLEARED_ERROR };
+      if (this.written > 0 && this.recountDue()) await this.countAlerts();
+      else if (this.written > 0 && !this.row.alertsCountedAt) done.alertsCountedAt = done.lastSuccessAt;
+      await this.finish(done);
       this.log.info(`pull.succeeded tenantId=${id} alerts=${this.written} watermark=${this.watermark ?? ""}`);
       return this.result("succeeded");
     } catch (err) {
@@ -134,6 +142,8 @@ class PullRun {
 
   private async fail(err: unknown): Promise<PullResult> {
     const id = this.tenantId;
+    // Let a window that is still being written finish (or fail) before the final update.
+    await this.pending.catch(() => undefined);
     const at = this.svc.now().toISOString();
     if (err instanceof TokenFailure) {
       const { kind, code, message } = err.detail;
@@ -241,7 +251,13 @@ class PullRun {
     } else if (page.nextLink) {
       alerts = await this.follow(alerts, page.nextLink);
     }
-    await this.store(alerts, from, to);
+    // Pipelined: this window is written while the next one is fetched. Stores run one at
+    // a time and in time order, so the watermark still only covers durable windows, and
+    // at most two pages are in memory.
+    const previous = this.pending;
+    await previous;
+    this.pending = this.store(alerts, from, to);
+    this.pending.catch(() => undefined); // surfaced by the next await of this.pending
   }
 
   /** Follows @odata.nextLink when the service sends one. */
@@ -281,12 +297,15 @@ class PullRun {
   private async store(alerts: RawAlert[], from: number, to: number): Promise<void> {
     const unique = new Map<string, RawAlert>();
     for (const alert of alerts) unique.set(alert.id, newer(unique.get(alert.id), alert));
-    const fresh = await this.withoutUnchanged([...unique.values()], from, to);
+    const stored = await this.storedInWindow(unique.size, from, to);
+    const all = [...unique.values()];
+    const fresh = stored.size === 0 ? all : all.filter((a) => stored.get(a.id) !== sha256Hex(a.json));
     if (fresh.length > 0) {
       const encoded = fresh.map((alert) => encodeAlert(this.tenantId, alert));
       await writeAlerts(this.tables, encoded, WRITE_CONCURRENCY);
       this.written += fresh.length;
-      this.changed = true;
+      // New ids, as far as this window can tell; the hourly recount corrects the rest.
+      this.alertsStored += fresh.filter((a) => !stored.has(a.id)).length;
     }
     let newest = this.watermark;
     for (const alert of unique.values()) {
@@ -294,32 +313,42 @@ class PullRun {
     }
     if (newest !== this.watermark || fresh.length > 0) {
       this.watermark = newest;
-      await this.checkpoint({ ...(newest ? { watermark: newest } : {}) });
+      await this.checkpoint({ ...(newest ? { watermark: newest } : {}), alertsStored: this.alertsStored });
     }
   }
 
   /**
-   * Drops alerts whose stored row already has the same body (the overlap re-reads them
-   * every run), so unchanged alerts are not rewritten and `since` readers see only changes.
+   * Bodies already stored for alerts in this window (id -> SHA-256), so the overlap, which
+   * re-reads the same alerts every run, does not rewrite them and `since` readers see only
+   * real changes. The first pull of a tenant has nothing stored yet and skips the query.
    */
-  private async withoutUnchanged(alerts: RawAlert[], from: number, to: number): Promise<RawAlert[]> {
-    if (alerts.length === 0) return alerts;
+  private async storedInWindow(count: number, from: number, to: number): Promise<Map<string, string>> {
     const stored = new Map<string, string>();
+    if (count === 0 || (!this.row.watermark && !this.row.alertsStored)) return stored;
     const filter = odata`PartitionKey eq ${this.tenantId} and lastUpdateTime ge ${new Date(from)} and lastUpdateTime lt ${new Date(to)}`;
     const rows = this.tables.alerts.listEntities<{ alertId: string; bodySha256: string }>({
       queryOptions: { filter, select: ["alertId", "bodySha256"] },
     });
     for await (const row of rows) stored.set(row.alertId, row.bodySha256);
-    if (stored.size === 0) return alerts;
-    return alerts.filter((a) => stored.get(a.id) !== sha256Hex(a.json));
+    return stored;
   }
 
-  /** Exact count of the tenant's alert rows, refreshed only when a pull changed something. */
+  /**
+   * The exact count scans the tenant's partition, so it runs at most hourly; in between,
+   * `alertsStored` grows by the new ids each window sees. A tenant's first pull needs no
+   * scan: its partition starts empty, so the new ids it wrote are the count.
+   */
+  private recountDue(): boolean {
+    if (!this.row.alertsCountedAt) return Boolean(this.row.watermark || this.row.alertsStored);
+    return this.svc.now().getTime() - Date.parse(this.row.alertsCountedAt) >= RECOUNT_MS;
+  }
+
   private async countAlerts(): Promise<void> {
     let count = 0;
     const filter = odata`PartitionKey eq ${this.tenantId}`;
     for await (const _ of this.tables.alerts.listEntities({ queryOptions: { filter, select: ["RowKey"] } })) count++;
-    await this.checkpoint({ alertsStored: count });
+    this.alertsStored = count;
+    await this.checkpoint({ alertsStored: count, alertsCountedAt: this.svc.now().toISOString() });
   }
 
   /** Saves progress on the tenant row and renews the lease, unless a consent or offboarding intervened. */

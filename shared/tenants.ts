@@ -29,6 +29,8 @@ export interface TenantEntity {
   lastErrorMessage?: string;
   lastErrorAt?: string;
   alertsStored?: number;
+  /** When alertsStored was last recounted exactly (see shared/pull.ts). */
+  alertsCountedAt?: string;
   watermark?: string;
   /** Pull lease: a pull holds the tenant until this time; see shared/pull.ts. */
   pullLeaseId?: string;
