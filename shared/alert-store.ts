@@ -24,7 +24,7 @@ export const MAX_BATCH_ENTITIES = 100;
 export const MAX_BATCH_BYTES = 3.5 * 1024 * 1024;
 
 /** The query-friendly columns, copied as they are from the alert. */
-const TEXT_COLUMNS = [
+export const ALERT_COLUMNS = [
   "title",
   "severity",
   "status",
@@ -88,7 +88,7 @@ export function encodeAlert(tenantId: string, alert: RawAlert): EncodedAlert {
   }
   const rowKey = encodeKey(alert.id);
   const row: AlertEntity = { partitionKey: tenantId, rowKey, alertId: alert.id };
-  for (const column of TEXT_COLUMNS) {
+  for (const column of ALERT_COLUMNS) {
     const value = alert.fields[column];
     if (value !== null && value !== undefined) row[column] = typeof value === "string" ? value : JSON.stringify(value);
   }

@@ -1,5 +1,5 @@
 import { odata } from "@azure/data-tables";
-import { type AlertTables, readAlertJson } from "./alert-store.js";
+import { ALERT_COLUMNS, type AlertTables, readAlertJson } from "./alert-store.js";
 import { ApiError, parseTenantId } from "./http.js";
 import type { Services } from "./services.js";
 import { TABLES } from "./storage.js";
@@ -13,23 +13,13 @@ import { TABLES } from "./storage.js";
 
 export const SEVERITIES = ["UnSpecified", "Informational", "Low", "Medium", "High"] as const;
 export const STATUSES = ["Unknown", "New", "InProgress", "Resolved"] as const;
+/** The query-friendly columns plus what the summary needs; never the body parts. */
 const SUMMARY_COLUMNS = [
+  ...ALERT_COLUMNS,
   "alertId",
-  "title",
-  "severity",
-  "status",
-  "category",
-  "classification",
-  "determination",
-  "detectionSource",
   "alertCreationTime",
   "lastUpdateTimeExact",
-  "firstEventTime",
-  "lastEventTime",
   "incidentId",
-  "machineId",
-  "computerDnsName",
-  "assignedTo",
   "Timestamp",
   "PartitionKey",
 ] as const;
