@@ -1,5 +1,5 @@
 import { fetch as undiciFetch } from "undici";
-import type { RawAlert } from "./alert-store.js";
+import { ALERT_COLUMNS, type RawAlert } from "./alert-store.js";
 import { splitODataPage } from "./odata-json.js";
 
 /**
@@ -192,12 +192,17 @@ function errorMessage(status: number): string {
   return `Defender API answered ${status}`;
 }
 
+const KEPT_FIELDS = [...ALERT_COLUMNS, "incidentId", "alertCreationTime"];
+
 function toRawAlert(json: string): RawAlert {
-  const fields = JSON.parse(json) as Record<string, unknown>;
-  const id = fields.id;
-  const lastUpdateTime = fields.lastUpdateTime;
+  const parsed = JSON.parse(json) as Record<string, unknown>;
+  const id = parsed.id;
+  const lastUpdateTime = parsed.lastUpdateTime;
   if (typeof id !== "string" || id === "" || typeof lastUpdateTime !== "string") {
     throw new DefenderApiError(200, "InvalidAlert", "An alert without id or lastUpdateTime was returned");
   }
+  // Keep only the columns' fields: the parsed evidence would double a page's memory.
+  const fields: Record<string, unknown> = {};
+  for (const name of KEPT_FIELDS) fields[name] = parsed[name];
   return { json, id, lastUpdateTime, fields };
 }
