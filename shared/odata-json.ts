@@ -2,7 +2,8 @@
  * Splits an OData list response `{"@odata.context": ..., "value": [ ... ], "@odata.nextLink": ...}`
  * into the exact source text of each item, so each alert can be stored byte for byte as
  * Defender sent it (re-serialising parsed JSON would change number and escape formatting).
- * One linear scan over the text; each item is then parsed on its own.
+ * One linear scan over the text; each item is then parsed on its own (by the caller), and
+ * the envelope without the items is parsed once.
  */
 export interface ODataPage {
   items: string[];
@@ -10,39 +11,36 @@ export interface ODataPage {
 }
 
 export function splitODataPage(text: string): ODataPage {
-  const body = JSON.parse(text) as { value?: unknown; "@odata.nextLink"?: unknown };
-  if (!Array.isArray(body.value)) throw new SyntaxError("The response has no value array");
-  const nextLink = typeof body["@odata.nextLink"] === "string" ? body["@odata.nextLink"] : undefined;
-  if (body.value.length === 0) return nextLink ? { items: [], nextLink } : { items: [] };
   const start = findValueArray(text);
   const items: string[] = [];
   let depth = 0;
   let itemStart = -1;
-  for (let i = start + 1; i < text.length; i++) {
+  let end = -1;
+  for (let i = start + 1; i < text.length && end < 0; i++) {
     const c = text.charCodeAt(i);
     if (c === 0x22) {
+      if (depth === 0) throw new SyntaxError("The value array holds a non-object item");
       // a string: skip to its closing quote, honouring escapes
       i++;
       while (i < text.length && text.charCodeAt(i) !== 0x22) {
         if (text.charCodeAt(i) === 0x5c) i++;
         i++;
       }
-      continue;
-    }
-    if (c === 0x7b || c === 0x5b) {
+    } else if (c === 0x7b || c === 0x5b) {
       if (depth === 0) itemStart = i;
       depth++;
     } else if (c === 0x7d || c === 0x5d) {
-      if (depth === 0) break; // the end of the value array
-      depth--;
-      if (depth === 0) {
-        items.push(text.slice(itemStart, i + 1));
-        itemStart = -1;
-      }
+      if (depth === 0) end = i; // the end of the value array
+      else if (--depth === 0) items.push(text.slice(itemStart, i + 1));
+    } else if (depth === 0 && c !== 0x2c && c !== 0x20 && c !== 0x0a && c !== 0x0d && c !== 0x09) {
+      throw new SyntaxError("The value array holds a non-object item");
     }
   }
-  if (items.length !== body.value.length) throw new SyntaxError("Could not split the value array into items");
-  return nextLink ? { items, nextLink } : { items };
+  if (end < 0) throw new SyntaxError("The value array is not closed");
+  // The envelope without the items: checks the rest of the JSON and gives the nextLink.
+  const envelope = JSON.parse(text.slice(0, start + 1) + text.slice(end)) as { "@odata.nextLink"?: unknown };
+  const nextLink = envelope["@odata.nextLink"];
+  return typeof nextLink === "string" ? { items, nextLink } : { items };
 }
 
 /** Offset of the `[` that opens the top-level "value" member. */

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { odata } from "@azure/data-tables";
-import { type AlertTables, encodeAlert, type RawAlert, sha256Hex, writeAlerts } from "./alert-store.js";
+import { type AlertTables, encodeAlert, parseTime, type RawAlert, sha256Hex, writeAlerts } from "./alert-store.js";
 import { endpointsFor } from "./config.js";
 import { BudgetExhaustedError, CallBudget, DefenderApiError, DefenderClient } from "./defender.js";
 import { recordClientCredential } from "./health.js";
@@ -237,27 +237,37 @@ class PullRun {
   /** Reads [from, to) completely, splitting full answers by time. */
   private async range(from: number, to: number): Promise<void> {
     if (to <= from) return;
-    const top = this.svc.config.pull.pageSize;
-    const page = await this.client.list(this.client.listUrl({ from: new Date(from), to: new Date(to), top }));
-    let alerts = page.alerts;
-    if (alerts.length >= top) {
-      if (to - from > MIN_SLICE_MS) {
-        const mid = from + Math.floor((to - from) / 2);
-        await this.range(from, mid);
-        await this.range(mid, to);
-        return;
-      }
-      alerts = await this.skipPaged(from, to);
-    } else if (page.nextLink) {
-      alerts = await this.follow(alerts, page.nextLink);
+    const answer = await this.read(from, to);
+    if ("split" in answer) {
+      // The full page is not kept while its pieces are read: memory follows the page size.
+      for (let i = 0; i + 1 < answer.split.length; i++) await this.range(answer.split[i]!, answer.split[i + 1]!);
+      return;
     }
     // Pipelined: this window is written while the next one is fetched. Stores run one at
     // a time and in time order, so the watermark still only covers durable windows, and
     // at most two pages are in memory.
-    const previous = this.pending;
-    await previous;
-    this.pending = this.store(alerts, from, to);
+    await this.pending;
+    this.pending = this.store(answer.alerts, from, to);
     this.pending.catch(() => undefined); // surfaced by the next await of this.pending
+  }
+
+  /**
+   * One request for [from, to). A full answer is returned as split points instead: the
+   * quartiles of its items' lastUpdateTime (or the midpoint), which cut [from, to) into
+   * exact, adjacent slices, so nothing can fall between them.
+   */
+  private async read(from: number, to: number): Promise<{ alerts: RawAlert[] } | { split: number[] }> {
+    const top = this.svc.config.pull.pageSize;
+    const page = await this.client.list(this.client.listUrl({ from: new Date(from), to: new Date(to), top }));
+    if (page.alerts.length < top) {
+      return { alerts: page.nextLink ? await this.follow(page.alerts, page.nextLink) : page.alerts };
+    }
+    if (to - from <= MIN_SLICE_MS) return { alerts: await this.skipPaged(from, to) };
+    const times = page.alerts.map((a) => parseTime(a.lastUpdateTime)?.getTime() ?? from).sort((a, b) => a - b);
+    const cuts = [1, 2, 3]
+      .map((q) => times[Math.floor((q * times.length) / 4)]!)
+      .filter((t, i, all) => t > from && t < to && all.indexOf(t) === i);
+    return { split: [from, ...(cuts.length > 0 ? cuts : [from + Math.floor((to - from) / 2)]), to] };
   }
 
   /** Follows @odata.nextLink when the service sends one. */

@@ -119,6 +119,16 @@ describe("pulling alerts", () => {
     assert.equal(s.lastError, undefined);
   });
 
+  it("reads more same-millisecond alerts than a page holds with $skip, until two passes agree", async () => {
+    const at = new Date(Date.now() - 3600_000).toISOString().replace("Z", "1234Z");
+    const ties = recent(PAGE * 2 + 5, "ties").map((a) => ({ ...a, lastUpdateTime: at }));
+    const tenantId = await activeTenant(ties);
+    await pull(tenantId);
+    const skipped = h.defender.requests(tenantId).filter((r) => r.query.$skip);
+    assert.ok(skipped.length >= 4, "two full $skip passes");
+    await assertInSync(tenantId);
+  });
+
   it("stores updates without duplicates, and reruns change nothing", async () => {
     const alerts = recent(30, "updates");
     const tenantId = await activeTenant(alerts);

@@ -22,6 +22,11 @@ describe("splitODataPage", () => {
     assert.deepEqual(page.items, ['{"id":"z"}']);
   });
 
+  it("rejects scalar items and an unclosed array", () => {
+    assert.throws(() => splitODataPage('{"value":[{"id":"a"},"b"]}'), SyntaxError);
+    assert.throws(() => splitODataPage('{"value":[{"id":"a"},'), SyntaxError);
+  });
+
   it("rejects a body without a value array", () => {
     assert.throws(() => splitODataPage('{"error":{}}'), SyntaxError);
   });
