@@ -63,10 +63,6 @@ export function encodeKey(id: string): string {
   return id.replace(/[/\\#?%|\u0000-\u001f\u007f-\u009f]/g, (c) => `%${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
 }
 
-export function decodeKey(key: string): string {
-  return decodeURIComponent(key);
-}
-
 /** Parses Defender's timestamps (1 to 7 fractional digits) to a Date (millisecond precision). */
 export function parseTime(value: unknown): Date | undefined {
   if (typeof value !== "string") return undefined;
