@@ -51,7 +51,7 @@ export async function pullTenant(svc: Services, tenantIdRaw: string, log: Logger
   const tenantId = tenantIdRaw.toLowerCase();
   const tenants = svc.storage.table(TABLES.tenants);
   const row = await getTenant(tenants, tenantId);
-  if (!row || row.status !== "active") {
+  if (row?.status !== "active") {
     log.info(`pull.skipped tenantId=${tenantId} reason=${row ? row.status : "unknown-tenant"}`);
     return { outcome: "skipped-inactive", alertsWritten: 0, calls: 0 };
   }

@@ -74,7 +74,7 @@ export interface HttpResult {
 /** Calls a registered HTTP function with a request shaped like the host's. */
 export async function callHttp(name: string, call: HttpCall, logs: string[], baseUrl = "https://collector.localhost"): Promise<HttpResult> {
   const registration = (await loadFunctions()).get(name);
-  if (!registration || registration.kind !== "http") throw new Error(`No HTTP function ${name}`);
+  if (registration?.kind !== "http") throw new Error(`No HTTP function ${name}`);
   const url = new URL(`${baseUrl}/api/${call.path.replace(/^\//, "")}`);
   const query: Record<string, string> = {};
   for (const [k, v] of url.searchParams) query[k] = v;
