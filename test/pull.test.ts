@@ -252,6 +252,42 @@ describe("pulling alerts", () => {
   });
 });
 
+describe("scheduling", () => {
+  it("POST /api/tenants/{id}/pull queues a pull (202), and refuses unknown or inactive tenants", async () => {
+    const tenantId = await activeTenant(recent(3, "manual"));
+    const queued = await h.http("tenants-pull", { method: "POST", path: `tenants/${tenantId}/pull`, params: { tenantId } });
+    assert.equal(queued.status, 202);
+    const peeked = await svc.storage.pullQueue.peekMessages({ numberOfMessages: 32 });
+    const messages = peeked.peekedMessageItems.map((m) => JSON.parse(Buffer.from(m.messageText, "base64").toString("utf8")));
+    assert.ok(messages.some((m) => m.tenantId === tenantId && m.reason === "manual"), "base64 JSON message queued");
+    const unknown = "6b1f5c3e-0000-4000-8000-00000000cccc";
+    const missing = await h.http("tenants-pull", { method: "POST", path: `tenants/${unknown}/pull`, params: { tenantId: unknown } });
+    assert.equal(missing.status, 404);
+    const pending = h.newTenant();
+    await h.http("tenants-create", { method: "POST", path: "tenants", body: JSON.stringify({ tenantId: pending }) });
+    const inactive = await h.http("tenants-pull", { method: "POST", path: `tenants/${pending}/pull`, params: { tenantId: pending } });
+    assert.equal(inactive.status, 409);
+    await runSchedule();
+  });
+
+  it("ends a run over many tenants, with faults and changing alerts, with every latest version stored once", async () => {
+    const tenants: string[] = [];
+    for (let i = 0; i < 5; i++) tenants.push(await activeTenant(recent(PAGE + 15 * i, `many-${i}`)));
+    h.defender.inject("*", { status: 503 }, 4);
+    h.defender.inject("*", { status: 429, retryAfterSeconds: 2 }, 3);
+    h.defender.inject("*", { reset: true }, 2);
+    h.defender.beforeResponse = ({ tenantId, requestNumber, fake }) => {
+      if (!tenants.includes(tenantId) || requestNumber % 3 !== 0) return;
+      const ids = fake.getAlerts(tenantId).slice(-2).map((a) => a.id);
+      fake.touch(tenantId, ids, new Date(Date.now() - 200), { status: "Resolved" });
+    };
+    await runSchedule();
+    h.defender.beforeResponse = undefined;
+    await runSchedule();
+    for (const tenantId of tenants) await assertInSync(tenantId);
+  });
+});
+
 describe("tokens during pulls", () => {
   it("marks only a revoked tenant reconsent-required; the others go on", async () => {
     const revoked = await activeTenant(recent(5, "revoked"));
