@@ -239,10 +239,10 @@ export async function completeConsent(svc: Services, callbackUrl: URL, log: Logg
     );
   }
   const tenants = svc.storage.table(TABLES.tenants);
-  const problem = linkProblem(await getTenant(tenants, tenantId), bound.linkHash, svc.now());
-  if (problem) return problem;
+  const row = await getTenant(tenants, tenantId);
+  const problem = linkProblem(row, bound.linkHash, svc.now());
+  if (problem || !row) return problem ?? page(404, "Unknown consent link", []);
 
-  const row = (await getTenant(tenants, tenantId))!;
   const endpoints = endpointsFor(svc.config, row.cloud);
   const as = await discover(endpoints, tenantId);
   const { client, auth } = oauthClient(svc.config);
