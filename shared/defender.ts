@@ -125,27 +125,29 @@ export class DefenderClient {
     let refreshToken = false;
     for (let attempt = 1; ; attempt++) {
       budget.take();
-      let status: number;
+      // Outside the try: a token failure is not a fault of the Defender API.
+      const token = await this.options.token(refreshToken);
+      let status = 0; // stays 0 for a timeout, reset or other network failure
       let retryAfterMs: number | undefined;
+      let body = "";
       try {
-        const token = await this.options.token(refreshToken);
         const response = await undiciFetch(url, {
           headers: { Authorization: `Bearer ${token}`, Accept: "application/json" },
           signal: AbortSignal.timeout(this.options.requestTimeoutMs ?? 120_000),
         });
-        if (response.ok) return await response.text();
-        status = response.status;
         retryAfterMs = parseRetryAfter(response.headers.get("retry-after"));
-        const body = await response.text().catch(() => "");
-        if (status === 401 && !refreshToken) {
-          refreshToken = true;
-          continue;
-        }
-        if (status !== 429 && status < 500) throw new DefenderApiError(status, errorCode(body, status), errorMessage(status));
-      } catch (err) {
-        if (err instanceof DefenderApiError || err instanceof BudgetExhaustedError) throw err;
-        if (isTokenError(err)) throw err;
-        status = 0; // timeout, reset or other network failure
+        body = await response.text();
+        status = response.status;
+      } catch {
+        // a network failure: status stays 0 and the request is retried
+      }
+      if (status >= 200 && status < 300) return body;
+      if (status === 401 && !refreshToken) {
+        refreshToken = true;
+        continue;
+      }
+      if (status !== 0 && status !== 429 && status < 500) {
+        throw new DefenderApiError(status, errorCode(body, status), errorMessage(status));
       }
       if (attempt >= maxAttempts) {
         throw new DefenderApiError(status, status === 0 ? "NetworkError" : `HTTP${status}`, "Defender API kept failing");
@@ -161,11 +163,6 @@ export class DefenderClient {
       await sleep(wait);
     }
   }
-}
-
-/** Errors from the token callback are not HTTP faults of the Defender API: pass them on. */
-function isTokenError(err: unknown): boolean {
-  return err instanceof Error && (err as { tokenError?: boolean }).tokenError === true;
 }
 
 export function parseRetryAfter(value: string | null): number | undefined {

@@ -9,7 +9,6 @@ import type { Services } from "./services.js";
  */
 
 export class TokenFailure extends Error {
-  readonly tokenError = true;
   constructor(public readonly detail: TokenError) {
     super(detail.message);
     this.name = "TokenFailure";
