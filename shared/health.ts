@@ -1,6 +1,6 @@
 import { odata } from "@azure/data-tables";
 import type { Services } from "./services.js";
-import { isStatus, TABLES } from "./storage.js";
+import { TABLES } from "./storage.js";
 
 /**
  * GET /api/health: storage and Key Vault answer, and the app's own Entra credential has not
@@ -46,19 +46,14 @@ async function runChecks(svc: Services): Promise<Health> {
 
 /** Records whether Entra accepted the app's own client credential (set by pulls). */
 export async function recordClientCredential(svc: Services, failing: boolean, code?: string): Promise<void> {
-  const table = svc.storage.table(TABLES.appState);
-  try {
-    await table.upsertEntity(
-      {
-        partitionKey: APP_PARTITION,
-        rowKey: CLIENT_ROW,
-        failing,
-        code: code ?? "",
-        at: svc.now().toISOString(),
-      },
-      "Replace",
-    );
-  } catch (err) {
-    if (!isStatus(err, 404)) throw err;
-  }
+  await svc.storage.table(TABLES.appState).upsertEntity(
+    {
+      partitionKey: APP_PARTITION,
+      rowKey: CLIENT_ROW,
+      failing,
+      code: code ?? "",
+      at: svc.now().toISOString(),
+    },
+    "Replace",
+  );
 }

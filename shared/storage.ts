@@ -23,10 +23,6 @@ export interface Storage {
   ensure(): Promise<void>;
 }
 
-function isHttp(url: string): boolean {
-  return url.startsWith("http:");
-}
-
 /**
  * Builds the table and queue clients from ALERTS_STORAGE: a connection string (Azurite:
  * UseDevelopmentStorage=true), or the identity-based form that Azure Functions itself
@@ -48,10 +44,9 @@ export function createStorage(connection: StorageConnection): Storage {
     const credential: TokenCredential = connection.clientId
       ? new ManagedIdentityCredential({ clientId: connection.clientId })
       : new DefaultAzureCredential();
-    const tableUri = connection.tableServiceUri;
-    const options = isHttp(tableUri) ? { allowInsecureConnection: true } : {};
-    table = (name) => new TableClientClass(tableUri, name, credential, options);
-    service = new TableServiceClient(tableUri, credential, options);
+    const tableUri = connection.tableServiceUri; // https only (config)
+    table = (name) => new TableClientClass(tableUri, name, credential);
+    service = new TableServiceClient(tableUri, credential);
     pullQueue = new QueueServiceClient(connection.queueServiceUri, credential).getQueueClient(PULL_QUEUE);
   }
   const clients = new Map<TableName, TableClient>();
