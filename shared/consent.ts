@@ -5,7 +5,7 @@ import * as jose from "jose";
 import * as oauth from "oauth4webapi";
 import { fetch as undiciFetch } from "undici";
 import { CLOUDS, type Cloud, endpointsFor } from "./config.js";
-import { ApiError, page, parseTenantId, redirect } from "./http.js";
+import { ApiError, isGuid, page, parseTenantId, redirect } from "./http.js";
 import { consentScope, discover, fetchOptions, oauthClient } from "./oauth.js";
 import type { Logger, Services } from "./services.js";
 import { isStatus, TABLES } from "./storage.js";
@@ -133,7 +133,7 @@ function linkProblem(row: TenantRow | undefined, linkHash: string, now: Date): H
 export async function startConsent(svc: Services, query: URLSearchParams, log: Logger): Promise<HttpResponseInit> {
   const tenantParam = query.get("tenant");
   const link = query.get("link");
-  if (!tenantParam || !link || !/^[0-9a-f-]{36}$/i.test(tenantParam)) {
+  if (!isGuid(tenantParam) || !link) {
     return page(400, "Incomplete consent link", ["The link is incomplete. Copy the whole link you received and open it again."]);
   }
   const tenantId = tenantParam.toLowerCase();

@@ -1,3 +1,4 @@
+import { isGuid } from "./http.js";
 import type { Logger, Services } from "./services.js";
 import { TABLES } from "./storage.js";
 import { listTenants } from "./tenants.js";
@@ -27,7 +28,7 @@ export function parseMessage(raw: unknown): PullMessage | undefined {
     }
   }
   const tenantId = (value as { tenantId?: unknown } | null)?.tenantId;
-  if (typeof tenantId !== "string" || !/^[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}$/i.test(tenantId)) return undefined;
+  if (!isGuid(tenantId)) return undefined;
   const reason = (value as { reason?: unknown }).reason === "manual" ? "manual" : "schedule";
   return { tenantId: tenantId.toLowerCase(), reason };
 }
