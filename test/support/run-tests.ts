@@ -5,12 +5,10 @@
  * Pass file paths or globs to run a subset: `node dist/test/support/run-tests.js dist/test/config.test.js`.
  */
 import { spawn } from "node:child_process";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { ensureCerts } from "./tls.js";
+import { repoRoot, testCerts } from "../fakes/https.js";
 
-const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
-const certs = ensureCerts(join(root, ".cache", "tls"));
+const root = repoRoot();
+const certs = testCerts();
 const files = process.argv.slice(2);
 const args = [
   "--test",
