@@ -84,6 +84,8 @@ class PullRun {
   private written = 0;
   /** Rows the tenant holds: exact after a recount, else the last count plus new ids seen. */
   private alertsStored: number;
+  /** Nothing was ever stored for this tenant, so its partition starts empty. */
+  private readonly firstPull: boolean;
   /** The store of the previous window, running while the next window is fetched. */
   private pending: Promise<void> = Promise.resolve();
 
@@ -97,6 +99,7 @@ class PullRun {
     this.generation = row.generation;
     this.watermark = row.watermark || undefined;
     this.alertsStored = row.alertsStored ?? 0;
+    this.firstPull = !row.watermark && !row.alertsStored;
     const pull = svc.config.pull;
     this.budget = new CallBudget(pull.maxCallsPerMinute, pull.maxCallsPerHour, svc.now, row.apiCalls);
     const endpoints = endpointsFor(svc.config, row.cloud);
@@ -286,7 +289,7 @@ class PullRun {
   private async skipPaged(from: number, to: number): Promise<RawAlert[]> {
     const top = this.svc.config.pull.pageSize;
     let previous: string | undefined;
-    let merged = new Map<string, RawAlert>();
+    const merged = new Map<string, RawAlert>();
     for (let pass = 0; pass < MAX_SKIP_PASSES; pass++) {
       const seen = new Map<string, RawAlert>();
       for (let skip = 0; ; skip += top) {
@@ -298,7 +301,6 @@ class PullRun {
       const ids = [...seen.keys()].sort().join("\n");
       if (ids === previous) return [...merged.values()];
       previous = ids;
-      if (pass === 0) merged = new Map(seen);
     }
     throw new DefenderApiError(200, "UnstableSlice", "A 1 ms slice kept changing between $skip passes");
   }
@@ -334,7 +336,7 @@ class PullRun {
    */
   private async storedInWindow(count: number, from: number, to: number): Promise<Map<string, string>> {
     const stored = new Map<string, string>();
-    if (count === 0 || (!this.row.watermark && !this.row.alertsStored)) return stored;
+    if (count === 0 || this.firstPull) return stored;
     const filter = odata`PartitionKey eq ${this.tenantId} and lastUpdateTime ge ${new Date(from)} and lastUpdateTime lt ${new Date(to)}`;
     const rows = this.tables.alerts.listEntities<{ alertId: string; bodySha256: string }>({
       queryOptions: { filter, select: ["alertId", "bodySha256"] },
@@ -349,7 +351,7 @@ class PullRun {
    * scan: its partition starts empty, so the new ids it wrote are the count.
    */
   private recountDue(): boolean {
-    if (!this.row.alertsCountedAt) return Boolean(this.row.watermark || this.row.alertsStored);
+    if (!this.row.alertsCountedAt) return !this.firstPull;
     return this.svc.now().getTime() - Date.parse(this.row.alertsCountedAt) >= RECOUNT_MS;
   }
 
