@@ -15,13 +15,13 @@ import { connect, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
-import { createRng, type DefenderAlert, formatTimestamp, makeAlert, makeAlerts, makeLargeAlert, type Rng, toTicks } from "../test/fakes/alerts.js";
-import { FakeDefender, type RequestContext } from "../test/fakes/defender.js";
-import { type EntraUser, FakeEntra } from "../test/fakes/entra.js";
-import { repoRoot } from "../test/fakes/https.js";
-import { FakeKeyVault } from "../test/fakes/keyvault.js";
-import { FakeManagedIdentity } from "../test/fakes/managed-identity.js";
-import { ensureCerts } from "../test/support/tls.js";
+import { createRng, type DefenderAlert, formatTimestamp, makeAlert, makeAlerts, makeLargeAlert, type Rng, toTicks } from "../simulators/alerts.js";
+import { FakeDefender, type RequestContext } from "../simulators/defender.js";
+import { type EntraUser, FakeEntra } from "../simulators/entra.js";
+import { repoRoot } from "../simulators/https.js";
+import { FakeKeyVault } from "../simulators/keyvault.js";
+import { FakeManagedIdentity } from "../simulators/managed-identity.js";
+import { ensureCerts } from "../simulators/tls.js";
 
 // ---------------------------------------------------------------------------------------
 // Fixed dev values. Stable across runs, so local.settings.json, dev/sandbox.http and the

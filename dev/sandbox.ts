@@ -10,8 +10,8 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { accessSync, constants, statSync } from "node:fs";
 import { delimiter, dirname, join } from "node:path";
 import { parseArgs } from "node:util";
-import { INTERFERING_ENV } from "../test/fakes/managed-identity.js";
-import { repoRoot } from "../test/fakes/https.js";
+import { INTERFERING_ENV } from "../simulators/managed-identity.js";
+import { repoRoot } from "../simulators/https.js";
 import {
   DEFAULT_APP_PORT,
   DEFAULT_PORTS,

@@ -1,7 +1,7 @@
 import { app, type HttpRequest, type InvocationContext } from "@azure/functions";
-import { getAlertJson } from "../shared/alerts-read.js";
-import { api } from "../shared/http.js";
-import { services } from "../shared/services.js";
+import { getAlertJson } from "../shared/operator/alerts-read.js";
+import { api } from "../shared/platform/http.js";
+import { services } from "../shared/platform/services.js";
 
 /** GET /api/tenants/{tenantId}/alerts/{alertId}: the alert JSON exactly as Defender returned it. */
 export async function alertsGet(request: HttpRequest, context: InvocationContext) {

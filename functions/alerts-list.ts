@@ -1,7 +1,7 @@
 import { app, type HttpRequest, type InvocationContext } from "@azure/functions";
-import { listAlerts } from "../shared/alerts-read.js";
-import { api, json } from "../shared/http.js";
-import { services } from "../shared/services.js";
+import { listAlerts } from "../shared/operator/alerts-read.js";
+import { api, json } from "../shared/platform/http.js";
+import { services } from "../shared/platform/services.js";
 
 /** GET /api/alerts: alerts across tenants, filtered, with a continuation token. */
 export async function alertsList(request: HttpRequest, context: InvocationContext) {

@@ -1,7 +1,7 @@
 import { app, type HttpRequest, type InvocationContext } from "@azure/functions";
-import { completeConsent } from "../shared/consent.js";
-import { safePage } from "../shared/http.js";
-import { loggerFrom, services } from "../shared/services.js";
+import { completeConsent } from "../shared/onboarding/consent.js";
+import { safePage } from "../shared/platform/http.js";
+import { loggerFrom, services } from "../shared/platform/services.js";
 
 /** GET /api/consent/callback: Entra ID redirects here with the authorization code. */
 export async function consentCallback(request: HttpRequest, context: InvocationContext) {

@@ -1,7 +1,7 @@
 import { app, type HttpRequest, type InvocationContext } from "@azure/functions";
-import { startConsent } from "../shared/consent.js";
-import { safePage } from "../shared/http.js";
-import { loggerFrom, services } from "../shared/services.js";
+import { startConsent } from "../shared/onboarding/consent.js";
+import { safePage } from "../shared/platform/http.js";
+import { loggerFrom, services } from "../shared/platform/services.js";
 
 /** GET /api/consent/start: the customer's admin opens the consent link; redirects to Entra ID. */
 export async function consentStart(request: HttpRequest, context: InvocationContext) {

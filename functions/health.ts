@@ -1,7 +1,7 @@
 import { app } from "@azure/functions";
-import { checkHealth } from "../shared/health.js";
-import { json } from "../shared/http.js";
-import { services } from "../shared/services.js";
+import { checkHealth } from "../shared/platform/health.js";
+import { json } from "../shared/platform/http.js";
+import { services } from "../shared/platform/services.js";
 
 /** GET /api/health: 200 when storage and Key Vault answer, 503 otherwise. No details leak. */
 export async function health() {

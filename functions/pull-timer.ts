@@ -1,7 +1,7 @@
 import { app, type InvocationContext, type Timer } from "@azure/functions";
-import { purgeExpiredStates } from "../shared/consent.js";
-import { enqueueActiveTenants } from "../shared/pull-queue.js";
-import { loggerFrom, services } from "../shared/services.js";
+import { purgeExpiredStates } from "../shared/onboarding/consent.js";
+import { enqueueActiveTenants } from "../shared/collection/queue.js";
+import { loggerFrom, services } from "../shared/platform/services.js";
 
 /** Every %PULL_SCHEDULE%: one queue message per active tenant. Stays short; workers scale out. */
 export async function pullTimer(_timer: Timer, context: InvocationContext): Promise<void> {

@@ -1,8 +1,8 @@
 import { app, type InvocationContext } from "@azure/functions";
-import { pullTenant } from "../shared/pull.js";
-import { parseMessage } from "../shared/pull-queue.js";
-import { loggerFrom, services } from "../shared/services.js";
-import { PULL_QUEUE } from "../shared/storage.js";
+import { pullTenant } from "../shared/collection/engine.js";
+import { parseMessage } from "../shared/collection/queue.js";
+import { loggerFrom, services } from "../shared/platform/services.js";
+import { PULL_QUEUE } from "../shared/platform/storage.js";
 
 /** One tenant pull per queue message. A malformed message is logged and dropped. */
 export async function pullWorker(message: unknown, context: InvocationContext): Promise<void> {

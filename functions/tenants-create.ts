@@ -1,7 +1,7 @@
 import { app, type HttpRequest, type InvocationContext } from "@azure/functions";
-import { registerTenant } from "../shared/consent.js";
-import { api, json, readJsonObject } from "../shared/http.js";
-import { loggerFrom, services } from "../shared/services.js";
+import { registerTenant } from "../shared/onboarding/consent.js";
+import { api, json, readJsonObject } from "../shared/platform/http.js";
+import { loggerFrom, services } from "../shared/platform/services.js";
 
 /** POST /api/tenants: register a customer tenant and get its consent link. */
 export async function tenantsCreate(request: HttpRequest, context: InvocationContext) {

@@ -1,7 +1,7 @@
 import { app, type HttpRequest, type InvocationContext } from "@azure/functions";
-import { offboardTenant } from "../shared/consent.js";
-import { ApiError, api } from "../shared/http.js";
-import { loggerFrom, services } from "../shared/services.js";
+import { offboardTenant } from "../shared/onboarding/consent.js";
+import { ApiError, api } from "../shared/platform/http.js";
+import { loggerFrom, services } from "../shared/platform/services.js";
 
 /** DELETE /api/tenants/{tenantId}: offboard; the refresh token is deleted from Key Vault. */
 export async function tenantsDelete(request: HttpRequest, context: InvocationContext) {

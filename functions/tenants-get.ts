@@ -1,8 +1,8 @@
 import { app, type HttpRequest, type InvocationContext } from "@azure/functions";
-import { ApiError, api, json, parseTenantId } from "../shared/http.js";
-import { services } from "../shared/services.js";
-import { TABLES } from "../shared/storage.js";
-import { getTenant, toStatus } from "../shared/tenants.js";
+import { ApiError, api, json, parseTenantId } from "../shared/platform/http.js";
+import { services } from "../shared/platform/services.js";
+import { TABLES } from "../shared/platform/storage.js";
+import { getTenant, toStatus } from "../shared/onboarding/tenants.js";
 
 /** GET /api/tenants/{tenantId}: one tenant's status, or 404. */
 export async function tenantsGet(request: HttpRequest, context: InvocationContext) {

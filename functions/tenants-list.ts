@@ -1,8 +1,8 @@
 import { app, type HttpRequest, type InvocationContext } from "@azure/functions";
-import { api, json } from "../shared/http.js";
-import { services } from "../shared/services.js";
-import { TABLES } from "../shared/storage.js";
-import { listTenants, toStatus } from "../shared/tenants.js";
+import { api, json } from "../shared/platform/http.js";
+import { services } from "../shared/platform/services.js";
+import { TABLES } from "../shared/platform/storage.js";
+import { listTenants, toStatus } from "../shared/onboarding/tenants.js";
 
 /** GET /api/tenants: every tenant's status and health. */
 export async function tenantsList(_request: HttpRequest, context: InvocationContext) {

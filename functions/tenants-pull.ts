@@ -1,9 +1,9 @@
 import { app, type HttpRequest, type InvocationContext } from "@azure/functions";
-import { ApiError, api, json, parseTenantId } from "../shared/http.js";
-import { enqueuePull } from "../shared/pull-queue.js";
-import { services } from "../shared/services.js";
-import { TABLES } from "../shared/storage.js";
-import { getTenant } from "../shared/tenants.js";
+import { ApiError, api, json, parseTenantId } from "../shared/platform/http.js";
+import { enqueuePull } from "../shared/collection/queue.js";
+import { services } from "../shared/platform/services.js";
+import { TABLES } from "../shared/platform/storage.js";
+import { getTenant } from "../shared/onboarding/tenants.js";
 
 /** POST /api/tenants/{tenantId}/pull: queue a pull now (202). */
 export async function tenantsPull(request: HttpRequest, context: InvocationContext) {

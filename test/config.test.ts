@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { ConfigError, endpointsFor, loadConfig } from "../shared/config.js";
+import { ConfigError, endpointsFor, loadConfig } from "../shared/platform/config.js";
 
 const valid = {
   MSSP_CLIENT_ID: "11111111-2222-3333-4444-555555555555",
@@ -97,7 +97,7 @@ describe("config", () => {
 
 describe("config errors at invocation", () => {
   it("fail the first invocation with the names of the bad settings in the log", async () => {
-    const { resetServices } = await import("../shared/services.js");
+    const { resetServices } = await import("../shared/platform/services.js");
     const { callHttp } = await import("./support/functions.js");
     const saved = { ...process.env };
     for (const name of ["MSSP_CLIENT_ID", "MSSP_CLIENT_SECRET", "KEY_VAULT_URL", "PUBLIC_BASE_URL", "ALERTS_STORAGE"]) {

@@ -11,7 +11,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import { dirname, join, relative } from "node:path";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import { REQUIRED_SETTINGS, SETTING_NAMES } from "../shared/config.js";
+import { REQUIRED_SETTINGS, SETTING_NAMES } from "../shared/platform/config.js";
 import {
   ALERT_LOG_LINES,
   alertQueries,
@@ -101,7 +101,7 @@ describe("infra: the real files pass every check", () => {
     assert.deepEqual(checkAlertRules(files), []);
   });
 
-  it("sets every required setting of shared/config.ts, and PULL_SCHEDULE every five minutes", () => {
+  it("sets every required setting of shared/platform/config.ts, and PULL_SCHEDULE every five minutes", () => {
     const settings = appSettings(files);
     for (const name of requiredNames) assert.ok(settings.has(name), `${name} is set`);
     assert.equal(settings.get("PULL_SCHEDULE"), "pullSchedule");

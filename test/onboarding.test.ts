@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { resetHealthCache } from "../shared/health.js";
-import { refreshTokenSecretName } from "../shared/secrets.js";
-import { TABLES } from "../shared/storage.js";
-import { services } from "../shared/services.js";
+import { resetHealthCache } from "../shared/platform/health.js";
+import { refreshTokenSecretName } from "../shared/platform/token-vault.js";
+import { TABLES } from "../shared/platform/storage.js";
+import { services } from "../shared/platform/services.js";
 import { CLIENT_ID, CLIENT_SECRET, type Harness, openLink, PUBLIC_BASE_URL, pathOf, startHarness } from "./support/harness.js";
 import type { HttpResult } from "./support/functions.js";
 

@@ -1,11 +1,11 @@
 import assert from "node:assert/strict";
 import { after, before, beforeEach, describe, it } from "node:test";
 import { odata } from "@azure/data-tables";
-import { checkHealth, resetHealthCache } from "../shared/health.js";
-import { refreshTokenSecretName } from "../shared/secrets.js";
-import { type Services, services } from "../shared/services.js";
-import { TABLES } from "../shared/storage.js";
-import { type DefenderAlert, makeAlert, makeAlerts, makeLargeAlert } from "./fakes/alerts.js";
+import { checkHealth, resetHealthCache } from "../shared/platform/health.js";
+import { refreshTokenSecretName } from "../shared/platform/token-vault.js";
+import { type Services, services } from "../shared/platform/services.js";
+import { TABLES } from "../shared/platform/storage.js";
+import { type DefenderAlert, makeAlert, makeAlerts, makeLargeAlert } from "../simulators/alerts.js";
 import { type Harness, startHarness } from "./support/harness.js";
 
 const PAGE = 40;
@@ -295,7 +295,7 @@ describe("tokens during pulls", () => {
     const missingSp = await activeTenant(recent(5, "missing-sp"));
     h.entra.revokeTenant(revoked, 70008);
     h.entra.missingServicePrincipal(missingSp);
-    const { forgetAccessToken } = await import("../shared/tokens.js");
+    const { forgetAccessToken } = await import("../shared/collection/tokens.js");
     for (const t of [revoked, healthy, missingSp]) forgetAccessToken(t);
     const handled = await runSchedule();
     assert.ok(handled.includes(revoked) && handled.includes(healthy));
@@ -317,7 +317,7 @@ describe("tokens during pulls", () => {
 
   it("writes a rotated refresh token back when the stored one is old, and disables the old version", async () => {
     const tenantId = await activeTenant(recent(3, "writeback"));
-    const { forgetAccessToken } = await import("../shared/tokens.js");
+    const { forgetAccessToken } = await import("../shared/collection/tokens.js");
     forgetAccessToken(tenantId);
     await pull(tenantId); // fresh token: no write-back yet
     const name = refreshTokenSecretName(tenantId);
@@ -340,7 +340,7 @@ describe("tokens during pulls", () => {
 
   it("retries Entra's transient failures during a pull", async () => {
     const tenantId = await activeTenant(recent(4, "entra-503"));
-    const { forgetAccessToken } = await import("../shared/tokens.js");
+    const { forgetAccessToken } = await import("../shared/collection/tokens.js");
     forgetAccessToken(tenantId);
     h.entra.failNext(2, { status: 503 });
     await pull(tenantId);
@@ -396,7 +396,7 @@ describe("reading alerts", () => {
 describe("app credential", () => {
   it("reports an expired client secret in /api/health and leaves tenant status alone", async () => {
     const tenantId = await activeTenant(recent(2, "client"));
-    const { forgetAccessToken } = await import("../shared/tokens.js");
+    const { forgetAccessToken } = await import("../shared/collection/tokens.js");
     forgetAccessToken(tenantId);
     h.entra.expireClientSecret();
     await pull(tenantId);

@@ -54,7 +54,7 @@ describe("function registrations", () => {
   });
 
   it("lists every app setting in local.settings.sample.json", async () => {
-    const { SETTING_NAMES } = await import("../shared/config.js");
+    const { SETTING_NAMES } = await import("../shared/platform/config.js");
     const sample = JSON.parse(readFileSync("local.settings.sample.json", "utf8")) as { Values: Record<string, string> };
     const missing = SETTING_NAMES.filter((name) => !(name in sample.Values));
     assert.deepEqual(missing, []);

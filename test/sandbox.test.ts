@@ -16,12 +16,12 @@ import {
   type SandboxTenant,
   startSandboxServers,
 } from "../dev/sandbox-servers.js";
-import { loadConfig } from "../shared/config.js";
-import { resetHealthCache } from "../shared/health.js";
-import { resetServices } from "../shared/services.js";
-import { PULL_QUEUE } from "../shared/storage.js";
-import { loadLoopbackDns, repoRoot } from "./fakes/https.js";
-import { INTERFERING_ENV } from "./fakes/managed-identity.js";
+import { loadConfig } from "../shared/platform/config.js";
+import { resetHealthCache } from "../shared/platform/health.js";
+import { resetServices } from "../shared/platform/services.js";
+import { PULL_QUEUE } from "../shared/platform/storage.js";
+import { loadLoopbackDns, repoRoot } from "../simulators/https.js";
+import { INTERFERING_ENV } from "../simulators/managed-identity.js";
 import { callHttp, callTrigger, type HttpCall, type HttpResult, loadFunctions } from "./support/functions.js";
 
 /**

@@ -2,11 +2,11 @@ import assert from "node:assert/strict";
 import { gunzipSync } from "node:zlib";
 import { describe, it } from "node:test";
 import * as oauth from "oauth4webapi";
-import { encodeAlert, encodeKey, INLINE_PARTS, PART_BYTES, parseTime, toBatches } from "../shared/alert-store.js";
-import { CallBudget, parseRetryAfter } from "../shared/defender.js";
-import { classifyTokenError } from "../shared/oauth.js";
-import { splitODataPage } from "../shared/odata-json.js";
-import { compareTimes } from "../shared/pull.js";
+import { encodeAlert, encodeKey, INLINE_PARTS, PART_BYTES, parseTime, toBatches } from "../shared/collection/alert-store.js";
+import { CallBudget, parseRetryAfter } from "../shared/collection/sources/defender/client.js";
+import { classifyTokenError } from "../shared/platform/oauth.js";
+import { splitODataPage } from "../shared/collection/sources/defender/odata-json.js";
+import { compareTimes } from "../shared/collection/engine.js";
 
 describe("splitODataPage", () => {
   it("returns each item's exact source text, escapes and number formats included", () => {

@@ -1,7 +1,7 @@
 // Azure Monitor log search alert rules over the app's Application Insights traces.
 //
 // They depend on these exact log lines (the `message` column of the `traces` table),
-// which the app writes with context.log / context.warn (shared/pull.ts, shared/consent.ts):
+// which the app writes with context.log / context.warn (shared/collection/engine.ts, shared/onboarding/consent.ts):
 //   tenant.status tenantId=<guid> status=reconsent-required code=<AADSTS code>
 //   pull.succeeded tenantId=<guid> alerts=<n> watermark=<iso>
 //   pull.failed tenantId=<guid> code=<code>

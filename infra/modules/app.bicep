@@ -193,7 +193,7 @@ var appSettings = {
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
   AzureFunctionsJobHost__logging__applicationInsights__samplingSettings__excludedTypes: excludeTracesFromSampling ? 'Request;Exception;Trace' : 'Request;Exception'
 
-  // The app's own settings (shared/config.ts).
+  // The app's own settings (shared/platform/config.ts).
   MSSP_CLIENT_ID: msspClientId
   MSSP_CLIENT_SECRET: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=mssp-client-secret)'
   PUBLIC_BASE_URL: 'https://${functionApp.properties.defaultHostName}'

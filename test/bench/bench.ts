@@ -29,13 +29,13 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { TableClient, type TransactionAction } from "@azure/data-tables";
 import pLimit from "p-limit";
-import { type AlertEntity, type EncodedAlert, encodeAlert, INLINE_PARTS, PART_BYTES, type RawAlert, toBatches } from "../../shared/alert-store.js";
-import { DefenderClient } from "../../shared/defender.js";
-import { services } from "../../shared/services.js";
-import { TABLES } from "../../shared/storage.js";
-import { getTenant } from "../../shared/tenants.js";
-import { type DefenderAlert, makeAlerts, parseTimestamp } from "../fakes/alerts.js";
-import { loadLoopbackDns, testCerts } from "../fakes/https.js";
+import { type AlertEntity, type EncodedAlert, encodeAlert, INLINE_PARTS, PART_BYTES, type RawAlert, toBatches } from "../../shared/collection/alert-store.js";
+import { DefenderClient } from "../../shared/collection/sources/defender/client.js";
+import { services } from "../../shared/platform/services.js";
+import { TABLES } from "../../shared/platform/storage.js";
+import { getTenant } from "../../shared/onboarding/tenants.js";
+import { type DefenderAlert, makeAlerts, parseTimestamp } from "../../simulators/alerts.js";
+import { loadLoopbackDns, testCerts } from "../../simulators/https.js";
 import { callTrigger, loadFunctions } from "../support/functions.js";
 import { startHarness } from "../support/harness.js";
 
@@ -473,7 +473,7 @@ function runChild<S extends PullChildSpec | RawChildSpec, R>(spec: S, execArgv: 
 }
 
 /** The windows whose alerts the app stored: 200 answers with fewer items than $top. */
-function storedWindows(requests: ReturnType<import("../fakes/defender.js").FakeDefender["requests"]>, pageSize: number) {
+function storedWindows(requests: ReturnType<import("../../simulators/defender.js").FakeDefender["requests"]>, pageSize: number) {
   const windows: Window[] = [];
   let largest = 0;
   let calls = 0;

@@ -1,11 +1,11 @@
 import { randomUUID } from "node:crypto";
-import { FakeDefender } from "../fakes/defender.js";
-import { FakeEntra } from "../fakes/entra.js";
-import { loadLoopbackDns, testCerts } from "../fakes/https.js";
-import { FakeKeyVault } from "../fakes/keyvault.js";
-import { FakeManagedIdentity, INTERFERING_ENV } from "../fakes/managed-identity.js";
-import { resetHealthCache } from "../../shared/health.js";
-import { resetServices } from "../../shared/services.js";
+import { FakeDefender } from "../../simulators/defender.js";
+import { FakeEntra } from "../../simulators/entra.js";
+import { loadLoopbackDns, testCerts } from "../../simulators/https.js";
+import { FakeKeyVault } from "../../simulators/keyvault.js";
+import { FakeManagedIdentity, INTERFERING_ENV } from "../../simulators/managed-identity.js";
+import { resetHealthCache } from "../../shared/platform/health.js";
+import { resetServices } from "../../shared/platform/services.js";
 import { type Azurite, startAzurite } from "./azurite.js";
 import { callHttp, callTrigger, type HttpCall, type HttpResult, loadFunctions } from "./functions.js";
 

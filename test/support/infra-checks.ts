@@ -335,7 +335,7 @@ export function appSettings(files: InfraFiles): Map<string, string> {
   return settings;
 }
 
-/** (a) Every required setting of shared/config.ts (and PULL_SCHEDULE) is set. */
+/** (a) Every required setting of shared/platform/config.ts (and PULL_SCHEDULE) is set. */
 export function checkRequiredSettings(files: InfraFiles, required: readonly string[]): string[] {
   const settings = appSettings(files);
   if (settings.size === 0) return ["no app settings found (Microsoft.Web/sites/config 'appsettings')"];
@@ -344,12 +344,12 @@ export function checkRequiredSettings(files: InfraFiles, required: readonly stri
     .map((name) => `app setting ${name} is missing`);
 }
 
-/** App settings named like the app's own (MSSP_*, PULL_*, ...) must be ones shared/config.ts reads. */
+/** App settings named like the app's own (MSSP_*, PULL_*, ...) must be ones shared/platform/config.ts reads. */
 export function checkKnownAppSettings(files: InfraFiles, known: readonly string[]): string[] {
   const appOwned = /^(MSSP_|PULL_|DEFENDER_|KEY_VAULT_|PUBLIC_|ALERTS_STORAGE|CONSENT_|REFRESH_TOKEN_|ENTRA_|AZURE_CLIENT_ID)/;
   return [...appSettings(files).keys()]
     .filter((name) => appOwned.test(name) && !known.includes(name))
-    .map((name) => `app setting ${name} is not read by the app (shared/config.ts SETTING_NAMES)`);
+    .map((name) => `app setting ${name} is not read by the app (shared/platform/config.ts SETTING_NAMES)`);
 }
 
 /** (b) No storage account key or key-based connection string anywhere. */

@@ -5,7 +5,7 @@
  * Pass file paths or globs to run a subset: `node dist/test/support/run-tests.js dist/test/config.test.js`.
  */
 import { spawn } from "node:child_process";
-import { repoRoot, testCerts } from "../fakes/https.js";
+import { repoRoot, testCerts } from "../../simulators/https.js";
 
 const root = repoRoot();
 const certs = testCerts();

@@ -1,6 +1,6 @@
 import { odata, type TableClient, type TableEntityResult } from "@azure/data-tables";
-import type { Cloud } from "./config.js";
-import { isStatus } from "./storage.js";
+import type { Cloud } from "../platform/config.js";
+import { isStatus } from "../platform/storage.js";
 
 export const TENANT_STATUSES = ["pending", "active", "reconsent-required", "offboarded"] as const;
 export type TenantStatusValue = (typeof TENANT_STATUSES)[number];
@@ -29,10 +29,10 @@ export interface TenantEntity {
   lastErrorMessage?: string;
   lastErrorAt?: string;
   alertsStored?: number;
-  /** When alertsStored was last recounted exactly (see shared/pull.ts). */
+  /** When alertsStored was last recounted exactly (see shared/collection/engine.ts). */
   alertsCountedAt?: string;
   watermark?: string;
-  /** Pull lease: a pull holds the tenant until this time; see shared/pull.ts. */
+  /** Pull lease: a pull holds the tenant until this time; see shared/collection/engine.ts. */
   pullLeaseId?: string;
   pullLeaseUntil?: string;
   /** JSON array of [minuteEpoch, calls] pairs for the last hour: the Defender API budget. */

@@ -3,9 +3,9 @@ import { after, before, describe, it } from "node:test";
 import tls from "node:tls";
 import { DefaultAzureCredential } from "@azure/identity";
 import { SecretClient } from "@azure/keyvault-secrets";
-import { loadLoopbackDns, testCerts } from "./https.js";
-import { FakeKeyVault } from "./keyvault.js";
-import { FakeManagedIdentity } from "./managed-identity.js";
+import { loadLoopbackDns, testCerts } from "../../simulators/https.js";
+import { FakeKeyVault } from "../../simulators/keyvault.js";
+import { FakeManagedIdentity } from "../../simulators/managed-identity.js";
 
 // Proof that the real SDKs (SecretClient + DefaultAzureCredential -> MSAL App Service managed
 // identity) work against the fakes, and a check of the quirks the app relies on.

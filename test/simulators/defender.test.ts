@@ -5,7 +5,7 @@ import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { gzipSync } from "node:zlib";
 import { Agent, request } from "undici";
-import { ensureCerts } from "../support/tls.js";
+import { ensureCerts } from "../../simulators/tls.js";
 import {
   ALERT_KEYS,
   type DefenderAlert,
@@ -15,8 +15,8 @@ import {
   makeAlerts,
   makeLargeAlert,
   parseTimestamp,
-} from "./alerts.js";
-import { FakeDefender } from "./defender.js";
+} from "../../simulators/alerts.js";
+import { FakeDefender } from "../../simulators/defender.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
 const certs = ensureCerts(join(root, ".cache", "tls"));

@@ -1,6 +1,6 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { TestCerts } from "../support/tls.js";
+import type { TestCerts } from "./tls.js";
 import { type Listening, listenHttps, readBody, sendJson } from "./https.js";
 
 /**

@@ -4,11 +4,11 @@ import type { HttpResponseInit } from "@azure/functions";
 import * as jose from "jose";
 import * as oauth from "oauth4webapi";
 import { fetch as undiciFetch } from "undici";
-import { CLOUDS, type Cloud, endpointsFor } from "./config.js";
-import { ApiError, isGuid, page, parseTenantId, redirect } from "./http.js";
-import { consentScope, discover, fetchOptions, oauthClient } from "./oauth.js";
-import type { Logger, Services } from "./services.js";
-import { isStatus, TABLES } from "./storage.js";
+import { CLOUDS, type Cloud, endpointsFor } from "../platform/config.js";
+import { ApiError, isGuid, page, parseTenantId, redirect } from "../platform/http.js";
+import { consentScope, discover, fetchOptions, oauthClient } from "../platform/oauth.js";
+import type { Logger, Services } from "../platform/services.js";
+import { isStatus, TABLES } from "../platform/storage.js";
 import {
   CLEARED_ERROR,
   getTenant,

@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { gunzipSync, gzipSync } from "node:zlib";
 import { odata, type TableClient, type TransactionAction } from "@azure/data-tables";
 import pLimit from "p-limit";
-import { isStatus } from "./storage.js";
+import { isStatus } from "../platform/storage.js";
 
 /**
  * Alerts in Table Storage: table `alerts`, PartitionKey = tenant GUID, RowKey = alert id.

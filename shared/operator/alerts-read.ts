@@ -1,8 +1,8 @@
 import { odata } from "@azure/data-tables";
-import { ALERT_COLUMNS, type AlertTables, readAlertJson } from "./alert-store.js";
-import { ApiError, parseTenantId } from "./http.js";
-import type { Services } from "./services.js";
-import { TABLES } from "./storage.js";
+import { ALERT_COLUMNS, type AlertTables, readAlertJson } from "../collection/alert-store.js";
+import { ApiError, parseTenantId } from "../platform/http.js";
+import type { Services } from "../platform/services.js";
+import { TABLES } from "../platform/storage.js";
 
 /**
  * The operator's read API over stored alerts. Order is unspecified: Table Storage sorts

@@ -1,7 +1,7 @@
 import { DefaultAzureCredential } from "@azure/identity";
 import { SecretClient } from "@azure/keyvault-secrets";
 import { type AppConfig, loadConfig } from "./config.js";
-import { TokenVault } from "./secrets.js";
+import { TokenVault } from "./token-vault.js";
 import { createStorage, type Storage } from "./storage.js";
 
 /** Everything the shared modules need, passed in explicitly so tests can swap parts. */

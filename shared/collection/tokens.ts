@@ -1,7 +1,7 @@
 import * as oauth from "oauth4webapi";
-import type { CloudEndpoints } from "./config.js";
-import { classifyTokenError, discover, fetchOptions, oauthClient, type TokenError } from "./oauth.js";
-import type { Services } from "./services.js";
+import type { CloudEndpoints } from "../platform/config.js";
+import { classifyTokenError, discover, fetchOptions, oauthClient, type TokenError } from "../platform/oauth.js";
+import type { Services } from "../platform/services.js";
 
 /**
  * Access tokens for the Defender API, redeemed from the tenant's refresh token at the

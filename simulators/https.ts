@@ -6,7 +6,7 @@ import type { AddressInfo } from "node:net";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { ensureCerts, type TestCerts } from "../support/tls.js";
+import { ensureCerts, type TestCerts } from "./tls.js";
 
 /**
  * Small plumbing shared by the local protocol fakes (Entra ID, Key Vault, managed identity):

@@ -1,5 +1,5 @@
 import { fetch as undiciFetch } from "undici";
-import { ALERT_COLUMNS, type RawAlert } from "./alert-store.js";
+import { ALERT_COLUMNS, type RawAlert } from "../../alert-store.js";
 import { splitODataPage } from "./odata-json.js";
 
 /**

@@ -1,7 +1,7 @@
 import { createHash, randomBytes, randomUUID, type webcrypto } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { exportJWK, generateKeyPair, type JWK, jwtVerify, SignJWT } from "jose";
-import type { TestCerts } from "../support/tls.js";
+import type { TestCerts } from "./tls.js";
 import { escapeHtml, type Listening, listenHttps, readBody, sendJson } from "./https.js";
 
 /**

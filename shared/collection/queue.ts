@@ -1,7 +1,7 @@
-import { isGuid } from "./http.js";
-import type { Logger, Services } from "./services.js";
-import { TABLES } from "./storage.js";
-import { listTenants } from "./tenants.js";
+import { isGuid } from "../platform/http.js";
+import type { Logger, Services } from "../platform/services.js";
+import { TABLES } from "../platform/storage.js";
+import { listTenants } from "../onboarding/tenants.js";
 
 /**
  * The scale-out path: the timer queues one message per active tenant and the

@@ -4,8 +4,8 @@ import { after, before, beforeEach, describe, it } from "node:test";
 import tls from "node:tls";
 import { decodeJwt, decodeProtectedHeader } from "jose";
 import * as oauth from "oauth4webapi";
-import { DEFENDER_RESOURCE, FakeEntra } from "./entra.js";
-import { testCerts } from "./https.js";
+import { DEFENDER_RESOURCE, FakeEntra } from "../../simulators/entra.js";
+import { testCerts } from "../../simulators/https.js";
 
 const certs = testCerts();
 if (!process.env.NODE_EXTRA_CA_CERTS) {

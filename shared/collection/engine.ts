@@ -1,14 +1,14 @@
 import { randomUUID } from "node:crypto";
 import { odata } from "@azure/data-tables";
 import { type AlertTables, encodeAlert, parseTime, type RawAlert, sha256Hex, writeAlerts } from "./alert-store.js";
-import { endpointsFor } from "./config.js";
-import { BudgetExhaustedError, CallBudget, DefenderApiError, DefenderClient } from "./defender.js";
-import { recordClientCredential } from "./health.js";
-import { errorName } from "./http.js";
-import type { Logger, Services } from "./services.js";
-import { TABLES } from "./storage.js";
+import { endpointsFor } from "../platform/config.js";
+import { BudgetExhaustedError, CallBudget, DefenderApiError, DefenderClient } from "./sources/defender/client.js";
+import { recordClientCredential } from "../platform/health.js";
+import { errorName } from "../platform/http.js";
+import type { Logger, Services } from "../platform/services.js";
+import { TABLES } from "../platform/storage.js";
 import { cachedAccessToken, forgetAccessToken, redeemRefreshToken, TokenFailure } from "./tokens.js";
-import { CLEARED_ERROR, getTenant, patchTenant, type TenantPatch, type TenantRow } from "./tenants.js";
+import { CLEARED_ERROR, getTenant, patchTenant, type TenantPatch, type TenantRow } from "../onboarding/tenants.js";
 
 /**
  * One pull of one tenant's alerts, as run by the queue worker.
