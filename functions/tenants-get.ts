@@ -1,16 +1,19 @@
 import { app, type HttpRequest, type InvocationContext } from "@azure/functions";
+import { tenantHealthStatus, syncRowOf } from "../shared/operator/tenant-status.js";
 import { ApiError, api, json, parseTenantId } from "../shared/platform/http.js";
 import { services } from "../shared/platform/services.js";
 import { TABLES } from "../shared/platform/storage.js";
-import { getTenant, toStatus } from "../shared/onboarding/tenants.js";
+import { getTenant } from "../shared/onboarding/tenants.js";
 
-/** GET /api/tenants/{tenantId}: one tenant's status, or 404. */
+/** GET /api/tenants/{tenantId}: one tenant's status and pull health, or 404. */
 export async function tenantsGet(request: HttpRequest, context: InvocationContext) {
   return api(context, async () => {
     const tenantId = parseTenantId(request.params.tenantId);
-    const row = await getTenant((await services()).storage.table(TABLES.tenants), tenantId);
+    const svc = await services();
+    const row = await getTenant(svc.storage.table(TABLES.tenants), tenantId);
     if (!row) throw new ApiError(404, "TenantNotFound", "No tenant with that ID is registered.");
-    return json(200, toStatus(row));
+    const sync = await syncRowOf(svc.storage.table(TABLES.syncState), tenantId);
+    return json(200, tenantHealthStatus(svc.config, row, sync, svc.now()));
   });
 }
 

@@ -133,7 +133,15 @@ export class FakeDefender {
   beforeResponse: BeforeResponseHook | undefined;
 
   private readonly options: FakeDefenderOptions;
-  private readonly now: () => number;
+  /** Clock for the request log and the rate limit (a test may swap in a virtual one). */
+  now: () => number;
+  /**
+   * When set, a page holds at most this many items even under a larger `$top`, and links
+   * the rest with `@odata.nextLink` (as Graph does): collectors must follow it.
+   */
+  clampTop: number | undefined;
+  /** When set, nextLinks point at this origin instead of the fake's own. */
+  nextLinkOrigin: string | undefined;
   private readonly maxTop: number;
   private readonly defaultPageSize: number;
   private readonly tenants = new Map<string, TenantState>();
@@ -148,6 +156,8 @@ export class FakeDefender {
   constructor(options: FakeDefenderOptions) {
     this.options = options;
     this.now = options.now ?? Date.now;
+    this.clampTop = undefined;
+    this.nextLinkOrigin = undefined;
     this.maxTop = options.maxTop ?? 10_000;
     this.defaultPageSize = options.defaultPageSize ?? 10_000;
     this.beforeResponse = options.beforeResponse;
@@ -487,7 +497,8 @@ export class FakeDefender {
     }
 
     const ordered = this.orderedRecs(tenant);
-    const limit = top ?? this.defaultPageSize;
+    const clamped = top !== null && this.clampTop !== undefined && top > this.clampTop;
+    const limit = clamped ? (this.clampTop as number) : (top ?? this.defaultPageSize);
     const page: Rec[] = [];
     let matched = 0;
     let more = false;
@@ -503,12 +514,12 @@ export class FakeDefender {
     }
     entry.itemCount = page.length;
     let tail = "]}";
-    if (top === null && more) {
+    if ((top === null || clamped) && more) {
       const params = Object.entries(q)
         .filter(([k]) => k !== "$skip")
         .map(([k, v]) => `${k}=${encodeURIComponent(v)}`);
       params.push(`$skip=${skip + page.length}`);
-      entry.nextLink = `${origin}/api/alerts?${params.join("&")}`;
+      entry.nextLink = `${this.nextLinkOrigin ?? origin}/api/alerts?${params.join("&")}`;
       tail = `],"@odata.nextLink":${JSON.stringify(entry.nextLink)}}`;
     }
     const head = `{"@odata.context":${JSON.stringify(`${origin}/api/$metadata#Alerts`)},"value":[`;

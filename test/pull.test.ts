@@ -49,7 +49,7 @@ interface StoredRow {
 
 async function storedRows(tenantId: string): Promise<StoredRow[]> {
   const rows: StoredRow[] = [];
-  const filter = odata`PartitionKey eq ${tenantId}`;
+  const filter = odata`PartitionKey eq ${tenantId} and RowKey lt ${"~"}`;
   const table = svc.storage.table(TABLES.alerts);
   for await (const row of table.listEntities<StoredRow>({
     queryOptions: { filter, select: ["alertId", "lastUpdateTimeExact", "status"] },
@@ -77,6 +77,29 @@ async function status(tenantId: string): Promise<Record<string, unknown>> {
 function recent(count: number, seed: string): DefenderAlert[] {
   const now = Date.now();
   return makeAlerts({ count, from: new Date(now - 2 * 24 * 3600_000), to: new Date(now - 60_000), seed, evidenceCount: 1 });
+}
+
+/** Runs `fn` with the app's clock set to `at` (and the fake Defender's log stamped likewise). */
+async function withClock<T>(at: number, fn: () => Promise<T>): Promise<T> {
+  const realNow = svc.now;
+  const realFake = h.defender.now;
+  svc.now = () => new Date(at);
+  h.defender.now = () => at;
+  try {
+    return await fn();
+  } finally {
+    svc.now = realNow;
+    h.defender.now = realFake;
+  }
+}
+
+async function overflowKeys(tenantId: string): Promise<Set<string>> {
+  const keys = new Set<string>();
+  const bodies = svc.storage.table(TABLES.alertBodies);
+  for await (const row of bodies.listEntities({ queryOptions: { filter: odata`PartitionKey eq ${tenantId}` } })) {
+    keys.add(String(row.rowKey).split("|")[1] ?? "");
+  }
+  return keys;
 }
 
 /** Runs the timer, then every queued message through the worker, as the host would. */
@@ -162,12 +185,11 @@ describe("pulling alerts", () => {
       params: { tenantId, alertId: big.id },
     });
     assert.equal(again.text, JSON.stringify(h.defender.getAlert(tenantId, big.id)));
-    const bodies = svc.storage.table(TABLES.alertBodies);
-    const keys = new Set<string>();
-    for await (const row of bodies.listEntities({ queryOptions: { filter: odata`PartitionKey eq ${tenantId}` } })) {
-      keys.add(String(row.rowKey).split("|")[1] ?? "");
-    }
-    assert.equal(keys.size, 1, "only the current body's overflow rows remain");
+    // The replaced version's parts stay for the grace period (a reader may still be on it),
+    // then the next run deletes them.
+    assert.equal((await overflowKeys(tenantId)).size, 2, "old parts kept during the grace period");
+    await withClock(Date.now() + 11 * 60_000, () => pull(tenantId));
+    assert.equal((await overflowKeys(tenantId)).size, 1, "only the current body's overflow rows remain");
     const missing = await h.http("alerts-get", {
       path: `tenants/${tenantId}/alerts/nope`,
       params: { tenantId, alertId: "nope" },
@@ -205,26 +227,24 @@ describe("pulling alerts", () => {
     assert.equal((await status(tenantId)).lastError, undefined);
   });
 
-  it("stops cleanly when the per-minute budget runs out, and resumes on the next run", async () => {
+  it("stops cleanly when the per-minute budget runs out, and the next run in that minute makes no call", async () => {
+    // PAGE*12 alerts in 40-item pages need far more than the 30 calls a minute allowed here.
     const tenantId = await activeTenant(recent(PAGE * 12, "budget"));
-    h.defender.inject(tenantId, { status: 503 }, 25);
-    await pull(tenantId);
-    const first = h.defender.requests(tenantId).filter((r) => r.path === "/api/alerts");
-    assert.ok(first.length <= 30, `${first.length} calls in one minute`);
+    const minute = Math.floor(Date.now() / 60_000) * 60_000 + 1000;
+    const listCalls = () => h.defender.requests(tenantId).filter((r) => r.path === "/api/alerts" && r.query.$filter).length;
+    await withClock(minute, () => pull(tenantId));
+    assert.equal(listCalls(), 30, "exactly the per-minute budget");
     const s = await status(tenantId);
-    assert.ok((s.lastError as { code: string }).code === "BudgetExhausted" || (s.lastError as { code: string }).code === "HTTP503");
-    h.defender.clearFaults();
-    const realNow = svc.now;
-    svc.now = () => new Date(Date.now() + 61_000);
-    try {
-      for (let i = 0; i < 5 && ((await status(tenantId)).lastError !== undefined || i === 0); i++) {
-        svc.now = () => new Date(Date.now() + 61_000 * (i + 2));
-        await pull(tenantId);
-      }
-    } finally {
-      svc.now = realNow;
+    assert.equal((s.lastError as { code: string }).code, "BudgetExhausted");
+    assert.ok(h.logs.some((l) => l.startsWith(`[warning] pull.partial tenantId=${tenantId} code=BudgetExhausted`)));
+    // The budget is kept on the sync-state row: a second run in the same minute makes no call.
+    await withClock(minute + 20_000, () => pull(tenantId));
+    assert.equal(listCalls(), 30, "the persisted budget stops a new run in the same minute");
+    for (let i = 1; i <= 12 && (await status(tenantId)).lastError !== undefined; i++) {
+      await withClock(minute + i * 61_000, () => pull(tenantId));
     }
     await assertInSync(tenantId);
+    assert.equal((await status(tenantId)).lastError, undefined);
   });
 
   it("stores timestamps with 1 to 7 fractional digits exactly", async () => {
@@ -357,6 +377,195 @@ describe("tokens during pulls", () => {
     assert.equal(h.vault.inspect(refreshTokenSecretName(tenantId))?.deleted, true);
   });
 
+});
+
+describe("guards of the pull engine (each test fails when its guard is removed)", () => {
+  /** Wraps svc.vault.read once: `during` runs after the pull has started, before the token is redeemed. */
+  function duringTokenRead(during: () => Promise<void>): void {
+    const original = svc.vault.read.bind(svc.vault);
+    svc.vault.read = async (...args) => {
+      svc.vault.read = original;
+      const stored = await original(...args);
+      await during();
+      return stored;
+    };
+  }
+
+  async function makeWriteBackDue(tenantId: string): Promise<void> {
+    await svc.storage
+      .table(TABLES.tenants)
+      .updateEntity({ partitionKey: "tenant", rowKey: tenantId, refreshTokenWrittenAt: "2000-01-01T00:00:00.000Z" }, "Merge");
+    const { forgetAccessToken } = await import("../shared/collection/tokens.js");
+    forgetAccessToken(tenantId);
+  }
+
+  it("serves access tokens from the cache: a second pull redeems nothing", async () => {
+    const tenantId = await activeTenant(recent(3, "cache"));
+    await pull(tenantId);
+    const redeemed = h.entra.tokenCount(tenantId).refreshToken;
+    await pull(tenantId);
+    assert.equal(h.entra.tokenCount(tenantId).refreshToken, redeemed);
+  });
+
+  it("does not write a token back when a re-consent changed the tenant during the pull", async () => {
+    const tenantId = await activeTenant(recent(3, "wb-generation"));
+    await makeWriteBackDue(tenantId);
+    const name = refreshTokenSecretName(tenantId);
+    duringTokenRead(async () => {
+      assert.equal((await h.onboard(tenantId)).status, 200); // a re-consent: new generation, new version
+    });
+    await pull(tenantId);
+    const versions = h.vault.inspect(name)!.versions;
+    assert.equal(versions.filter((v) => v.enabled).length, 1, "only the re-consent's version is enabled");
+    assert.equal(versions.at(-1)!.enabled, true, "the newest version is the consent's");
+    assert.ok(!h.logs.some((l) => l.includes(`token.written-back tenantId=${tenantId}`)));
+    const consented = h.entra.issuedRefreshTokens(tenantId);
+    assert.ok(consented.includes(versions.at(-1)!.value));
+  });
+
+  it("never recovers a secret that was deleted while the pull ran", async () => {
+    const tenantId = await activeTenant(recent(3, "wb-recover"));
+    await makeWriteBackDue(tenantId);
+    duringTokenRead(() => svc.vault.remove(tenantId));
+    await pull(tenantId);
+    assert.equal(h.vault.inspect(refreshTokenSecretName(tenantId))?.deleted, true, "the write-back did not recover it");
+  });
+
+  it("never writes a refresh token, or any token, into its logs", async () => {
+    const tenantId = await activeTenant(recent(3, "wb-log"));
+    await makeWriteBackDue(tenantId);
+    const from = h.logs.length;
+    await pull(tenantId);
+    const lines = h.logs.slice(from);
+    assert.ok(lines.some((l) => l.includes(`token.written-back tenantId=${tenantId}`)), "a write-back happened");
+    for (const token of h.entra.issuedRefreshTokens(tenantId)) {
+      assert.ok(!lines.some((l) => l.includes(token)), "no refresh token in the logs");
+    }
+  });
+
+  it("does not mark a re-consented tenant reconsent-required when the old grant fails mid-pull", async () => {
+    const tenantId = await activeTenant(recent(3, "generation"));
+    const { forgetAccessToken } = await import("../shared/collection/tokens.js");
+    forgetAccessToken(tenantId);
+    duringTokenRead(async () => {
+      assert.equal((await h.onboard(tenantId)).status, 200); // a new consent lands...
+      h.entra.revokeTenant(tenantId, 70008); // ...and the pull's old token is refused
+    });
+    await pull(tenantId);
+    h.entra.restoreTenant(tenantId);
+    assert.equal((await status(tenantId)).status, "active", "the pull's failure did not override the new consent");
+  });
+
+  it("does not rewrite unchanged alerts: a rerun leaves every row's Timestamp as it was", async () => {
+    const tenantId = await activeTenant(recent(30, "unchanged"));
+    await pull(tenantId);
+    const stamps = async () => {
+      const out = new Map<string, string>();
+      const filter = odata`PartitionKey eq ${tenantId} and RowKey lt ${"~"}`;
+      for await (const row of svc.storage.table(TABLES.alerts).listEntities({ queryOptions: { filter } })) {
+        out.set(String(row.rowKey), String(row.timestamp));
+      }
+      return out;
+    };
+    const before = await stamps();
+    await pull(tenantId);
+    assert.deepEqual(await stamps(), before);
+  });
+
+  it("ends the run cleanly when Retry-After asks for more than two minutes", async () => {
+    const tenantId = await activeTenant(recent(5, "long-retry"));
+    h.defender.inject(tenantId, { status: 429, retryAfterSeconds: 180 }, 1);
+    await pull(tenantId);
+    assert.ok(!slept.includes(180_000), "did not wait three minutes inside the run");
+    assert.equal(((await status(tenantId)).lastError as { code: string }).code, "BudgetExhausted");
+    assert.ok(h.logs.some((l) => l.includes(`defender.throttled tenantId=${tenantId} status=429 waitMs=180000`)));
+    await pull(tenantId);
+    await assertInSync(tenantId);
+  });
+
+  it("logs every retry with the status and the wait", async () => {
+    const tenantId = await activeTenant(recent(5, "retry-log"));
+    h.defender.inject(tenantId, { status: 503 }, 1);
+    h.defender.inject(tenantId, { status: 429, retryAfterSeconds: 3 }, 1);
+    await pull(tenantId);
+    assert.ok(h.logs.some((l) => /defender\.retry tenantId=\S+ status=503 attempt=1 waitMs=\d+/.test(l) && l.includes(tenantId)));
+    assert.ok(h.logs.some((l) => l.includes(`defender.retry tenantId=${tenantId} status=429 attempt=2 waitMs=3000`)));
+  });
+
+  it("follows @odata.nextLink under $top, but only on the API's own origin", async () => {
+    const tenantId = await activeTenant(recent(25, "nextlink"));
+    h.defender.clampTop = 10;
+    try {
+      await pull(tenantId);
+      await assertInSync(tenantId);
+      assert.ok(h.defender.requests(tenantId).some((r) => r.query.$skip), "the nextLink was followed");
+      const other = await activeTenant(recent(25, "nextlink-foreign"));
+      h.defender.nextLinkOrigin = "https://attacker.localhost";
+      await pull(other);
+      assert.equal(((await status(other)).lastError as { code: string }).code, "UntrustedNextLink");
+    } finally {
+      h.defender.clampTop = undefined;
+      h.defender.nextLinkOrigin = undefined;
+    }
+  });
+
+  it("renews its lease at checkpoints, so a pull longer than the lease completes", async () => {
+    const tenantId = await activeTenant(recent(PAGE * 4, "renew"));
+    let at = Date.now();
+    const realNow = svc.now;
+    svc.now = () => new Date(at);
+    // Each Defender answer takes four (virtual) minutes: the whole pull outlasts a 12-minute lease.
+    h.defender.beforeResponse = ({ tenantId: t }) => {
+      if (t === tenantId) at += 4 * 60_000;
+    };
+    try {
+      await pull(tenantId);
+    } finally {
+      h.defender.beforeResponse = undefined;
+      svc.now = realNow;
+    }
+    assert.ok(at - Date.now() > 12 * 60_000, "the pull outlasted one lease");
+    assert.ok(!h.logs.some((l) => l.includes(`pull.lease-lost tenantId=${tenantId}`)));
+    await assertInSync(tenantId);
+  });
+
+  it("runs no second pull while a live lease is held (not only when the acquisitions race)", async () => {
+    const tenantId = await activeTenant(recent(10, "held"));
+    let release: () => void = () => {};
+    const blocked = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let entered: () => void = () => {};
+    const inside = new Promise<void>((resolve) => {
+      entered = resolve;
+    });
+    h.defender.beforeResponse = async ({ tenantId: t }) => {
+      if (t !== tenantId) return;
+      entered();
+      await blocked;
+    };
+    const first = pull(tenantId);
+    await inside; // the first pull holds the lease and waits in Defender
+    const calls = h.defender.requests(tenantId).length;
+    await pull(tenantId); // sequential, so no ETag race can mask a missing check
+    assert.equal(h.defender.requests(tenantId).length, calls, "the second pull made no call");
+    assert.ok(h.logs.some((l) => l.includes(`pull.skipped tenantId=${tenantId} reason=already-running`)));
+    h.defender.beforeResponse = undefined;
+    release();
+    await first;
+    await assertInSync(tenantId);
+  });
+
+  it("writes pull.succeeded and pull.failed lines in the form the alert rules match", async () => {
+    const ok = await activeTenant(recent(2, "names-ok"));
+    await pull(ok);
+    assert.ok(h.logs.some((l) => new RegExp(`^\\[information\\] pull\\.succeeded tenantId=${ok} alerts=2 `).test(l)));
+    const bad = await activeTenant(recent(2, "names-bad"));
+    h.defender.forbid(bad);
+    await pull(bad);
+    h.defender.allow(bad);
+    assert.ok(h.logs.some((l) => l.startsWith(`[warning] pull.failed tenantId=${bad} code=Forbidden`)));
+  });
 });
 
 describe("reading alerts", () => {

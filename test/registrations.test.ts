@@ -22,6 +22,7 @@ describe("function registrations", () => {
       "GET tenants/{tenantId}/alerts/{alertId} function",
       "POST tenants function",
       "POST tenants/{tenantId}/pull function",
+      "POST tenants/{tenantId}/reconcile function",
     ]);
   });
 
@@ -39,7 +40,7 @@ describe("function registrations", () => {
 
   it("has one file per function, loaded by the package.json main glob, and host.json settings", async () => {
     const fns = await loadFunctions();
-    assert.equal(fns.size, 12);
+    assert.equal(fns.size, 13);
     const pkg = JSON.parse(readFileSync("package.json", "utf8")) as { main: unknown; engines: { node: string } };
     assert.equal(pkg.main, "dist/functions/*.js");
     assert.match(pkg.engines.node, />=\s*22/);
@@ -59,5 +60,25 @@ describe("function registrations", () => {
     const missing = SETTING_NAMES.filter((name) => !(name in sample.Values));
     assert.deepEqual(missing, []);
     assert.equal(sample.Values.PULL_SCHEDULE, "0 */5 * * * *");
+  });
+
+  it("sets functionTimeout in host.json, and the pull lease outlives it (the app setting override included)", async () => {
+    const { leaseTiming, parseTimeSpan, LEASE_SAFETY_MS } = await import("../shared/collection/lease-timing.js");
+    const host = JSON.parse(readFileSync("host.json", "utf8")) as {
+      functionTimeout?: string;
+      extensions: { queues: { visibilityTimeout: string } };
+    };
+    assert.ok(host.functionTimeout, "host.json sets functionTimeout");
+    const timeoutMs = parseTimeSpan(host.functionTimeout);
+    assert.ok(timeoutMs, "functionTimeout is a bounded time span");
+    const timing = leaseTiming({});
+    assert.equal(timing.functionTimeoutMs, timeoutMs, "the lease is derived from host.json's functionTimeout");
+    assert.ok(timing.leaseTtlMs > timing.functionTimeoutMs, "the lease outlives the function timeout");
+    assert.ok(timing.leaseTtlMs / 2 > LEASE_SAFETY_MS, "a holder renews long before its safety margin");
+    const override = leaseTiming({ AzureFunctionsJobHost__functionTimeout: "00:20:00" });
+    assert.equal(override.functionTimeoutMs, 20 * 60_000, "the app setting overrides host.json, as the host does");
+    assert.ok(override.leaseTtlMs > override.functionTimeoutMs);
+    assert.throws(() => leaseTiming({}, () => "{}"), /functionTimeout/, "a host.json without functionTimeout is refused");
+    assert.throws(() => leaseTiming({ AzureFunctionsJobHost__functionTimeout: "-1" }), /functionTimeout/);
   });
 });

@@ -3,10 +3,11 @@ import { gunzipSync } from "node:zlib";
 import { describe, it } from "node:test";
 import * as oauth from "oauth4webapi";
 import { encodeAlert, encodeKey, INLINE_PARTS, PART_BYTES, parseTime, toBatches } from "../shared/collection/alert-store.js";
-import { CallBudget, parseRetryAfter } from "../shared/collection/sources/defender/client.js";
+import { CallBudget } from "../shared/collection/budget.js";
+import { parseRetryAfter } from "../shared/collection/sources/defender/client.js";
 import { classifyTokenError } from "../shared/platform/oauth.js";
 import { splitODataPage } from "../shared/collection/sources/defender/odata-json.js";
-import { compareTimes } from "../shared/collection/engine.js";
+import { compareTimes } from "../shared/collection/time.js";
 
 describe("splitODataPage", () => {
   it("returns each item's exact source text, escapes and number formats included", () => {
@@ -51,18 +52,47 @@ describe("CallBudget", () => {
   it("stops at the per-minute and hourly limits and carries the hour across runs", () => {
     let now = Date.parse("2026-01-01T00:00:00Z");
     const clock = () => new Date(now);
-    const budget = new CallBudget(3, 5, clock);
-    budget.take();
-    budget.take();
-    budget.take();
-    assert.throws(() => budget.take(), /per-minute/);
+    const limits = { perMinute: 3, perHour: 5 };
+    const budget = new CallBudget(limits, 10, clock);
+    budget.take("incremental");
+    budget.take("incremental");
+    budget.take("incremental");
+    assert.throws(() => budget.take("incremental"), /per-minute/);
     now += 60_000;
-    const resumed = new CallBudget(3, 5, clock, budget.serialize());
-    resumed.take();
-    resumed.take();
-    assert.throws(() => resumed.take(), /hourly/);
+    const resumed = new CallBudget(limits, 10, clock, budget.serialize());
+    resumed.take("incremental");
+    resumed.take("incremental");
+    assert.throws(() => resumed.take("incremental"), /hourly/);
     now += 60 * 60_000;
-    new CallBudget(3, 5, clock, resumed.serialize()).take();
+    new CallBudget(limits, 10, clock, resumed.serialize()).take("incremental");
+  });
+
+  it("keeps the sweep within its share of both limits, over the same minute and hour", () => {
+    let now = Date.parse("2026-01-01T00:00:00Z");
+    const clock = () => new Date(now);
+    const budget = new CallBudget({ perMinute: 90, perHour: 1400 }, 10, clock);
+    assert.deepEqual(budget.sweepLimits(), { perMinute: 9, perHour: 140 });
+    for (let i = 0; i < 9; i++) budget.take("sweep");
+    assert.throws(() => budget.take("sweep"), (err: Error & { shareOnly?: boolean }) => err.shareOnly === true);
+    budget.take("incremental"); // the incremental pull still has its budget
+    let perMinuteMax = 9;
+    for (let minute = 1; minute < 60; minute++) {
+      now += 60_000;
+      let taken = 0;
+      for (let i = 0; i < 20; i++) {
+        try {
+          budget.take("sweep");
+          taken++;
+        } catch {
+          // the share ran out
+        }
+      }
+      perMinuteMax = Math.max(perMinuteMax, taken);
+    }
+    assert.equal(perMinuteMax, 9);
+    assert.equal(budget.used.sweep, 140, "at most 10 % of the hourly limit");
+    budget.setSweepPercent(50);
+    assert.deepEqual(budget.sweepLimits(), { perMinute: 45, perHour: 700 });
   });
 
   it("parses Retry-After seconds", () => {

@@ -1,8 +1,8 @@
 import { createHash } from "node:crypto";
 import { gunzipSync, gzipSync } from "node:zlib";
-import { odata, type TableClient, type TransactionAction } from "@azure/data-tables";
-import pLimit from "p-limit";
+import { odata, type TableClient } from "@azure/data-tables";
 import { isStatus } from "../platform/storage.js";
+import { canonicalTime, formatTicks, parseTime } from "./time.js";
 
 /**
  * Alerts in Table Storage: table `alerts`, PartitionKey = tenant GUID, RowKey = alert id.
@@ -14,6 +14,19 @@ import { isStatus } from "../platform/storage.js";
  * row whose body is missing. To read an alert back: concatenate body0..bodyN of the alert
  * row, then (when bodyOverflow > 0) of each overflow row in index order, gunzip, and check
  * bodySha256 (hex SHA-256 of the JSON bytes).
+ *
+ * Bookkeeping rows share the alert's partition, so that they change in the same
+ * entity-group transaction as the alert row. Their RowKeys start with `~`, which an alert
+ * RowKey never does (`~` is percent-encoded in alert ids), and list queries exclude them
+ * with `RowKey lt '~'`:
+ * - `~i|<lastUpdateTime, 7 fractional digits>|<alert RowKey>`: the time index. One per
+ *   stored alert, naming its stored version (time, SHA-256, overflow key). A window's
+ *   stored versions are one key-range query, and every write of an alert goes through its
+ *   index row, which makes the index row the alert's concurrency token (see alert-writer.ts).
+ * - `~g|<not before>|<alert RowKey>|<bodyKey>`: overflow parts of a replaced version,
+ *   deleted once the grace period has passed (see garbage.ts).
+ * - `~n|<unique>` and `~c`: the exact alert count: each transaction that inserts new alerts
+ *   adds a `~n` row with their number, and runs fold them into `~c` (see alert-writer.ts).
  */
 
 export const PART_BYTES = 64 * 1024;
@@ -39,10 +52,12 @@ export const ALERT_COLUMNS = [
   "assignedTo",
 ] as const;
 
+/** One alert as a source returned it. */
 export interface RawAlert {
   /** The alert exactly as the API returned it. */
   json: string;
   id: string;
+  /** The update time exactly as the API wrote it (up to 7 fractional digits). */
   lastUpdateTime: string;
   fields: Record<string, unknown>;
 }
@@ -55,28 +70,43 @@ export interface EncodedAlert {
   overflow: AlertEntity[];
   /** Estimated size on the wire, for batching. */
   bytes: number;
+  sha: string;
 }
 
-/** RowKey-safe alert id: `/ \ # ?`, control characters, `%` and `|` are percent-encoded. */
+/** Prefixes of the bookkeeping rows in an alert partition; alert RowKeys sort before `~`. */
+export const INDEX_PREFIX = "~i|";
+export const GARBAGE_PREFIX = "~g|";
+export const COUNT_PREFIX = "~n|";
+export const COUNT_TOTAL_KEY = "~c";
+/** Alert rows only: the filter every alert list query adds. */
+export const ALERT_ROWS_ONLY = odata`RowKey lt ${"~"}`;
+
+/** RowKey-safe alert id: `/ \ # ? % | ~` and control characters are percent-encoded. */
 export function encodeKey(id: string): string {
   // biome-ignore lint/suspicious/noControlCharactersInRegex: Table Storage forbids them in keys
-  return id.replace(/[/\\#?%|\u0000-\u001f\u007f-\u009f]/g, (c) => `%${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
+  return id.replace(/[/\\#?%|~\u0000-\u001f\u007f-\u009f]/g, (c) => `%${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
 }
 
-/** Parses Defender's timestamps (1 to 7 fractional digits) to a Date (millisecond precision). */
-export function parseTime(value: unknown): Date | undefined {
-  if (typeof value !== "string") return undefined;
-  const ms = Date.parse(value.replace(/(\.\d{3})\d+/, "$1"));
-  return Number.isNaN(ms) ? undefined : new Date(ms);
+/** The index RowKey of an alert version; `time` in canonical form (see time.ts). */
+export function indexKey(time: string, alertRowKey: string): string {
+  return `${INDEX_PREFIX}${time}|${alertRowKey}`;
+}
+
+/** The index RowKey bound for a window edge in milliseconds. */
+export function indexBound(ms: number): string {
+  return `${INDEX_PREFIX}${formatTicks(BigInt(ms) * 10_000n)}`;
+}
+
+export function overflowKey(alertRowKey: string, bodyKey: string, index: number): string {
+  return `${alertRowKey}|${bodyKey}|${String(index).padStart(4, "0")}`;
 }
 
 export function sha256Hex(json: string | Buffer): string {
   return createHash("sha256").update(json).digest("hex");
 }
 
-export function encodeAlert(tenantId: string, alert: RawAlert): EncodedAlert {
+export function encodeAlert(tenantId: string, alert: RawAlert, sha = sha256Hex(alert.json)): EncodedAlert {
   const bytes = Buffer.from(alert.json, "utf8");
-  const sha = sha256Hex(bytes);
   const packed = gzipSync(bytes, { level: 1 }); // level 1: ~25% less CPU, ~3% larger
   const parts: Buffer[] = [];
   for (let offset = 0; offset < packed.length; offset += PART_BYTES) {
@@ -107,10 +137,7 @@ export function encodeAlert(tenantId: string, alert: RawAlert): EncodedAlert {
   if (rest.length > 0) {
     const bodyKey = sha.slice(0, 16);
     for (let i = 0; i * INLINE_PARTS < rest.length; i++) {
-      const chunk: AlertEntity = {
-        partitionKey: tenantId,
-        rowKey: `${rowKey}|${bodyKey}|${String(i).padStart(4, "0")}`,
-      };
+      const chunk: AlertEntity = { partitionKey: tenantId, rowKey: overflowKey(rowKey, bodyKey, i) };
       rest.slice(i * INLINE_PARTS, (i + 1) * INLINE_PARTS).forEach((part, j) => {
         chunk[`body${j}`] = new Uint8Array(part);
       });
@@ -121,22 +148,26 @@ export function encodeAlert(tenantId: string, alert: RawAlert): EncodedAlert {
   }
   // Base64 on the wire is 4/3 of the binary size, plus the columns.
   const wire = Math.ceil((Math.min(packed.length, INLINE_PARTS * PART_BYTES) * 4) / 3) + 4096;
-  return { row, overflow, bytes: wire };
+  return { row, overflow, bytes: wire, sha };
 }
 
 /** Groups entities of one partition into transactions within the count and size caps. */
-export function toBatches<T extends { bytes: number }>(items: T[]): T[][] {
+export function toBatches<T extends { bytes: number; entities?: number }>(items: T[], maxEntities = MAX_BATCH_ENTITIES): T[][] {
   const batches: T[][] = [];
   let current: T[] = [];
   let size = 0;
+  let count = 0;
   for (const item of items) {
-    if (current.length > 0 && (current.length >= MAX_BATCH_ENTITIES || size + item.bytes > MAX_BATCH_BYTES)) {
+    const entities = item.entities ?? 1;
+    if (current.length > 0 && (count + entities > maxEntities || size + item.bytes > MAX_BATCH_BYTES)) {
       batches.push(current);
       current = [];
       size = 0;
+      count = 0;
     }
     current.push(item);
     size += item.bytes;
+    count += entities;
   }
   if (current.length > 0) batches.push(current);
   return batches;
@@ -147,49 +178,120 @@ export interface AlertTables {
   bodies: TableClient;
 }
 
+/** The stored version of an alert, as its index row names it. */
+export interface IndexEntry {
+  alertId: string;
+  rowKey: string;
+  /** Canonical form (7 fractional digits), as in the index RowKey. */
+  time: string;
+  sha: string;
+  bodyKey?: string;
+  bodyOverflow?: number;
+}
+
+type IndexRow = Record<string, unknown> & {
+  partitionKey: string;
+  rowKey: string;
+  alertId: string;
+  bodySha256: string;
+  bodyKey?: string;
+  bodyOverflow?: number;
+};
+
+export function indexRow(tenantId: string, entry: IndexEntry): IndexRow {
+  const row: IndexRow = {
+    partitionKey: tenantId,
+    rowKey: indexKey(entry.time, entry.rowKey),
+    alertId: entry.alertId,
+    bodySha256: entry.sha,
+  };
+  if (entry.bodyKey) {
+    row.bodyKey = entry.bodyKey;
+    row.bodyOverflow = entry.bodyOverflow ?? 0;
+  }
+  return row;
+}
+
+function entryFromIndexRow(row: IndexRow): IndexEntry | undefined {
+  const rest = row.rowKey.slice(INDEX_PREFIX.length);
+  const bar = rest.indexOf("|");
+  if (bar < 0) return undefined;
+  const entry: IndexEntry = { alertId: row.alertId, rowKey: rest.slice(bar + 1), time: rest.slice(0, bar), sha: row.bodySha256 };
+  if (row.bodyKey) {
+    entry.bodyKey = row.bodyKey;
+    entry.bodyOverflow = Number(row.bodyOverflow ?? 0);
+  }
+  return entry;
+}
+
+/** The index entry of a stored alert row (for alerts whose version lies outside a window). */
+export function entryFromAlertRow(row: Record<string, unknown>): IndexEntry | undefined {
+  const time = canonicalTime(String(row.lastUpdateTimeExact ?? ""));
+  if (!time) return undefined;
+  const entry: IndexEntry = {
+    alertId: String(row.alertId),
+    rowKey: String(row.rowKey),
+    time,
+    sha: String(row.bodySha256 ?? ""),
+  };
+  if (row.bodyKey) {
+    entry.bodyKey = String(row.bodyKey);
+    entry.bodyOverflow = Number(row.bodyOverflow ?? 0);
+  }
+  return entry;
+}
+
 /**
- * Upserts alerts of one tenant in entity-group transactions (Replace mode, so a rerun or
- * an update leaves exactly one row per alert, with no stale parts). Overflow rows go
- * first; old overflow rows of a changed big alert are removed afterwards.
+ * The stored versions whose lastUpdateTime lies in [fromMs, toMs): one key-range query
+ * over the time index, whose cost follows the window, not the tenant's whole partition.
  */
-export async function writeAlerts(
-  tables: AlertTables,
-  encoded: EncodedAlert[],
-  concurrency: number,
-): Promise<void> {
-  const limit = pLimit(concurrency);
-  const overflowRows = encoded.flatMap((e) =>
-    e.overflow.map((row) => ({ row, bytes: Math.ceil((INLINE_PARTS * PART_BYTES * 4) / 3) + 1024 })),
-  );
-  await Promise.all(toBatches(overflowRows).map((batch) => limit(() => submit(tables.bodies, batch))));
-  await Promise.all(toBatches(encoded).map((batch) => limit(() => submit(tables.alerts, batch))));
-  for (const big of encoded.filter((e) => e.overflow.length > 0)) {
-    await removeStaleOverflow(tables.bodies, big.row);
+export async function listIndex(alerts: TableClient, tenantId: string, fromMs: number, toMs: number): Promise<IndexEntry[]> {
+  const filter = odata`PartitionKey eq ${tenantId} and RowKey ge ${indexBound(fromMs)} and RowKey lt ${indexBound(toMs)}`;
+  const entries: IndexEntry[] = [];
+  for await (const row of alerts.listEntities<IndexRow>({ queryOptions: { filter } })) {
+    const entry = entryFromIndexRow(row);
+    if (entry) entries.push(entry);
+  }
+  return entries;
+}
+
+/** Reads an alert row with the columns that decide newest-wins (no body), or undefined. */
+export async function readAlertHead(alerts: TableClient, tenantId: string, rowKey: string): Promise<IndexEntry | undefined> {
+  try {
+    const row = await alerts.getEntity(tenantId, rowKey, {
+      queryOptions: { select: ["alertId", "lastUpdateTimeExact", "bodySha256", "bodyKey", "bodyOverflow"] },
+    });
+    return entryFromAlertRow({ ...row, rowKey });
+  } catch (err) {
+    if (isStatus(err, 404)) return undefined;
+    throw err;
   }
 }
 
-async function submit(table: TableClient, batch: { row: AlertEntity }[]): Promise<void> {
-  const actions: TransactionAction[] = batch.map(({ row }) => ["upsert", row, "Replace"]);
-  await table.submitTransaction(actions);
+export class BodyPartMissingError extends Error {
+  constructor() {
+    super("An overflow part of the alert's body is missing");
+    this.name = "BodyPartMissingError";
+  }
 }
 
-async function removeStaleOverflow(bodies: TableClient, row: AlertEntity): Promise<void> {
-  const prefix = `${row.rowKey}|`;
-  const filter = odata`PartitionKey eq ${row.partitionKey} and RowKey ge ${prefix} and RowKey lt ${`${row.rowKey}}`}`;
-  const keep = `${prefix}${row.bodyKey}|`;
-  for await (const chunk of bodies.listEntities({ queryOptions: { filter, select: ["RowKey"] } })) {
-    if (chunk.rowKey && !chunk.rowKey.startsWith(keep)) {
-      try {
-        await bodies.deleteEntity(row.partitionKey, chunk.rowKey);
-      } catch (err) {
-        if (!isStatus(err, 404)) throw err;
-      }
+/**
+ * Reads an alert's exact JSON back, or undefined if it is not stored. The overflow parts
+ * of a version that was just replaced stay for a grace period, so a reader that read the
+ * old row finishes; one that is slower than that finds a part missing and re-reads the row.
+ */
+export async function readAlertJson(tables: AlertTables, tenantId: string, alertId: string): Promise<Buffer | undefined> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await readOnce(tables, tenantId, alertId);
+    } catch (err) {
+      if (err instanceof BodyPartMissingError && attempt === 0) continue;
+      throw err;
     }
   }
 }
 
-/** Reads an alert's exact JSON back, or undefined if it is not stored. */
-export async function readAlertJson(tables: AlertTables, tenantId: string, alertId: string): Promise<Buffer | undefined> {
+async function readOnce(tables: AlertTables, tenantId: string, alertId: string): Promise<Buffer | undefined> {
   let row: AlertEntity;
   try {
     row = await tables.alerts.getEntity(tenantId, encodeKey(alertId));
@@ -200,8 +302,12 @@ export async function readAlertJson(tables: AlertTables, tenantId: string, alert
   const parts: Uint8Array[] = partsOf(row);
   const overflow = Number(row.bodyOverflow ?? 0);
   for (let i = 0; i < overflow; i++) {
-    const key = `${row.rowKey}|${row.bodyKey}|${String(i).padStart(4, "0")}`;
-    parts.push(...partsOf(await tables.bodies.getEntity(tenantId, key)));
+    try {
+      parts.push(...partsOf(await tables.bodies.getEntity(tenantId, overflowKey(row.rowKey, String(row.bodyKey), i))));
+    } catch (err) {
+      if (isStatus(err, 404)) throw new BodyPartMissingError();
+      throw err;
+    }
   }
   const json = gunzipSync(Buffer.concat(parts));
   if (sha256Hex(json) !== row.bodySha256) {
@@ -215,3 +321,5 @@ function partsOf(entity: Record<string, unknown>): Uint8Array[] {
   for (let i = 0; entity[`body${i}`] !== undefined; i++) parts.push(entity[`body${i}`] as Uint8Array);
   return parts;
 }
+
+export { parseTime };

@@ -1,34 +1,63 @@
-import { randomUUID } from "node:crypto";
-import { odata } from "@azure/data-tables";
-import { type AlertTables, encodeAlert, parseTime, type RawAlert, sha256Hex, writeAlerts } from "./alert-store.js";
+import { odata, type TableClient, type TransactionAction } from "@azure/data-tables";
 import { endpointsFor } from "../platform/config.js";
-import { BudgetExhaustedError, CallBudget, DefenderApiError, DefenderClient } from "./sources/defender/client.js";
 import { recordClientCredential } from "../platform/health.js";
 import { errorName } from "../platform/http.js";
 import type { Logger, Services } from "../platform/services.js";
 import { TABLES } from "../platform/storage.js";
-import { cachedAccessToken, forgetAccessToken, redeemRefreshToken, TokenFailure } from "./tokens.js";
 import { CLEARED_ERROR, getTenant, patchTenant, type TenantPatch, type TenantRow } from "../onboarding/tenants.js";
+import {
+  ALERT_ROWS_ONLY,
+  type AlertTables,
+  COUNT_TOTAL_KEY,
+  encodeKey,
+  entryFromAlertRow,
+  type IndexEntry,
+  indexRow,
+  type RawAlert,
+  readAlertHead,
+} from "./alert-store.js";
+import { AlertWriter, foldAlertCount, type WriteResult } from "./alert-writer.js";
+import { BudgetExhaustedError, CallBudget } from "./budget.js";
+import { collectDueGarbage, collectOrphans } from "./garbage.js";
+import { Coverage, effectiveOverlapMs, LatenessFigures } from "./lateness.js";
+import { leaseTiming } from "./lease-timing.js";
+import { type AlertSource, SourceApiError } from "./source.js";
+import { DefenderSource } from "./sources/defender/client.js";
+import { duePasses, isReconcile } from "./sweep.js";
+import {
+  getSweepRow,
+  LeaseLost,
+  parseSlices,
+  type SkippedSlice,
+  type SweepEntity,
+  type SweepPass,
+  SyncLease,
+  type SyncPatch,
+} from "./sync-state.js";
+import { compareTimes, timeMs } from "./time.js";
+import { clientCredentialFailed, DelegatedTokenProvider, TokenFailure } from "./tokens.js";
+import { type Leaf, type SkippedRange, WindowReader } from "./windows.js";
 
 /**
- * One pull of one tenant's alerts, as run by the queue worker.
+ * One worker run for one (tenant, source): the incremental pull, then the reconciliation
+ * sweep within its share of the call budget, under one lease (see sync-state.ts and
+ * docs/collection.md).
  *
- * Windows: the query covers lastUpdateTime in [watermark - overlap, now - lag). The API
- * returns items unsorted, in an order that shifts as alerts change, so `$skip` paging can
- * lose items. Each window is therefore read in ONE request with `$top` = page size; a full
- * answer splits the window in two by time, recursively. Only a slice too narrow to split
- * (1 ms) falls back to `$skip`, re-read until two passes return the same ids.
+ * Incremental: [watermark - overlap, now - lag), or the initial lookback on the first
+ * pull. The watermark is the newest lastUpdateTime stored (data, not the query time),
+ * committed only after a leaf's writes are durable; a crash anywhere loses nothing.
  *
- * Watermark: the newest lastUpdateTime actually stored (data-based, not the query time),
- * advanced only after a window's writes are durable. A crash anywhere loses nothing: the
- * next run starts from the last durable watermark minus the overlap.
+ * Sweep: passes over the last day (hourly) and week (daily), and operator reconciles,
+ * listed without evidence; only alerts that are missing or newer than the stored version
+ * are read again in full. Every sweep run first retries the skipped slices.
  */
 
-export const LEASE_MS = 10 * 60_000;
-const MIN_SLICE_MS = 1;
-const MAX_SKIP_PASSES = 5;
 const WRITE_CONCURRENCY = 4;
-const RECOUNT_MS = 3600_000;
+/** Gaps between alerts the sweep must fetch that still share one full re-read window. */
+const REFETCH_GAP_MS = 60_000;
+/** Skipped slices kept at most; past this the cursor stops rather than drop one silently. */
+const MAX_SKIPPED_SLICES = 200;
+const RECONCILE_BUDGET_PERCENT = 50;
 
 export type PullOutcome =
   | "succeeded"
@@ -37,102 +66,141 @@ export type PullOutcome =
   | "reconsent-required"
   | "failed"
   | "partial"
+  | "lease-lost"
   | "client-credential-failed";
 
 export interface PullResult {
   outcome: PullOutcome;
   alertsWritten: number;
   calls: number;
+  sweepCalls: number;
 }
 
-let clientCredentialKnownGood = false;
+const NOTHING = { alertsWritten: 0, calls: 0, sweepCalls: 0 };
 
 export async function pullTenant(svc: Services, tenantIdRaw: string, log: Logger): Promise<PullResult> {
   const tenantId = tenantIdRaw.toLowerCase();
   const tenants = svc.storage.table(TABLES.tenants);
-  const row = await getTenant(tenants, tenantId);
-  if (row?.status !== "active") {
-    log.info(`pull.skipped tenantId=${tenantId} reason=${row ? row.status : "unknown-tenant"}`);
-    return { outcome: "skipped-inactive", alertsWritten: 0, calls: 0 };
+  const before = await getTenant(tenants, tenantId);
+  if (before?.status !== "active") {
+    log.info(`pull.skipped tenantId=${tenantId} reason=${before ? before.status : "unknown-tenant"}`);
+    return { outcome: "skipped-inactive", ...NOTHING };
   }
-  const now = svc.now();
-  if (row.pullLeaseUntil && Date.parse(row.pullLeaseUntil) > now.getTime()) {
+  const sync = svc.storage.table(TABLES.syncState);
+  const lease = await SyncLease.acquire(sync, tenantId, "defender", leaseTiming(), svc.now);
+  if (lease === "busy") {
     log.info(`pull.skipped tenantId=${tenantId} reason=already-running`);
-    return { outcome: "skipped-busy", alertsWritten: 0, calls: 0 };
+    return { outcome: "skipped-busy", ...NOTHING };
   }
-  const leaseId = randomUUID();
-  const leased = await patchTenant(tenants, tenantId, row.etag, {
-    pullLeaseId: leaseId,
-    pullLeaseUntil: new Date(now.getTime() + LEASE_MS).toISOString(),
-    lastPullAt: now.toISOString(),
-  });
-  if (!leased) {
-    log.info(`pull.skipped tenantId=${tenantId} reason=lost-lease-race`);
-    return { outcome: "skipped-busy", alertsWritten: 0, calls: 0 };
+  // Read again under the lease: an offboarding that landed in between is seen here, and
+  // one that lands later sets stopRequestedAt, which the lease's next commit sees.
+  const tenant = await getTenant(tenants, tenantId);
+  if (tenant?.status !== "active") {
+    await lease.release({});
+    log.info(`pull.skipped tenantId=${tenantId} reason=${tenant ? tenant.status : "unknown-tenant"}`);
+    return { outcome: "skipped-inactive", ...NOTHING };
   }
-  const run = new PullRun(svc, log, { ...row, etag: leased }, leaseId);
-  return run.execute();
+  return new SyncJob(svc, log, tenant, lease).execute();
 }
 
-class PullRun {
-  private etag: string;
-  private readonly generation: string;
+type Cursor = "incremental" | "sweep";
+
+class SyncJob {
   private readonly budget: CallBudget;
-  private readonly client: DefenderClient;
+  private readonly source: AlertSource;
+  private readonly writer: AlertWriter;
   private readonly tables: AlertTables;
+  private readonly coverage: Coverage;
+  private readonly lateness: LatenessFigures;
+  private skipped: SkippedSlice[];
   private watermark: string | undefined;
-  private written = 0;
-  /** Rows the tenant holds: exact after a recount, else the last count plus new ids seen. */
   private alertsStored: number;
-  /** Nothing was ever stored for this tenant, so its partition starts empty. */
-  private readonly firstPull: boolean;
-  /** The store of the previous window, running while the next window is fetched. */
+  private sameTimeChanges: number;
+  private written = 0;
+  private sweepWritten = 0;
+  /** Nothing was ever stored for this tenant, so writes need no lookups. */
+  private knownEmpty: boolean;
+  /** The store of the previous leaf, running while the next one is fetched. */
   private pending: Promise<void> = Promise.resolve();
+  private readonly scope: string;
 
   constructor(
     private readonly svc: Services,
     private readonly log: Logger,
-    private readonly row: TenantRow,
-    private readonly leaseId: string,
+    private readonly tenant: TenantRow,
+    private readonly lease: SyncLease,
   ) {
-    this.etag = row.etag;
-    this.generation = row.generation;
-    this.watermark = row.watermark || undefined;
+    const row = lease.row;
+    const { pull } = svc.config;
+    // State kept on the tenant row by versions before the syncstate table is carried over once.
+    const carried = row.indexVersion === undefined;
+    this.watermark = row.watermark || (carried ? tenant.watermark : undefined) || undefined;
     this.alertsStored = row.alertsStored ?? 0;
-    this.firstPull = !row.watermark && !row.alertsStored;
-    const pull = svc.config.pull;
-    this.budget = new CallBudget(pull.maxCallsPerMinute, pull.maxCallsPerHour, svc.now, row.apiCalls);
-    const endpoints = endpointsFor(svc.config, row.cloud);
-    this.client = new DefenderClient({
+    this.sameTimeChanges = row.sameTimeChanges ?? 0;
+    this.knownEmpty = !this.watermark && !(row.alertsStored || tenant.alertsStored);
+    this.budget = new CallBudget(
+      { perMinute: pull.maxCallsPerMinute, perHour: pull.maxCallsPerHour },
+      svc.config.sweep.budgetPercent,
+      svc.now,
+      row.apiCalls || (carried ? tenant.apiCalls : undefined),
+    );
+    this.coverage = Coverage.parse(row.coverage);
+    this.lateness = LatenessFigures.parse(row.lateness);
+    this.skipped = parseSlices(row.skippedSlices);
+    const endpoints = endpointsFor(svc.config, tenant.cloud);
+    this.scope = endpoints.apiScope;
+    const tokens = new DelegatedTokenProvider(svc, log, tenant, endpoints);
+    this.source = new DefenderSource({
+      tenantId: this.tenantId,
       baseUrl: endpoints.apiBaseUrl,
       budget: this.budget,
       sleep: svc.sleep,
       random: svc.random,
-      token: (refresh) => this.accessToken(refresh),
+      log,
+      token: (forceNew) => tokens.get(this.scope, { forceNew }),
     });
     this.tables = { alerts: svc.storage.table(TABLES.alerts), bodies: svc.storage.table(TABLES.alertBodies) };
+    this.writer = new AlertWriter({
+      tenantId: this.tenantId,
+      tables: this.tables,
+      concurrency: WRITE_CONCURRENCY,
+      gcGraceMs: pull.overflowGcGraceMs,
+      now: svc.now,
+      fence: () => this.lease.beforeWrite(),
+    });
+    this.tokenCheck = () => tokens.get(this.scope);
   }
 
+  private readonly tokenCheck: () => Promise<string>;
+
   private get tenantId(): string {
-    return this.row.rowKey;
+    return this.tenant.rowKey;
   }
 
   async execute(): Promise<PullResult> {
     const id = this.tenantId;
     try {
-      await this.accessToken(false);
-      const { overlapMs, lagMs, initialLookbackMs } = this.svc.config.pull;
-      const now = this.svc.now().getTime();
-      const upper = now - lagMs;
-      const base = this.watermark ? Date.parse(this.watermark) : now - initialLookbackMs;
-      const lower = Math.min(base - (this.watermark ? overlapMs : 0), upper);
-      await this.range(lower, upper);
-      await this.pending;
-      const done: TenantPatch = { lastSuccessAt: this.svc.now().toISOString(), ...CLEARED_ERROR };
-      if (this.written > 0 && this.recountDue()) await this.countAlerts();
-      else if (this.written > 0 && !this.row.alertsCountedAt) done.alertsCountedAt = done.lastSuccessAt;
-      await this.finish(done);
-      this.log.info(`pull.succeeded tenantId=${id} alerts=${this.written} watermark=${this.watermark ?? ""}`);
+      await this.tokenCheck();
+      await this.buildIndexOnce();
+      const firstPull = !this.watermark;
+      await this.incremental();
+      await this.sweep(firstPull);
+      await collectDueGarbage(this.tables, id, this.svc.now());
+      this.alertsStored = await foldAlertCount(this.tables.alerts, id);
+      const now = this.svc.now();
+      await this.lease.release({ ...this.stateToSave(), lastSuccessAt: now.toISOString(), ...CLEARED_ERROR });
+      await this.clearTenantError();
+      const late = this.lateness.summary(now.getTime());
+      const overlapMs = this.effectiveOverlapMs();
+      this.log.info(
+        `pull.succeeded tenantId=${id} alerts=${this.written} watermark=${this.watermark ?? ""} ` +
+          `calls=${this.budget.calls} sweepCalls=${this.budget.used.sweep} sweepAlerts=${this.sweepWritten} lateP99Seconds=${late.p99Seconds} lateMaxSeconds=${late.maxSeconds} foundBySweep24h=${late.foundBySweep24h}`,
+      );
+      if (late.p99Seconds * 1000 > overlapMs / 2) {
+        this.log.warn(
+          `pull.lateness-high tenantId=${id} p99Seconds=${late.p99Seconds} overlapMinutes=${Math.round(overlapMs / 60_000)}`,
+        );
+      }
       return this.result("succeeded");
     } catch (err) {
       return this.fail(err);
@@ -140,282 +208,384 @@ class PullRun {
   }
 
   private result(outcome: PullOutcome): PullResult {
-    return { outcome, alertsWritten: this.written, calls: this.budget.calls };
+    return {
+      outcome,
+      alertsWritten: this.written + this.sweepWritten,
+      calls: this.budget.calls,
+      sweepCalls: this.budget.used.sweep,
+    };
+  }
+
+  /** What every checkpoint saves besides the lease. */
+  private stateToSave(): SyncPatch {
+    const now = this.svc.now().getTime();
+    const patch: SyncPatch = {
+      apiCalls: this.budget.serialize(),
+      alertsStored: this.alertsStored,
+      sameTimeChanges: this.sameTimeChanges,
+      coverage: this.coverage.serialize(),
+      lateness: this.lateness.serialize(now),
+      skippedSlices: JSON.stringify(this.skipped),
+      indexVersion: 1,
+    };
+    if (this.watermark) patch.watermark = this.watermark;
+    return patch;
   }
 
   private async fail(err: unknown): Promise<PullResult> {
     const id = this.tenantId;
-    // Let a window that is still being written finish (or fail) before the final update.
+    // Let a leaf that is still being written finish (or fail) before the final update.
     await this.pending.catch(() => undefined);
+    if (err instanceof LeaseLost) {
+      this.log.warn(`pull.lease-lost tenantId=${id}`);
+      return this.result("lease-lost");
+    }
     const at = this.svc.now().toISOString();
+    const release = async (patch: SyncPatch) => {
+      try {
+        await this.lease.release({ ...this.stateToSave(), ...patch });
+      } catch (releaseErr) {
+        if (!(releaseErr instanceof LeaseLost)) throw releaseErr;
+        this.log.warn(`pull.lease-lost tenantId=${id}`);
+      }
+    };
     if (err instanceof TokenFailure) {
       const { kind, code, message } = err.detail;
       if (kind === "client") {
-        this.log.error(`app.credential.failed code=${code} message=${message}`);
+        this.log.error(`app.credential.failed code=${code}`);
         await recordClientCredential(this.svc, true, code);
-        clientCredentialKnownGood = false;
-        await this.finish({});
+        clientCredentialFailed();
+        await release({});
         return this.result("client-credential-failed");
       }
       if (kind === "reconsent") {
-        await this.finish({ status: "reconsent-required", lastErrorCode: code, lastErrorMessage: message, lastErrorAt: at });
+        await release({});
+        await this.patchTenantIfSameGeneration({
+          status: "reconsent-required",
+          lastErrorCode: code,
+          lastErrorMessage: message,
+          lastErrorAt: at,
+        });
         this.log.warn(`tenant.status tenantId=${id} status=reconsent-required code=${code}`);
         return this.result("reconsent-required");
       }
-      await this.finish({ lastErrorCode: code, lastErrorMessage: message, lastErrorAt: at });
+      await release({ lastErrorCode: code, lastErrorMessage: message, lastErrorAt: at });
       this.log.warn(`pull.failed tenantId=${id} code=${code}`);
       return this.result("failed");
     }
     if (err instanceof BudgetExhaustedError) {
-      await this.finish({ lastErrorCode: "BudgetExhausted", lastErrorMessage: err.message, lastErrorAt: at });
+      await release({ lastErrorCode: "BudgetExhausted", lastErrorMessage: err.message, lastErrorAt: at });
       this.log.warn(`pull.partial tenantId=${id} code=BudgetExhausted alerts=${this.written} watermark=${this.watermark ?? ""}`);
       return this.result("partial");
     }
-    if (err instanceof DefenderApiError) {
-      await this.finish({ lastErrorCode: err.code, lastErrorMessage: err.message, lastErrorAt: at });
+    if (err instanceof SourceApiError) {
+      await release({ lastErrorCode: err.code, lastErrorMessage: err.message, lastErrorAt: at });
       this.log.warn(`pull.failed tenantId=${id} code=${err.code}`);
       return this.result("failed");
     }
     // Storage or Key Vault trouble: release the lease, record it, and let the host retry.
     const code = errorName(err);
-    await this.finish({
-      lastErrorCode: "InternalError",
-      lastErrorMessage: `The pull failed (${code})`,
-      lastErrorAt: at,
-    }).catch(() => undefined);
+    await release({ lastErrorCode: "InternalError", lastErrorMessage: `The pull failed (${code})`, lastErrorAt: at }).catch(
+      () => undefined,
+    );
     this.log.error(`pull.failed tenantId=${id} code=InternalError error=${code}`);
     throw err;
   }
 
-  /** The cached access token, or a fresh one redeemed from the stored refresh token. */
-  private async accessToken(refresh: boolean): Promise<string> {
-    const id = this.tenantId;
-    if (refresh) forgetAccessToken(id);
-    const cached = cachedAccessToken(id, this.svc.now());
-    if (cached) return cached;
-    const stored = await this.svc.vault.read(id, this.row.refreshTokenVersion || undefined);
-    if (!stored) {
-      throw new TokenFailure({ kind: "reconsent", code: "RefreshTokenMissing", message: "No refresh token is stored" });
+  /** A status change from a pull lands only if no consent or offboarding changed the tenant meanwhile. */
+  private async patchTenantIfSameGeneration(patch: TenantPatch): Promise<void> {
+    const tenants = this.svc.storage.table(TABLES.tenants);
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const current = await getTenant(tenants, this.tenantId);
+      if (!current || current.generation !== this.tenant.generation) return;
+      if (await patchTenant(tenants, this.tenantId, current.etag, patch)) return;
     }
-    const redeemed = await redeemRefreshToken(this.svc, endpointsFor(this.svc.config, this.row.cloud), id, stored.value);
-    if (!clientCredentialKnownGood) {
-      await recordClientCredential(this.svc, false);
-      clientCredentialKnownGood = true;
-    }
-    if (redeemed.refreshToken) await this.maybeWriteBack(redeemed.refreshToken);
-    return redeemed.accessToken;
+  }
+
+  /** An error a pull put on the tenant row (from versions before syncstate) goes once the tenant pulls again. */
+  private async clearTenantError(): Promise<void> {
+    if (this.tenant.lastErrorCode) await this.patchTenantIfSameGeneration({ ...CLEARED_ERROR });
+  }
+
+  private effectiveOverlapMs(): number {
+    return effectiveOverlapMs(this.svc.config.pull, this.lateness.summary(this.svc.now().getTime()));
+  }
+
+  // ---------------------------------------------------------------------------------
+  // Incremental cursor.
+
+  private reader(purpose: "incremental" | "sweep", full: boolean, onLeaf: (leaf: Leaf) => Promise<void>): WindowReader {
+    return new WindowReader({
+      source: this.source,
+      pageSize: this.svc.config.pull.pageSize,
+      purpose,
+      full,
+      onLeaf,
+      onSkip: (slice) => this.pipeline(() => this.skipSlice(slice)),
+      beforeRequest: () => this.lease.beforeWrite(),
+    });
+  }
+
+  private async incremental(): Promise<void> {
+    const { lagMs, initialLookbackMs } = this.svc.config.pull;
+    const now = this.svc.now().getTime();
+    const upper = now - lagMs;
+    const lower = this.watermark
+      ? Math.min(timeMs(this.watermark)! - this.effectiveOverlapMs(), upper)
+      : now - initialLookbackMs;
+    const reader = this.reader("incremental", true, (leaf) => this.pipeline(() => this.storeLeaf(leaf, "incremental")));
+    await reader.read(lower, upper);
+    await this.pending;
+    this.coverage.add(lower, upper, upper, now);
+    this.knownEmpty = false;
+    await this.lease.commit(this.stateToSave());
   }
 
   /**
-   * Entra returns a new refresh token on every redemption and does not revoke the old one,
-   * while Key Vault keeps every version forever. So the newest token is written back only
-   * when the stored one is older than the interval, and only if no consent or offboarding
-   * changed the tenant since this pull began (generation and ETag checks).
+   * Pipelined: a leaf is written while the next one is fetched. Stores run one at a time
+   * and in time order, so the watermark still only covers durable leaves, and at most two
+   * pages are in memory.
    */
-  private async maybeWriteBack(refreshToken: string): Promise<void> {
-    const id = this.tenantId;
-    const writtenAt = Date.parse(this.row.refreshTokenWrittenAt ?? "");
-    const due = Number.isNaN(writtenAt) || this.svc.now().getTime() - writtenAt >= this.svc.config.pull.writebackIntervalMs;
-    if (!due) return;
-    const current = await getTenant(this.svc.storage.table(TABLES.tenants), id);
-    if (!current || current.generation !== this.generation || current.status !== "active") return;
-    const version = await this.svc.vault.write(id, refreshToken, { tenantId: id, generation: this.generation }, false);
-    if (!version) return; // the secret was deleted: an offboarding won
-    const at = this.svc.now().toISOString();
-    const etag = await patchTenant(this.svc.storage.table(TABLES.tenants), id, current.etag, {
-      refreshTokenVersion: version,
-      refreshTokenWrittenAt: at,
-    });
-    if (!etag) {
-      await this.svc.vault.disable(id, version);
-      return;
-    }
-    this.etag = etag;
-    this.row.refreshTokenVersion = version;
-    this.row.refreshTokenWrittenAt = at;
-    await this.svc.vault.disableAllExcept(id, version);
-    this.log.info(`token.written-back tenantId=${id}`);
-  }
-
-  /** Reads [from, to) completely, splitting full answers by time. */
-  private async range(from: number, to: number): Promise<void> {
-    if (to <= from) return;
-    const answer = await this.read(from, to);
-    if ("split" in answer) {
-      // The full page is not kept while its pieces are read: memory follows the page size.
-      for (let i = 0; i + 1 < answer.split.length; i++) await this.range(answer.split[i]!, answer.split[i + 1]!);
-      return;
-    }
-    // Pipelined: this window is written while the next one is fetched. Stores run one at
-    // a time and in time order, so the watermark still only covers durable windows, and
-    // at most two pages are in memory.
+  private async pipeline(store: () => Promise<void>): Promise<void> {
     await this.pending;
-    this.pending = this.store(answer.alerts, from, to);
+    this.pending = store();
     this.pending.catch(() => undefined); // surfaced by the next await of this.pending
   }
 
-  /**
-   * One request for [from, to). A full answer is returned as split points instead: the
-   * quartiles of its items' lastUpdateTime (or the midpoint), which cut [from, to) into
-   * exact, adjacent slices, so nothing can fall between them.
-   */
-  private async read(from: number, to: number): Promise<{ alerts: RawAlert[] } | { split: number[] }> {
-    const top = this.svc.config.pull.pageSize;
-    const page = await this.client.list(this.client.listUrl({ from: new Date(from), to: new Date(to), top }));
-    if (page.alerts.length < top) {
-      return { alerts: page.nextLink ? await this.follow(page.alerts, page.nextLink) : page.alerts };
-    }
-    if (to - from <= MIN_SLICE_MS) return { alerts: await this.skipPaged(from, to) };
-    const times = page.alerts.map((a) => parseTime(a.lastUpdateTime)?.getTime() ?? from).sort((a, b) => a - b);
-    const cuts = [1, 2, 3]
-      .map((q) => times[Math.floor((q * times.length) / 4)]!)
-      .filter((t, i, all) => t > from && t < to && all.indexOf(t) === i);
-    return { split: [from, ...(cuts.length > 0 ? cuts : [from + Math.floor((to - from) / 2)]), to] };
-  }
-
-  /** Follows @odata.nextLink when the service sends one. */
-  private async follow(first: RawAlert[], nextLink: string): Promise<RawAlert[]> {
-    const all = [...first];
-    let next: string | undefined = nextLink;
-    while (next) {
-      const page = await this.client.list(next);
-      all.push(...page.alerts);
-      next = page.nextLink;
-    }
-    return all;
-  }
-
-  /** A slice too narrow to split: $skip pages, re-read until two passes agree on the ids. */
-  private async skipPaged(from: number, to: number): Promise<RawAlert[]> {
-    const top = this.svc.config.pull.pageSize;
-    let previous: string | undefined;
-    const merged = new Map<string, RawAlert>();
-    for (let pass = 0; pass < MAX_SKIP_PASSES; pass++) {
-      const seen = new Map<string, RawAlert>();
-      for (let skip = 0; ; skip += top) {
-        const page = await this.client.list(this.client.listUrl({ from: new Date(from), to: new Date(to), top, skip }));
-        for (const alert of page.alerts) seen.set(alert.id, alert);
-        if (page.alerts.length < top) break;
+  private async storeLeaf(leaf: Leaf, cursor: Cursor): Promise<void> {
+    const stored: IndexEntry[] | "empty" = this.knownEmpty ? "empty" : await this.writer.storedIn(leaf.from, leaf.to);
+    const result = await this.writer.write(leaf.alerts, stored);
+    this.account(result, cursor);
+    if (cursor === "incremental") {
+      let newest = this.watermark;
+      for (const alert of leaf.alerts) {
+        if (!newest || isNewer(alert.lastUpdateTime, newest)) newest = alert.lastUpdateTime;
       }
-      for (const [id, alert] of seen) merged.set(id, newer(merged.get(id), alert));
-      const ids = [...seen.keys()].sort().join("\n");
-      if (ids === previous) return [...merged.values()];
-      previous = ids;
-    }
-    throw new DefenderApiError(200, "UnstableSlice", "A 1 ms slice kept changing between $skip passes");
-  }
-
-  /** Writes a window's alerts, then (only then) advances the watermark. */
-  private async store(alerts: RawAlert[], from: number, to: number): Promise<void> {
-    const unique = new Map<string, RawAlert>();
-    for (const alert of alerts) unique.set(alert.id, newer(unique.get(alert.id), alert));
-    const stored = await this.storedInWindow(unique.size, from, to);
-    const all = [...unique.values()];
-    const fresh = stored.size === 0 ? all : all.filter((a) => stored.get(a.id) !== sha256Hex(a.json));
-    if (fresh.length > 0) {
-      const encoded = fresh.map((alert) => encodeAlert(this.tenantId, alert));
-      await writeAlerts(this.tables, encoded, WRITE_CONCURRENCY);
-      this.written += fresh.length;
-      // New ids, as far as this window can tell; the hourly recount corrects the rest.
-      this.alertsStored += fresh.filter((a) => !stored.has(a.id)).length;
-    }
-    let newest = this.watermark;
-    for (const alert of unique.values()) {
-      if (!newest || compareTimes(alert.lastUpdateTime, newest) > 0) newest = alert.lastUpdateTime;
-    }
-    if (newest !== this.watermark || fresh.length > 0) {
+      const moved = newest !== this.watermark;
       this.watermark = newest;
-      await this.checkpoint({ ...(newest ? { watermark: newest } : {}), alertsStored: this.alertsStored });
+      if (moved || result.written.length > 0) await this.lease.commit(this.stateToSave());
+    } else if (result.written.length > 0) {
+      await this.lease.commit(this.stateToSave());
     }
   }
 
-  /**
-   * Bodies already stored for alerts in this window (id -> SHA-256), so the overlap, which
-   * re-reads the same alerts every run, does not rewrite them and `since` readers see only
-   * real changes. The first pull of a tenant has nothing stored yet and skips the query.
-   */
-  private async storedInWindow(count: number, from: number, to: number): Promise<Map<string, string>> {
-    const stored = new Map<string, string>();
-    if (count === 0 || this.firstPull) return stored;
-    const filter = odata`PartitionKey eq ${this.tenantId} and lastUpdateTime ge ${new Date(from)} and lastUpdateTime lt ${new Date(to)}`;
-    const rows = this.tables.alerts.listEntities<{ alertId: string; bodySha256: string }>({
-      queryOptions: { filter, select: ["alertId", "bodySha256"] },
-    });
-    for await (const row of rows) stored.set(row.alertId, row.bodySha256);
-    return stored;
+  /** Counts and lateness of what a write changed. */
+  private account(result: WriteResult, cursor: Cursor): void {
+    const id = this.tenantId;
+    const now = this.svc.now().getTime();
+    for (const w of result.written) {
+      const t = timeMs(w.lastUpdateTime) ?? now;
+      const u = this.coverage.upperBoundAt(t);
+      const lateSeconds = Math.max(0, Math.round(((u ?? t) - t) / 1000));
+      if (w.isNew) {
+        this.alertsStored++;
+        this.lateness.record(now, lateSeconds);
+      }
+      if (cursor === "sweep") {
+        this.lateness.recordSweepFind(now);
+        this.log.warn(`pull.late-found tenantId=${id} alertId=${w.id} lateSeconds=${lateSeconds}`);
+      }
+      if (w.sameTime) {
+        this.sameTimeChanges++;
+        this.log.info(`pull.same-time-change tenantId=${id} alertId=${w.id}`);
+      }
+    }
+    if (cursor === "incremental") this.written += result.written.length;
+    else this.sweepWritten += result.written.length;
   }
 
-  /**
-   * The exact count scans the tenant's partition, so it runs at most hourly; in between,
-   * `alertsStored` grows by the new ids each window sees. A tenant's first pull needs no
-   * scan: its partition starts empty, so the new ids it wrote are the count.
-   */
-  private recountDue(): boolean {
-    if (!this.row.alertsCountedAt) return !this.firstPull;
-    return this.svc.now().getTime() - Date.parse(this.row.alertsCountedAt) >= RECOUNT_MS;
+  /** A slice that cannot be read at its narrowest: listed, reported, and retried by the sweep. */
+  private async skipSlice(slice: SkippedRange): Promise<void> {
+    const from = new Date(slice.from).toISOString();
+    const to = new Date(slice.to).toISOString();
+    const known = this.skipped.find((s) => s.from === from && s.to === to);
+    if (known) {
+      known.attempts++;
+      known.lastCode = slice.code;
+    } else {
+      if (this.skipped.length >= MAX_SKIPPED_SLICES) {
+        throw new SourceApiError(0, "TooManySkippedSlices", "Too many slices of this tenant cannot be read");
+      }
+      this.skipped.push({ from, to, firstFailedAt: this.svc.now().toISOString(), attempts: 1, lastCode: slice.code });
+    }
+    this.log.warn(`pull.slice-skipped tenantId=${this.tenantId} from=${from} to=${to} code=${slice.code}`);
+    await this.lease.commit(this.stateToSave());
   }
 
-  private async countAlerts(): Promise<void> {
-    let count = 0;
-    const filter = odata`PartitionKey eq ${this.tenantId}`;
-    for await (const _ of this.tables.alerts.listEntities({ queryOptions: { filter, select: ["RowKey"] } })) count++;
-    this.alertsStored = count;
-    await this.checkpoint({ alertsStored: count, alertsCountedAt: this.svc.now().toISOString() });
-  }
+  // ---------------------------------------------------------------------------------
+  // Reconciliation sweep.
 
-  /** Saves progress on the tenant row and renews the lease, unless a consent or offboarding intervened. */
-  private async checkpoint(patch: TenantPatch): Promise<void> {
-    const full: TenantPatch = {
-      ...patch,
-      apiCalls: this.budget.serialize(),
-      pullLeaseUntil: new Date(this.svc.now().getTime() + LEASE_MS).toISOString(),
-    };
-    await this.update(full);
-  }
-
-  private async finish(patch: TenantPatch): Promise<void> {
-    await this.update({ ...patch, apiCalls: this.budget.serialize(), pullLeaseId: "", pullLeaseUntil: "" });
-  }
-
-  /**
-   * ETag-guarded update. A changed row is re-read: if the tenant was re-consented or
-   * offboarded meanwhile, status changes from this pull are dropped; data fields still land.
-   */
-  private async update(patch: TenantPatch): Promise<void> {
-    const tenants = this.svc.storage.table(TABLES.tenants);
-    for (let attempt = 0; attempt < 5; attempt++) {
-      const etag = await patchTenant(tenants, this.tenantId, this.etag, patch);
-      if (etag) {
-        this.etag = etag;
+  private async sweep(firstPull: boolean): Promise<void> {
+    const sync = this.svc.storage.table(TABLES.syncState);
+    let row = await getSweepRow(sync, this.tenantId, this.source.name);
+    const now = this.svc.now().getTime();
+    if (firstPull && !row) {
+      // The first pull just read the whole lookback: the first passes are due a period later.
+      await this.saveSweep({ hourlyStartedAt: now, dailyStartedAt: now });
+      return;
+    }
+    const passes = duePasses(row, { ...this.svc.config.sweep, lagMs: this.svc.config.pull.lagMs }, now);
+    if (passes.length === 0 && this.skipped.length === 0) return;
+    const started = this.budget.used.sweep;
+    try {
+      await this.retrySkippedSlices();
+      for (const pass of passes) {
+        this.budget.setSweepPercent(isReconcile(pass) ? RECONCILE_BUDGET_PERCENT : this.svc.config.sweep.budgetPercent);
+        await this.runPass(pass);
+        row = await getSweepRow(sync, this.tenantId, this.source.name);
+      }
+    } catch (err) {
+      if (err instanceof BudgetExhaustedError) {
+        // The sweep's share is used up: it goes on from here in a later run.
+        await this.pending.catch(() => undefined);
+        this.log.info(
+          `sweep.paused tenantId=${this.tenantId} cursor=${this.source.name}:sweep calls=${this.budget.used.sweep - started}`,
+        );
         return;
       }
-      const current = await getTenant(tenants, this.tenantId);
-      if (!current) return;
-      if (current.generation !== this.generation) {
-        const { status: _status, lastErrorCode: _c, lastErrorMessage: _m, lastErrorAt: _a, ...dataOnly } = patch;
-        patch = dataOnly;
-      }
-      if (current.pullLeaseId && current.pullLeaseId !== this.leaseId) return; // someone else holds it now
-      this.etag = current.etag;
+      if (err instanceof LeaseLost || err instanceof TokenFailure) throw err;
+      await this.pending.catch(() => undefined);
+      this.log.warn(`sweep.failed tenantId=${this.tenantId} cursor=${this.source.name}:sweep code=${errorCode(err)}`);
+      if (!(err instanceof SourceApiError)) throw err;
+    } finally {
+      this.budget.setSweepPercent(this.svc.config.sweep.budgetPercent);
     }
-    throw new Error("The tenant row kept changing during the pull");
+  }
+
+  private async retrySkippedSlices(): Promise<void> {
+    for (const slice of [...this.skipped]) {
+      let recovered = false;
+      const reader = new WindowReader({
+        source: this.source,
+        pageSize: this.svc.config.pull.pageSize,
+        purpose: "sweep",
+        full: true,
+        onLeaf: async (leaf) => {
+          await this.storeLeaf(leaf, "sweep");
+          recovered = true;
+        },
+        onSkip: async (failed) => {
+          slice.attempts++;
+          slice.lastCode = failed.code;
+        },
+        beforeRequest: () => this.lease.beforeWrite(),
+      });
+      await reader.read(Date.parse(slice.from), Date.parse(slice.to));
+      if (recovered) {
+        this.skipped = this.skipped.filter((s) => s !== slice);
+        this.log.info(`pull.slice-recovered tenantId=${this.tenantId} from=${slice.from} to=${slice.to}`);
+      }
+      await this.lease.commit(this.stateToSave());
+    }
+  }
+
+  /** Lists the pass's range without evidence, and re-reads in full only what is missing or newer. */
+  private async runPass(pass: SweepPass): Promise<void> {
+    const id = this.tenantId;
+    const cursor = `${this.source.name}:sweep`;
+    const before = this.sweepWritten;
+    const calls = this.budget.used.sweep;
+    const reader = this.reader("sweep", false, async (leaf) => {
+      await this.refetchChanged(leaf);
+      pass.pos = leaf.to;
+      await this.saveSweep({ [pass.kind]: JSON.stringify(pass) });
+    });
+    await reader.read(pass.pos, pass.to);
+    await this.pending;
+    const now = this.svc.now();
+    this.coverage.add(pass.from, pass.to, pass.to, now.getTime());
+    const done: Partial<SweepEntity> = { [pass.kind]: "", lastSweepAt: now.toISOString() };
+    if (isReconcile(pass)) done.reconcileDoneFor = pass.requestedAt;
+    else if (pass.kind === "hourly") done.hourlyStartedAt = pass.startedAt;
+    else done.dailyStartedAt = pass.startedAt;
+    await this.saveSweep(done);
+    await this.lease.commit(this.stateToSave());
+    await collectOrphans(this.tables, id, now, this.svc.config.pull.overflowGcGraceMs);
+    this.log.info(
+      `sweep.succeeded tenantId=${id} cursor=${cursor} pass=${pass.kind} alerts=${this.sweepWritten - before} calls=${this.budget.used.sweep - calls}`,
+    );
+  }
+
+  /** The alerts of a light leaf that are missing or newer than stored, read again with evidence. */
+  private async refetchChanged(leaf: Leaf): Promise<void> {
+    const stored = new Map((await this.writer.storedIn(leaf.from, leaf.to)).map((e) => [e.alertId, e]));
+    const needed: number[] = [];
+    for (const alert of leaf.alerts) {
+      const entry = stored.get(alert.id) ?? (await this.storedElsewhere(alert));
+      if (!entry || isNewer(alert.lastUpdateTime, entry.time)) needed.push(timeMs(alert.lastUpdateTime)!);
+    }
+    if (needed.length === 0) return;
+    needed.sort((a, b) => a - b);
+    const windows: [number, number][] = [];
+    for (const t of needed) {
+      const last = windows[windows.length - 1];
+      if (last && t - last[1] < REFETCH_GAP_MS) last[1] = Math.max(last[1], t + 1);
+      else windows.push([t, t + 1]);
+    }
+    const reader = this.reader("sweep", true, (full) => this.storeLeaf(full, "sweep"));
+    for (const [from, to] of windows) await reader.read(from, to);
+    await this.pending;
+  }
+
+  /** The stored version of an alert whose stored time lies outside the leaf (one point read). */
+  private storedElsewhere(alert: RawAlert): Promise<IndexEntry | undefined> {
+    return readAlertHead(this.tables.alerts, this.tenantId, encodeKey(alert.id));
+  }
+
+  private async saveSweep(patch: Partial<SweepEntity>): Promise<void> {
+    this.lease.assertHeld();
+    await this.svc.storage
+      .table(TABLES.syncState)
+      .upsertEntity({ partitionKey: this.tenantId, rowKey: `${this.source.name}:sweep`, ...patch }, "Merge");
+  }
+
+  // ---------------------------------------------------------------------------------
+  // Index for rows written before it existed.
+
+  /**
+   * Alert rows written by versions without the time index get their index rows, and the
+   * exact count its `~c` row, once per tenant: one scan of the partition.
+   */
+  private async buildIndexOnce(): Promise<void> {
+    if (this.lease.row.indexVersion === 1) return;
+    let count = 0;
+    if (!this.knownEmpty) {
+      const alerts = this.tables.alerts;
+      const filter = odata`PartitionKey eq ${this.tenantId} and ${ALERT_ROWS_ONLY}`;
+      let batch: TransactionAction[] = [];
+      const flush = async () => {
+        if (batch.length === 0) return;
+        await this.lease.beforeWrite();
+        await alerts.submitTransaction(batch);
+        batch = [];
+      };
+      for await (const row of alerts.listEntities({
+        queryOptions: { filter, select: ["RowKey", "alertId", "lastUpdateTimeExact", "bodySha256", "bodyKey", "bodyOverflow"] },
+      })) {
+        const entry = entryFromAlertRow(row as Record<string, unknown>);
+        if (!entry) continue;
+        count++;
+        batch.push(["upsert", indexRow(this.tenantId, entry), "Replace"]);
+        if (batch.length >= 100) await flush();
+      }
+      await flush();
+    }
+    await upsertCount(this.tables.alerts, this.tenantId, count);
+    this.alertsStored = count;
+    await this.lease.commit(this.stateToSave());
   }
 }
 
-function newer(a: RawAlert | undefined, b: RawAlert): RawAlert {
-  return !a || compareTimes(b.lastUpdateTime, a.lastUpdateTime) >= 0 ? b : a;
+async function upsertCount(alerts: TableClient, tenantId: string, total: number): Promise<void> {
+  await alerts.upsertEntity({ partitionKey: tenantId, rowKey: COUNT_TOTAL_KEY, total }, "Replace");
 }
 
-/** Compares ISO timestamps with 0 to 7 fractional digits at full precision. */
-export function compareTimes(a: string, b: string): number {
-  const ta = ticks(a);
-  const tb = ticks(b);
-  return ta < tb ? -1 : ta > tb ? 1 : 0;
+/** Newer at full 100 ns precision. */
+function isNewer(a: string, b: string): boolean {
+  return compareTimes(a, b) > 0;
 }
 
-function ticks(value: string): bigint {
-  const match = /^(.*?)(?:\.(\d{1,7}))?(Z|[+-]\d{2}:?\d{2})?$/.exec(value);
-  const whole = Date.parse(`${match?.[1] ?? value}${match?.[3] ?? "Z"}`);
-  const fraction = (match?.[2] ?? "").padEnd(7, "0");
-  return BigInt(Number.isNaN(whole) ? 0 : whole) * 10_000n + BigInt(fraction || "0");
+function errorCode(err: unknown): string {
+  if (err instanceof SourceApiError) return err.code;
+  return errorName(err);
 }

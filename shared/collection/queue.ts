@@ -10,7 +10,7 @@ import { listTenants } from "../onboarding/tenants.js";
  */
 export interface PullMessage {
   tenantId: string;
-  reason: "schedule" | "manual";
+  reason: "schedule" | "manual" | "reconcile";
 }
 
 export function encodeMessage(message: PullMessage): string {
@@ -29,7 +29,8 @@ export function parseMessage(raw: unknown): PullMessage | undefined {
   }
   const tenantId = (value as { tenantId?: unknown } | null)?.tenantId;
   if (!isGuid(tenantId)) return undefined;
-  const reason = (value as { reason?: unknown }).reason === "manual" ? "manual" : "schedule";
+  const given = (value as { reason?: unknown }).reason;
+  const reason = given === "manual" || given === "reconcile" ? given : "schedule";
   return { tenantId: tenantId.toLowerCase(), reason };
 }
 

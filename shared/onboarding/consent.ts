@@ -4,6 +4,7 @@ import type { HttpResponseInit } from "@azure/functions";
 import * as jose from "jose";
 import * as oauth from "oauth4webapi";
 import { fetch as undiciFetch } from "undici";
+import { requestStop } from "../collection/sync-state.js";
 import { CLOUDS, type Cloud, endpointsFor } from "../platform/config.js";
 import { ApiError, isGuid, page, parseTenantId, redirect } from "../platform/http.js";
 import { consentScope, discover, fetchOptions, oauthClient } from "../platform/oauth.js";
@@ -335,7 +336,6 @@ export async function completeConsent(svc: Services, callbackUrl: URL, log: Logg
       refreshTokenWrittenAt: now,
       consentLinkHash: "",
       consentLinkExpiresAt: "",
-      pullLeaseUntil: "",
       ...CLEARED_ERROR,
     };
     if (await patchTenant(tenants, tenantId, current.etag, patch)) {
@@ -397,6 +397,8 @@ export async function offboardTenant(svc: Services, tenantIdParam: string, log: 
     };
     // The row changes first, so a pull that is already running cannot write a token back.
     if (await patchTenant(tenants, tenantId, row.etag, patch)) {
+      // A running pull stops at its next checkpoint; its lease is left to expire.
+      await requestStop(svc.storage.table(TABLES.syncState), tenantId, "defender", svc.now());
       await svc.vault.remove(tenantId);
       log.info(`tenant.status tenantId=${tenantId} status=offboarded`);
       return true;

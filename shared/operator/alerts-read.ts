@@ -1,5 +1,5 @@
 import { odata } from "@azure/data-tables";
-import { ALERT_COLUMNS, type AlertTables, readAlertJson } from "../collection/alert-store.js";
+import { ALERT_COLUMNS, ALERT_ROWS_ONLY, type AlertTables, readAlertJson } from "../collection/alert-store.js";
 import { ApiError, parseTenantId } from "../platform/http.js";
 import type { Services } from "../platform/services.js";
 import { TABLES } from "../platform/storage.js";
@@ -8,7 +8,13 @@ import { TABLES } from "../platform/storage.js";
  * The operator's read API over stored alerts. Order is unspecified: Table Storage sorts
  * only within a partition (by alert id) and cannot sort across tenants. `since` filters on
  * when the collector stored or last changed a row (the row's Timestamp), not on Defender's
- * own times, so a reader that polls with `since` misses nothing, late alerts included.
+ * own times.
+ *
+ * The reader contract (docs/collection.md): the last page of a scan (the one without a
+ * continuationToken) carries `nextSince`: the storage service's own time when the scan's
+ * first page was answered (its Date header, carried inside our continuation token), minus
+ * ALERTS_RESUME_MARGIN_SECONDS. A reader that passes it as `since` to its next scan misses
+ * no row written or rewritten after its previous scan began, late alerts included.
  */
 
 export const SEVERITIES = ["UnSpecified", "Informational", "Low", "Medium", "High"] as const;
@@ -35,6 +41,30 @@ export interface AlertSummary {
 export interface AlertListResult {
   alerts: AlertSummary[];
   continuationToken?: string;
+  /** On the last page only: the `since` to pass to the next scan. */
+  nextSince?: string;
+}
+
+/** Our continuation token: the SDK's, plus when the scan started by the service's clock. */
+interface ScanToken {
+  t: string;
+  s: string;
+}
+
+function encodeScanToken(token: ScanToken): string {
+  return Buffer.from(JSON.stringify(token), "utf8").toString("base64url");
+}
+
+function decodeScanToken(value: string): ScanToken {
+  try {
+    const token = JSON.parse(Buffer.from(value, "base64url").toString("utf8")) as Partial<ScanToken>;
+    if (typeof token.t === "string" && typeof token.s === "string" && !Number.isNaN(Date.parse(token.s))) {
+      return { t: token.t, s: token.s };
+    }
+  } catch {
+    // falls through
+  }
+  throw new ApiError(400, "InvalidContinuationToken", "continuationToken is not valid.");
 }
 
 export async function listAlerts(svc: Services, query: URLSearchParams): Promise<AlertListResult> {
@@ -68,25 +98,34 @@ export async function listAlerts(svc: Services, query: URLSearchParams): Promise
   if (!Number.isInteger(top) || top < 1 || top > MAX_TOP) {
     throw new ApiError(400, "InvalidTop", `top must be an integer from 1 to ${MAX_TOP}.`);
   }
-  const continuationToken = query.get("continuationToken") ?? undefined;
+  const given = query.get("continuationToken");
+  const scan = given === null ? undefined : decodeScanToken(given);
+  // Bookkeeping rows (time index, counts, garbage) share the partitions; see alert-store.ts.
+  filters.push(ALERT_ROWS_ONLY);
 
+  let serviceDate: string | undefined;
   const table = svc.storage.table(TABLES.alerts);
   const pages = table
     .listEntities<Record<string, unknown>>({
-      queryOptions: { ...(filters.length ? { filter: filters.join(" and ") } : {}), select: [...SUMMARY_COLUMNS] },
+      queryOptions: { filter: filters.join(" and "), select: [...SUMMARY_COLUMNS] },
+      onResponse: (response) => {
+        serviceDate ??= response.headers.get("date") ?? undefined;
+      },
     })
-    .byPage({ maxPageSize: top, ...(continuationToken ? { continuationToken } : {}) });
+    .byPage({ maxPageSize: top, ...(scan ? { continuationToken: scan.t } : {}) });
   let page: Awaited<ReturnType<typeof pages.next>>;
   try {
     page = await pages.next();
   } catch (err) {
-    if (continuationToken) throw new ApiError(400, "InvalidContinuationToken", "continuationToken is not valid.");
+    if (scan) throw new ApiError(400, "InvalidContinuationToken", "continuationToken is not valid.");
     throw err;
   }
-  if (page.done || !page.value) return { alerts: [] };
-  const alerts = page.value.map((row) => toSummary(row));
-  const next = page.value.continuationToken;
-  return next ? { alerts, continuationToken: next } : { alerts };
+  const startedAt = scan?.s ?? new Date(Date.parse(serviceDate ?? "") || svc.now().getTime()).toISOString();
+  const alerts = page.done || !page.value ? [] : page.value.map((row) => toSummary(row));
+  const next = page.done ? undefined : page.value?.continuationToken;
+  if (next) return { alerts, continuationToken: encodeScanToken({ t: next, s: startedAt }) };
+  const nextSince = new Date(Date.parse(startedAt) - svc.config.alertsResumeMarginMs).toISOString();
+  return { alerts, nextSince };
 }
 
 function toSummary(row: Record<string, unknown>): AlertSummary {

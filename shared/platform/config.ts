@@ -101,6 +101,12 @@ const rawSchema = z.object({
   PULL_MAX_CALLS_PER_MINUTE: optional(positiveInt(1, 100)),
   PULL_MAX_CALLS_PER_HOUR: optional(positiveInt(1, 1500)),
   REFRESH_TOKEN_WRITEBACK_HOURS: optional(positiveInt(1, 24 * 60)),
+  PULL_OVERLAP_AUTO_MAX_MINUTES: optional(positiveInt(0, 24 * 60)),
+  SWEEP_HOURLY_LOOKBACK_HOURS: optional(positiveInt(0, 24 * 7)),
+  SWEEP_DAILY_LOOKBACK_DAYS: optional(positiveInt(0, 180)),
+  SWEEP_BUDGET_PERCENT: optional(positiveInt(1, 50)),
+  OVERFLOW_GC_GRACE_MINUTES: optional(positiveInt(1, 24 * 60)),
+  ALERTS_RESUME_MARGIN_SECONDS: optional(positiveInt(0, 24 * 3600)),
 });
 
 /** Names of every app setting the app reads. The infra drift test checks these. */
@@ -140,7 +146,19 @@ export interface AppConfig {
     maxCallsPerMinute: number;
     maxCallsPerHour: number;
     writebackIntervalMs: number;
+    /** 0: the overlap never widens by itself. */
+    overlapAutoMaxMs: number;
+    overflowGcGraceMs: number;
   };
+  sweep: {
+    /** 0: no hourly pass. */
+    hourlyLookbackMs: number;
+    /** 0: no daily pass. */
+    dailyLookbackMs: number;
+    budgetPercent: number;
+  };
+  /** Subtracted from a list scan's start time to give readers a safe `nextSince`. */
+  alertsResumeMarginMs: number;
 }
 
 export class ConfigError extends Error {
@@ -219,7 +237,15 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       maxCallsPerMinute: s.PULL_MAX_CALLS_PER_MINUTE ?? 90,
       maxCallsPerHour: s.PULL_MAX_CALLS_PER_HOUR ?? 1400,
       writebackIntervalMs: (s.REFRESH_TOKEN_WRITEBACK_HOURS ?? 24) * HOUR,
+      overlapAutoMaxMs: (s.PULL_OVERLAP_AUTO_MAX_MINUTES ?? 0) * MINUTE,
+      overflowGcGraceMs: (s.OVERFLOW_GC_GRACE_MINUTES ?? 10) * MINUTE,
     },
+    sweep: {
+      hourlyLookbackMs: (s.SWEEP_HOURLY_LOOKBACK_HOURS ?? 24) * HOUR,
+      dailyLookbackMs: (s.SWEEP_DAILY_LOOKBACK_DAYS ?? 7) * 24 * HOUR,
+      budgetPercent: s.SWEEP_BUDGET_PERCENT ?? 10,
+    },
+    alertsResumeMarginMs: (s.ALERTS_RESUME_MARGIN_SECONDS ?? 300) * 1000,
   };
 }
 

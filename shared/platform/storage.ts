@@ -10,6 +10,7 @@ export const TABLES = {
   alerts: "alerts",
   alertBodies: "alertbodies",
   appState: "appstate",
+  syncState: "syncstate",
 } as const;
 export type TableName = (typeof TABLES)[keyof typeof TABLES];
 

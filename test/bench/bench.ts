@@ -30,7 +30,7 @@ import { fileURLToPath } from "node:url";
 import { TableClient, type TransactionAction } from "@azure/data-tables";
 import pLimit from "p-limit";
 import { type AlertEntity, type EncodedAlert, encodeAlert, INLINE_PARTS, PART_BYTES, type RawAlert, toBatches } from "../../shared/collection/alert-store.js";
-import { DefenderClient } from "../../shared/collection/sources/defender/client.js";
+import { DefenderSource } from "../../shared/collection/sources/defender/client.js";
 import { services } from "../../shared/platform/services.js";
 import { TABLES } from "../../shared/platform/storage.js";
 import { getTenant } from "../../shared/onboarding/tenants.js";
@@ -227,8 +227,8 @@ function instrument(timings: Timings): void {
         add(section(this, args), performance.now() - t);
       }
     };
-  const list = DefenderClient.prototype.list;
-  DefenderClient.prototype.list = timed(() => "defender GET + parse", list);
+  const list = DefenderSource.prototype.list;
+  DefenderSource.prototype.list = timed(() => "defender GET + parse", list);
   const proto = TableClient.prototype as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
   // Not upsertEntity/deleteEntity: submitTransaction calls them internally to build the batch body.
   for (const method of ["submitTransaction", "getEntity", "updateEntity"]) {

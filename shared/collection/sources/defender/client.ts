@@ -1,133 +1,92 @@
 import { fetch as undiciFetch } from "undici";
+import type { Logger } from "../../../platform/services.js";
 import { ALERT_COLUMNS, type RawAlert } from "../../alert-store.js";
+import { BudgetExhaustedError, type CallBudget } from "../../budget.js";
+import { type AlertSource, type ReadOptions, type SourcePage, SourceApiError, type WindowQuery } from "../../source.js";
+import { canonicalTime } from "../../time.js";
 import { splitODataPage } from "./odata-json.js";
 
 /**
- * The Defender for Endpoint alerts list API, with the per-tenant call budget
- * (100 calls a minute and 1,500 an hour per app and tenant), Retry-After on 429, and capped
- * exponential backoff with jitter for 5xx answers, timeouts and resets.
+ * The Defender for Endpoint alerts list API as an AlertSource: the per-tenant call budget,
+ * Retry-After on 429 (a wait longer than a run can afford ends the run cleanly),
+ * capped exponential backoff with full jitter for 5xx answers, timeouts, resets and
+ * cut-off bodies, and a log line for every retry. `@odata.nextLink` is followed only on
+ * the configured API origin, because the bearer token goes with it.
  */
 
-export class BudgetExhaustedError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "BudgetExhaustedError";
-  }
-}
-
-export class DefenderApiError extends Error {
-  constructor(
-    public readonly status: number,
-    public readonly code: string,
-    message: string,
-  ) {
-    super(message);
-    this.name = "DefenderApiError";
-  }
-}
-
-/** Calls per minute bucket; persisted on the tenant row so the hourly budget spans runs. */
-export class CallBudget {
-  private readonly buckets: Map<number, number>;
-  /** Calls counted by this instance (this run). */
-  calls = 0;
-
-  constructor(
-    private readonly perMinute: number,
-    private readonly perHour: number,
-    private readonly now: () => Date,
-    saved?: string,
-  ) {
-    this.buckets = new Map(parseBuckets(saved));
-  }
-
-  /** Counts one call, or throws BudgetExhaustedError when either limit would be passed. */
-  take(): void {
-    const minute = Math.floor(this.now().getTime() / 60_000);
-    for (const key of this.buckets.keys()) if (key <= minute - 60) this.buckets.delete(key);
-    const lastMinute = this.buckets.get(minute) ?? 0;
-    let lastHour = 0;
-    for (const count of this.buckets.values()) lastHour += count;
-    if (lastMinute >= this.perMinute) throw new BudgetExhaustedError("per-minute Defender API budget used up");
-    if (lastHour >= this.perHour) throw new BudgetExhaustedError("hourly Defender API budget used up");
-    this.buckets.set(minute, lastMinute + 1);
-    this.calls++;
-  }
-
-  serialize(): string {
-    return JSON.stringify([...this.buckets.entries()].sort((a, b) => a[0] - b[0]));
-  }
-}
-
-function parseBuckets(saved: string | undefined): [number, number][] {
-  if (!saved) return [];
-  try {
-    const parsed = JSON.parse(saved) as unknown;
-    return Array.isArray(parsed)
-      ? parsed.filter(
-          (e): e is [number, number] => Array.isArray(e) && typeof e[0] === "number" && typeof e[1] === "number",
-        )
-      : [];
-  } catch {
-    return [];
-  }
-}
-
-export interface DefenderClientOptions {
+export interface DefenderSourceOptions {
+  tenantId: string;
   baseUrl: string;
-  /** Returns a bearer token; `refresh` asks for a new one after a 401. */
-  token(refresh: boolean): Promise<string>;
+  /** A bearer token; `forceNew` asks for a new one after a 401. */
+  token(forceNew: boolean): Promise<string>;
   budget: CallBudget;
   sleep(ms: number): Promise<void>;
-  /** Longest Retry-After the client waits for inside a run; longer ones end the run cleanly. */
+  log: Logger;
+  /** Longest Retry-After waited for inside a run; longer ones end the run cleanly. */
   maxRetryAfterMs?: number;
   maxAttempts?: number;
   requestTimeoutMs?: number;
   random?: () => number;
 }
 
-export interface ListQuery {
-  /** Inclusive lower bound on lastUpdateTime. */
-  from: Date;
-  /** Exclusive upper bound on lastUpdateTime. */
-  to: Date;
-  top: number;
-  skip?: number;
-}
+export const DEFAULT_MAX_RETRY_AFTER_MS = 120_000;
+const DEFAULT_ATTEMPTS = 6;
 
-export interface ListPage {
-  alerts: RawAlert[];
-  nextLink?: string;
-}
+export class DefenderSource implements AlertSource {
+  readonly name = "defender";
+  private readonly origin: string;
 
-export class DefenderClient {
-  constructor(private readonly options: DefenderClientOptions) {}
+  constructor(private readonly options: DefenderSourceOptions) {
+    this.origin = new URL(options.baseUrl).origin;
+  }
 
-  listUrl(query: ListQuery): string {
-    const filter = `lastUpdateTime ge ${query.from.toISOString()} and lastUpdateTime lt ${query.to.toISOString()}`;
-    const params = new URLSearchParams({ $filter: filter, $expand: "evidence", $top: String(query.top) });
+  listUrl(query: WindowQuery): string {
+    const filter = `lastUpdateTime ge ${new Date(query.from).toISOString()} and lastUpdateTime lt ${new Date(query.to).toISOString()}`;
+    const params = new URLSearchParams({ $filter: filter });
+    if (query.full) params.set("$expand", "evidence");
+    params.set("$top", String(query.top));
     if (query.skip) params.set("$skip", String(query.skip));
     return `${this.options.baseUrl}/api/alerts?${params.toString().replace(/\+/g, "%20")}`;
   }
 
-  async list(url: string): Promise<ListPage> {
-    const text = await this.get(url);
-    const page = splitODataPage(text);
-    const alerts = page.items.map(toRawAlert);
-    return page.nextLink ? { alerts, nextLink: page.nextLink } : { alerts };
+  list(query: WindowQuery, options: ReadOptions): Promise<SourcePage> {
+    return this.page(this.listUrl(query), options);
   }
 
-  private async get(url: string): Promise<string> {
-    const { sleep, budget } = this.options;
-    const maxAttempts = this.options.maxAttempts ?? 6;
-    const maxRetryAfterMs = this.options.maxRetryAfterMs ?? 120_000;
-    const random = this.options.random ?? Math.random;
-    let refreshToken = false;
+  next(nextLink: string, options: ReadOptions): Promise<SourcePage> {
+    if (!URL.canParse(nextLink) || new URL(nextLink).origin !== this.origin) {
+      throw new SourceApiError(200, "UntrustedNextLink", "The API sent a next link to another origin; it was not followed");
+    }
+    return this.page(nextLink, options);
+  }
+
+  private async page(url: string, options: ReadOptions): Promise<SourcePage> {
+    const attempts = options.attempts ?? this.options.maxAttempts ?? DEFAULT_ATTEMPTS;
     for (let attempt = 1; ; attempt++) {
-      budget.take();
+      const text = await this.get(url, options, attempts - attempt + 1);
+      try {
+        const page = splitODataPage(text);
+        const alerts = page.items.map(toRawAlert);
+        return page.nextLink ? { alerts, nextLink: page.nextLink } : { alerts };
+      } catch (err) {
+        if (err instanceof SourceApiError) throw err;
+        // A 200 whose body does not parse: treat like a cut-off body.
+        if (attempt >= attempts) throw new SourceApiError(200, "InvalidResponse", "The API's answer could not be parsed", true);
+        this.options.log.warn(`defender.retry tenantId=${this.options.tenantId} status=200 code=InvalidResponse attempt=${attempt} waitMs=0`);
+      }
+    }
+  }
+
+  private async get(url: string, options: ReadOptions, maxAttempts: number): Promise<string> {
+    const { sleep, budget, log, tenantId } = this.options;
+    const maxRetryAfterMs = this.options.maxRetryAfterMs ?? DEFAULT_MAX_RETRY_AFTER_MS;
+    const random = this.options.random ?? Math.random;
+    let forceNewToken = false;
+    for (let attempt = 1; ; attempt++) {
+      budget.take(options.purpose);
       // Outside the try: a token failure is not a fault of the Defender API.
-      const token = await this.options.token(refreshToken);
-      let status = 0; // stays 0 for a timeout, reset or other network failure
+      const token = await this.options.token(forceNewToken);
+      let status = 0; // stays 0 for a timeout, reset, cut-off body or other network failure
       let retryAfterMs: number | undefined;
       let body = "";
       try {
@@ -142,24 +101,29 @@ export class DefenderClient {
         // a network failure: status stays 0 and the request is retried
       }
       if (status >= 200 && status < 300) return body;
-      if (status === 401 && !refreshToken) {
-        refreshToken = true;
+      if (status === 401 && !forceNewToken) {
+        forceNewToken = true;
         continue;
       }
       if (status !== 0 && status !== 429 && status < 500) {
-        throw new DefenderApiError(status, errorCode(body, status), errorMessage(status));
+        throw new SourceApiError(status, errorCode(body, status), errorMessage(status));
       }
       if (attempt >= maxAttempts) {
-        throw new DefenderApiError(status, status === 0 ? "NetworkError" : `HTTP${status}`, "Defender API kept failing");
+        const code = status === 0 ? "NetworkError" : `HTTP${status}`;
+        throw new SourceApiError(status, code, "The Defender API kept failing", true);
       }
       let wait: number;
       if (status === 429) {
         wait = retryAfterMs ?? 60_000;
-        if (wait > maxRetryAfterMs) throw new BudgetExhaustedError("Defender API asked to wait longer than a run");
+        if (wait > maxRetryAfterMs) {
+          log.warn(`defender.throttled tenantId=${tenantId} status=429 waitMs=${wait} action=stop`);
+          throw new BudgetExhaustedError("the Defender API asked to wait longer than a run can");
+        }
       } else {
         const cap = Math.min(30_000, 1000 * 2 ** (attempt - 1));
         wait = Math.max(retryAfterMs ?? 0, Math.floor(random() * cap));
       }
+      log.warn(`defender.retry tenantId=${tenantId} status=${status} attempt=${attempt} waitMs=${wait}`);
       await sleep(wait);
     }
   }
@@ -195,8 +159,8 @@ function toRawAlert(json: string): RawAlert {
   const parsed = JSON.parse(json) as Record<string, unknown>;
   const id = parsed.id;
   const lastUpdateTime = parsed.lastUpdateTime;
-  if (typeof id !== "string" || id === "" || typeof lastUpdateTime !== "string") {
-    throw new DefenderApiError(200, "InvalidAlert", "An alert without id or lastUpdateTime was returned");
+  if (typeof id !== "string" || id === "" || typeof lastUpdateTime !== "string" || !canonicalTime(lastUpdateTime)) {
+    throw new SourceApiError(200, "InvalidAlert", "An alert without id or a readable lastUpdateTime was returned", true);
   }
   // Keep only the columns' fields: the parsed evidence would double a page's memory.
   const fields: Record<string, unknown> = {};
