@@ -21,7 +21,7 @@ import { BudgetExhaustedError, CallBudget } from "./budget.js";
 import { collectDueGarbage, collectOrphans } from "./garbage.js";
 import { Coverage, effectiveOverlapMs, LatenessFigures } from "./lateness.js";
 import { leaseTiming } from "./lease-timing.js";
-import { type AlertSource, SourceApiError } from "./source.js";
+import { SourceApiError } from "./source.js";
 import { DefenderSource } from "./sources/defender/client.js";
 import { duePasses, isReconcile } from "./sweep.js";
 import {
@@ -107,7 +107,7 @@ type Cursor = "incremental" | "sweep";
 
 class SyncJob {
   private readonly budget: CallBudget;
-  private readonly source: AlertSource;
+  private readonly source: DefenderSource;
   private readonly writer: AlertWriter;
   private readonly tables: AlertTables;
   private readonly coverage: Coverage;
@@ -194,7 +194,8 @@ class SyncJob {
       const overlapMs = this.effectiveOverlapMs();
       this.log.info(
         `pull.succeeded tenantId=${id} alerts=${this.written} watermark=${this.watermark ?? ""} ` +
-          `calls=${this.budget.calls} sweepCalls=${this.budget.used.sweep} sweepAlerts=${this.sweepWritten} lateP99Seconds=${late.p99Seconds} lateMaxSeconds=${late.maxSeconds} foundBySweep24h=${late.foundBySweep24h}`,
+          `calls=${this.budget.calls} sweepCalls=${this.budget.used.sweep} bytes=${this.source.bytes.incremental} ` +
+          `sweepBytes=${this.source.bytes.sweep} sweepAlerts=${this.sweepWritten} lateP99Seconds=${late.p99Seconds} lateMaxSeconds=${late.maxSeconds} foundBySweep24h=${late.foundBySweep24h}`,
       );
       if (late.p99Seconds * 1000 > overlapMs / 2) {
         this.log.warn(

@@ -34,6 +34,8 @@ const DEFAULT_ATTEMPTS = 6;
 
 export class DefenderSource implements AlertSource {
   readonly name = "defender";
+  /** Response bytes received, by purpose (for the run's log line and the benchmark). */
+  readonly bytes = { incremental: 0, sweep: 0 };
   private readonly origin: string;
 
   constructor(private readonly options: DefenderSourceOptions) {
@@ -97,6 +99,7 @@ export class DefenderSource implements AlertSource {
         retryAfterMs = parseRetryAfter(response.headers.get("retry-after"));
         body = await response.text();
         status = response.status;
+        this.bytes[options.purpose] += Buffer.byteLength(body);
       } catch {
         // a network failure: status stays 0 and the request is retried
       }
