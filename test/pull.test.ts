@@ -568,6 +568,37 @@ describe("guards of the pull engine (each test fails when its guard is removed)"
   });
 });
 
+describe("upgrading from pull state on the tenant row", () => {
+  it("builds the time index and the exact count once, resumes from the old watermark, and writes no duplicates", async () => {
+    const alerts = recent(12, "upgrade");
+    const tenantId = await activeTenant(alerts);
+    const { encodeAlert } = await import("../shared/collection/alert-store.js");
+    // Rows as the previous version wrote them: no index rows, state on the tenant row.
+    const table = svc.storage.table(TABLES.alerts);
+    for (const alert of alerts) {
+      const json = JSON.stringify(alert);
+      const { row } = encodeAlert(tenantId, { json, id: alert.id, lastUpdateTime: alert.lastUpdateTime, fields: JSON.parse(json) });
+      await table.upsertEntity(row, "Replace");
+    }
+    const newestOld = alerts
+      .map((a) => a.lastUpdateTime)
+      .sort()
+      .at(-1)!;
+    await svc.storage
+      .table(TABLES.tenants)
+      .updateEntity({ partitionKey: "tenant", rowKey: tenantId, watermark: newestOld, alertsStored: 11 }, "Merge");
+    h.defender.touch(tenantId, [alerts[0]!.id], new Date(Date.now() - 500), { status: "Resolved" });
+    await pull(tenantId);
+    await assertInSync(tenantId);
+    const s = await status(tenantId);
+    assert.equal(s.alertsStored, 12, "the exact count replaced the old estimate");
+    const index = [];
+    const filter = odata`PartitionKey eq ${tenantId} and RowKey ge ${"~i|"} and RowKey lt ${"~i}"}`;
+    for await (const row of table.listEntities({ queryOptions: { filter } })) index.push(row);
+    assert.equal(index.length, 12, "one index row per alert");
+  });
+});
+
 describe("reading alerts", () => {
   it("lists across tenants with filters and a continuation token, and rejects bad filters", async () => {
     const startedAt = new Date(Date.now() - 1000).toISOString();

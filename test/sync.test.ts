@@ -162,6 +162,39 @@ describe("late publication", () => {
     assert.ok(!h.logs.some((l) => l.includes(`pull.succeeded tenantId=${tenantId} cursor=`)), "sweeps never log pull.succeeded");
   });
 
+  it("widens a tenant's overlap to twice its p99 lateness only when PULL_OVERLAP_AUTO_MAX_MINUTES is set, never above it", async () => {
+    const t0 = clock + 30 * HOUR;
+    const tenantId = await activeTenant([alertAt(t0 - HOUR, "widen-seed")]);
+    await pullAt(t0, tenantId);
+    // Alerts that arrive 40 minutes late, found by the hourly sweep.
+    for (let minute = 5; minute <= 65; minute += 5) {
+      const now = t0 + minute * MINUTE;
+      h.defender.upsertAlert(tenantId, alertAt(now - 65_000, `widen-fresh-${minute}`));
+      if (minute % 10 === 0) h.defender.upsertAlert(tenantId, alertAt(now - 40 * MINUTE, `widen-late-${minute}`));
+      await pullAt(now, tenantId);
+    }
+    const off = await tenantStatus(tenantId);
+    assert.equal(off.overlapMinutes, 10, "off by default");
+    assert.equal(off.health, "degraded", "p99 lateness above half the overlap");
+    assert.ok(h.logs.some((l) => l.includes(`pull.lateness-high tenantId=${tenantId}`)));
+    const pull = svc.config.pull;
+    const saved = pull.overlapAutoMaxMs;
+    try {
+      pull.overlapAutoMaxMs = 45 * MINUTE;
+      const on = await tenantStatus(tenantId);
+      assert.ok((on.overlapMinutes as number) > 10 && (on.overlapMinutes as number) <= 45, `overlap ${on.overlapMinutes}`);
+      const before = h.defender.requests(tenantId).length;
+      await pullAt(t0 + 70 * MINUTE, tenantId);
+      const window = h.defender.requests(tenantId).slice(before).find((r) => r.query.$expand === "evidence");
+      const bounds = /lastUpdateTime ge (\S+) and lastUpdateTime lt (\S+)/.exec(window?.query.$filter ?? "");
+      assert.ok(bounds);
+      const widthMinutes = (Date.parse(bounds[2]!) - Date.parse(bounds[1]!)) / MINUTE;
+      assert.ok(widthMinutes > 15 && widthMinutes <= 45 + 7, `the incremental window spans ${widthMinutes} minutes`);
+    } finally {
+      pull.overlapAutoMaxMs = saved;
+    }
+  });
+
   it("answers 404 and 409 for reconciles of unknown and inactive tenants", async () => {
     const unknown = "6b1f5c3e-0000-4000-8000-00000000dddd";
     const missing = await h.http("tenants-reconcile", {
