@@ -25,8 +25,12 @@ after(async () => {
   await h?.stop();
 });
 beforeEach(() => {
+  // Fault injections never outlive the test that made them, even one that failed.
   slept.length = 0;
   h.defender.clearFaults();
+  h.defender.beforeResponse = undefined;
+  h.defender.clampTop = undefined;
+  h.defender.nextLinkOrigin = undefined;
 });
 
 async function activeTenant(alerts: DefenderAlert[] = []): Promise<string> {
