@@ -1,5 +1,5 @@
 import { app, type HttpRequest, type InvocationContext } from "@azure/functions";
-import { registerTenant } from "../shared/onboarding/consent.js";
+import { registerTenant } from "../shared/onboarding/register.js";
 import { api, json, readJsonObject } from "../shared/platform/http.js";
 import { loggerFrom, services } from "../shared/platform/services.js";
 

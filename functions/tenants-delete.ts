@@ -1,5 +1,5 @@
 import { app, type HttpRequest, type InvocationContext } from "@azure/functions";
-import { offboardTenant } from "../shared/onboarding/consent.js";
+import { offboardTenant } from "../shared/onboarding/offboard.js";
 import { ApiError, api } from "../shared/platform/http.js";
 import { loggerFrom, services } from "../shared/platform/services.js";
 

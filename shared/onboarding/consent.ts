@@ -4,26 +4,17 @@ import type { HttpResponseInit } from "@azure/functions";
 import * as jose from "jose";
 import * as oauth from "oauth4webapi";
 import { fetch as undiciFetch } from "undici";
-import { CLOUDS, type Cloud, endpointsFor } from "../platform/config.js";
-import { ApiError, isGuid, page, parseTenantId, redirect } from "../platform/http.js";
+import { endpointsFor } from "../platform/config.js";
+import { isGuid, page, redirect } from "../platform/http.js";
 import { consentScope, discover, fetchOptions, oauthClient } from "../platform/oauth.js";
 import type { Logger, Services } from "../platform/services.js";
 import { isStatus, TABLES } from "../platform/storage.js";
-import {
-  CLEARED_ERROR,
-  getTenant,
-  patchTenant,
-  TENANT_PARTITION,
-  type TenantEntity,
-  type TenantRow,
-  type TenantStatus,
-  toStatus,
-} from "./tenants.js";
+import { CLEARED_ERROR, getTenant, patchTenant, type TenantRow } from "./tenants.js";
 
 /**
- * Onboarding: an operator registers a tenant and gets a consent link; the customer's admin
- * opens it, consents at Entra ID (authorization code flow with PKCE), and the callback
- * stores the tenant's refresh token in Key Vault. Nothing here logs or returns a token,
+ * Consent: the customer's admin opens the consent link (see register.ts), consents at
+ * Entra ID (authorization code flow with PKCE), and the callback stores the tenant's
+ * refresh token in Key Vault. Nothing here logs or returns a token,
  * code, verifier, state or secret.
  */
 
@@ -48,66 +39,6 @@ function sameHash(a: string | undefined, b: string): boolean {
   const x = Buffer.from(a);
   const y = Buffer.from(b);
   return x.length === y.length && timingSafeEqual(x, y);
-}
-
-export interface RegisterResult {
-  created: boolean;
-  body: TenantStatus & { consentUrl: string; consentUrlExpiresAt: string };
-}
-
-/** POST /api/tenants: creates the tenant (201) or refreshes its consent link (200). */
-export async function registerTenant(svc: Services, input: Record<string, unknown>, log: Logger): Promise<RegisterResult> {
-  const tenantId = parseTenantId(input.tenantId);
-  const displayName = input.displayName ?? tenantId;
-  if (typeof displayName !== "string" || displayName.trim() === "" || displayName.length > 256) {
-    throw new ApiError(400, "InvalidDisplayName", "displayName must be a non-empty string of at most 256 characters.");
-  }
-  if (input.cloud !== undefined && !CLOUDS.includes(input.cloud as Cloud)) {
-    throw new ApiError(400, "InvalidCloud", `cloud must be one of ${CLOUDS.join(", ")}.`);
-  }
-  const unknownFields = Object.keys(input).filter((k) => !["tenantId", "displayName", "cloud"].includes(k));
-  if (unknownFields.length > 0) {
-    throw new ApiError(400, "UnknownField", `Unknown field(s): ${unknownFields.join(", ")}.`);
-  }
-  const tenants = svc.storage.table(TABLES.tenants);
-  const linkSecret = randomBytes(32).toString("base64url");
-  const expiresAt = new Date(svc.now().getTime() + svc.config.consentLinkTtlMs).toISOString();
-  const link = { consentLinkHash: sha256(linkSecret), consentLinkExpiresAt: expiresAt };
-
-  for (let attempt = 0; attempt < 5; attempt++) {
-    const existing = await getTenant(tenants, tenantId);
-    let row: TenantEntity;
-    if (!existing) {
-      row = {
-        partitionKey: TENANT_PARTITION,
-        rowKey: tenantId,
-        displayName: displayName.trim(),
-        status: "pending",
-        generation: randomBytes(12).toString("base64url"),
-        ...link,
-      };
-      if (input.cloud) row.cloud = input.cloud as Cloud;
-      try {
-        await tenants.createEntity(row);
-      } catch (err) {
-        if (isStatus(err, 409)) continue; // created concurrently: refresh its link instead
-        throw err;
-      }
-    } else {
-      const patch: Partial<TenantEntity> = { ...link };
-      if (input.displayName !== undefined) patch.displayName = displayName.trim();
-      if (input.cloud !== undefined) patch.cloud = input.cloud as Cloud;
-      if (existing.status === "offboarded") patch.status = "pending";
-      if (!(await patchTenant(tenants, tenantId, existing.etag, patch))) continue;
-      row = { ...existing, ...patch };
-    }
-    const url = new URL(`${svc.config.publicBaseUrl}/api/consent/start`);
-    url.searchParams.set("tenant", tenantId);
-    url.searchParams.set("link", linkSecret);
-    log.info(`tenant.registered tenantId=${tenantId} status=${row.status} new=${!existing}`);
-    return { created: !existing, body: { ...toStatus(row), consentUrl: url.href, consentUrlExpiresAt: expiresAt } };
-  }
-  throw new ApiError(409, "Conflict", "The tenant changed concurrently; try again.");
 }
 
 /** Checks a consent link against the tenant row. Returns a page to show when it is not usable. */
@@ -379,30 +310,6 @@ async function probeAlerts(apiBaseUrl: string, accessToken: string): Promise<"ok
   } catch {
     return "failed";
   }
-}
-
-/** DELETE /api/tenants/{id}: offboards the tenant and soft-deletes its refresh token. */
-export async function offboardTenant(svc: Services, tenantIdParam: string, log: Logger): Promise<boolean> {
-  const tenantId = parseTenantId(tenantIdParam);
-  const tenants = svc.storage.table(TABLES.tenants);
-  for (let attempt = 0; attempt < 5; attempt++) {
-    const row = await getTenant(tenants, tenantId);
-    if (!row) return false;
-    const patch = {
-      status: "offboarded" as const,
-      generation: randomBytes(12).toString("base64url"),
-      consentLinkHash: "",
-      consentLinkExpiresAt: "",
-      refreshTokenVersion: "",
-    };
-    // The row changes first, so a pull that is already running cannot write a token back.
-    if (await patchTenant(tenants, tenantId, row.etag, patch)) {
-      await svc.vault.remove(tenantId);
-      log.info(`tenant.status tenantId=${tenantId} status=offboarded`);
-      return true;
-    }
-  }
-  throw new ApiError(409, "Conflict", "The tenant changed concurrently; try again.");
 }
 
 /** Removes consent states that expired without a callback. */
