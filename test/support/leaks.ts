@@ -48,18 +48,12 @@ export interface Watchable {
   stop(): Promise<void>;
 }
 
-interface Seen {
+export interface Seen {
   where: string;
   text: string;
 }
 
 const MIN_SECRET_LENGTH = 8;
-const sources: SecretSource[] = [];
-const extraSecrets = new Set<string>();
-const logSinks: string[][] = [];
-const seen: Seen[] = [];
-const headerProblems: string[] = [];
-const cleanups: (() => Promise<void>)[] = [];
 
 /** The log lines the alert rules read: `pull.*`, `sweep.*`, `tenant.status`, `tenant.state`. */
 export const RULE_LINE = /^(pull\.|sweep\.|tenant\.status |tenant\.state )/;
@@ -69,81 +63,101 @@ export function messageOf(line: string): string {
   return line.replace(/^\[\w+\] /, "");
 }
 
-/** Wraps the harness so that every response and thrown error is recorded and checked. */
-export function watch<H extends Watchable>(harness: H): H {
-  sources.push(harness.entra, harness.vault, harness.identity);
-  logSinks.push(harness.logs);
-  cleanups.push(() => harness.stop());
-  const http = harness.http.bind(harness) as (name: string, call: unknown) => Promise<HttpLike>;
-  const trigger = harness.trigger.bind(harness);
-  (harness as { http: unknown }).http = async (name: string, call: unknown) => {
-    try {
-      const result = await http(name, call);
-      recordResponse(name, result);
-      return result;
-    } catch (err) {
-      recordThrown(name, err);
-      throw err;
-    }
-  };
-  harness.trigger = async (name, input) => {
-    try {
-      await trigger(name, input);
-    } catch (err) {
-      recordThrown(name, err);
-      throw err;
-    }
-  };
-  return harness;
-}
+/** What one test file recorded, and the checks over it. */
+export class LeakCheck {
+  readonly sources: SecretSource[] = [];
+  readonly extraSecrets = new Set<string>();
+  readonly logSinks: string[][] = [];
+  readonly seen: Seen[] = [];
+  readonly headerProblems: string[] = [];
+  readonly cleanups: (() => Promise<void>)[] = [];
 
-/** Records one response: its body and headers are checked, minus the two allowed places. */
-export function recordResponse(name: string, result: HttpLike): void {
-  const headers = { ...result.headers };
-  let body = result.text;
-  if (name === "tenants-create") {
-    const consentUrl = (result.json as { consentUrl?: unknown } | undefined)?.consentUrl;
-    if (typeof consentUrl === "string") {
-      const link = URL.canParse(consentUrl) ? new URL(consentUrl).searchParams.get("link") : null;
-      if (link) extraSecrets.add(link);
-      body = body.split(JSON.stringify(consentUrl).slice(1, -1)).join("<consentUrl>");
+  /** Wraps the harness so that every response and thrown error is recorded. */
+  watch<H extends Watchable>(harness: H): H {
+    this.sources.push(harness.entra, harness.vault, harness.identity);
+    this.logSinks.push(harness.logs);
+    this.cleanups.push(() => harness.stop());
+    const http = harness.http.bind(harness) as (name: string, call: unknown) => Promise<HttpLike>;
+    const trigger = harness.trigger.bind(harness);
+    (harness as { http: unknown }).http = async (name: string, call: unknown) => {
+      try {
+        const result = await http(name, call);
+        this.recordResponse(name, result);
+        return result;
+      } catch (err) {
+        this.recordThrown(name, err);
+        throw err;
+      }
+    };
+    harness.trigger = async (name, input) => {
+      try {
+        await trigger(name, input);
+      } catch (err) {
+        this.recordThrown(name, err);
+        throw err;
+      }
+    };
+    return harness;
+  }
+
+  /** Records one response: its body and headers are checked, minus the two allowed places. */
+  recordResponse(name: string, result: HttpLike): void {
+    const headers = { ...result.headers };
+    let body = result.text;
+    if (name === "tenants-create") {
+      const consentUrl = (result.json as { consentUrl?: unknown } | undefined)?.consentUrl;
+      if (typeof consentUrl === "string") {
+        const link = URL.canParse(consentUrl) ? new URL(consentUrl).searchParams.get("link") : null;
+        if (link) this.extraSecrets.add(link);
+        body = body.split(JSON.stringify(consentUrl).slice(1, -1)).join("<consentUrl>");
+      }
+    }
+    if (name === "consent-start" && result.status === 302) delete headers.location;
+    this.seen.push({ where: `response of ${name}`, text: `${body}\n${JSON.stringify(headers)}` });
+    if (headers["x-content-type-options"] !== "nosniff") this.headerProblems.push(`${name} answered ${result.status} without nosniff`);
+    if (/text\/html/.test(headers["content-type"] ?? "") && !headers["strict-transport-security"]) {
+      this.headerProblems.push(`${name} answered a page (${result.status}) without Strict-Transport-Security`);
     }
   }
-  if (name === "consent-start" && result.status === 302) delete headers.location;
-  seen.push({ where: `response of ${name}`, text: `${body}\n${JSON.stringify(headers)}` });
-  if (headers["x-content-type-options"] !== "nosniff") headerProblems.push(`${name} answered ${result.status} without nosniff`);
-  if (/text\/html/.test(headers["content-type"] ?? "") && !headers["strict-transport-security"]) {
-    headerProblems.push(`${name} answered a page (${result.status}) without Strict-Transport-Security`);
-  }
-}
 
-/** Records what a handler threw: message, stack and causes, as the host would log them. */
-export function recordThrown(name: string, err: unknown): void {
-  const parts: string[] = [];
-  let current: unknown = err;
-  for (let depth = 0; current !== undefined && current !== null && depth < 5; depth++) {
-    if (current instanceof Error) {
-      parts.push(current.message, current.stack ?? "");
-      current = current.cause;
-    } else {
-      parts.push(String(current));
-      current = undefined;
+  /** Records what a handler threw: message, stack and causes, as the host would log them. */
+  recordThrown(name: string, err: unknown): void {
+    const parts: string[] = [];
+    let current: unknown = err;
+    for (let depth = 0; current !== undefined && current !== null && depth < 5; depth++) {
+      if (current instanceof Error) {
+        parts.push(current.message, current.stack ?? "");
+        current = current.cause;
+      } else {
+        parts.push(String(current));
+        current = undefined;
+      }
     }
+    this.seen.push({ where: `error thrown by ${name}`, text: parts.join("\n") });
   }
-  seen.push({ where: `error thrown by ${name}`, text: parts.join("\n") });
-}
 
-/** Adds secrets that no simulator knows (tests with their own values). */
-export function addSecrets(...values: string[]): void {
-  for (const v of values) if (v.length >= MIN_SECRET_LENGTH) extraSecrets.add(v);
-}
+  /** Every secret known so far. */
+  knownSecrets(): Set<string> {
+    const all = new Set<string>();
+    for (const source of this.sources) for (const s of source.secretsSeen()) if (s.length >= MIN_SECRET_LENGTH) all.add(s);
+    for (const s of this.extraSecrets) all.add(s);
+    return all;
+  }
 
-/** Every secret known so far. */
-export function knownSecrets(): Set<string> {
-  const all = new Set<string>();
-  for (const source of sources) for (const s of source.secretsSeen()) if (s.length >= MIN_SECRET_LENGTH) all.add(s);
-  for (const s of extraSecrets) all.add(s);
-  return all;
+  /** Everything recorded so far: log lines, responses, thrown errors. */
+  haystacks(): Seen[] {
+    const lines = this.logSinks.flatMap((sink) => sink.map((text) => ({ where: "log", text })));
+    return [...lines, ...this.seen];
+  }
+
+  /** Leaks, then missing headers. */
+  problems(): string[] {
+    return [...findLeaks(this.knownSecrets(), this.haystacks()), ...this.headerProblems];
+  }
+
+  ruleLines(): string[] {
+    return this.logSinks.flatMap((sink) => sink.map(messageOf)).filter((line) => RULE_LINE.test(line));
+  }
 }
 
 /** Finds secrets in haystacks; returns one line per leak (the secret itself is not repeated). */
@@ -162,33 +176,33 @@ export function findLeaks(secrets: Iterable<string>, haystacks: Seen[]): string[
   return leaks;
 }
 
-/** Everything recorded so far, as checked at the end of the file. */
-export function haystacks(): Seen[] {
-  const lines = logSinks.flatMap((sink) => sink.map((text) => ({ where: "log", text })));
-  return [...lines, ...seen];
+/** This test file's check, fed by harness.ts. */
+const file = new LeakCheck();
+
+export function watch<H extends Watchable>(harness: H): H {
+  return file.watch(harness);
 }
 
-/** The problems of this file so far: leaks, then missing headers. */
-export function problems(): string[] {
-  return [...findLeaks(knownSecrets(), haystacks()), ...headerProblems];
+/** Every secret this file's check knows so far. */
+export function knownSecrets(): Set<string> {
+  return file.knownSecrets();
 }
 
-function saveRuleLines(): void {
-  const lines = logSinks.flatMap((sink) => sink.map(messageOf)).filter((line) => RULE_LINE.test(line));
+function saveRuleLines(lines: string[]): void {
   if (lines.length === 0) return;
   mkdirSync(CAPTURE_DIR, { recursive: true });
-  const file = `${basename(process.argv[1] ?? "test").replace(/\W+/g, "-")}-${process.pid}.log`;
-  appendFileSync(join(CAPTURE_DIR, file), `${lines.join("\n")}\n`);
+  const name = `${basename(process.argv[1] ?? "test").replace(/\W+/g, "-")}-${process.pid}.log`;
+  appendFileSync(join(CAPTURE_DIR, name), `${lines.join("\n")}\n`);
 }
 
 const underTestRunner = process.env.NODE_TEST_CONTEXT !== undefined || /\.test\.[cm]?js$/.test(process.argv[1] ?? "");
 if (underTestRunner) {
   after(async () => {
-    if (logSinks.length === 0 && seen.length === 0) return;
-    saveRuleLines();
-    const found = problems();
+    if (file.logSinks.length === 0 && file.seen.length === 0) return;
+    saveRuleLines(file.ruleLines());
+    const found = file.problems();
     if (found.length === 0) return;
-    for (const cleanup of cleanups) await cleanup().catch(() => undefined);
+    for (const cleanup of file.cleanups) await cleanup().catch(() => undefined);
     throw new Error(`Leak check failed (${found.length}):\n${found.slice(0, 20).join("\n")}`);
   });
 }
