@@ -43,17 +43,24 @@ function fakeHarness(behave: { log?: string; response?: HttpLike; throws?: Error
   };
 }
 
-async function problemsAfter(behave: Parameters<typeof fakeHarness>[0], name = "consent-callback"): Promise<string[]> {
+/** Calls the app once through the watched harness (an HTTP function, or a trigger) and returns the problems. */
+async function problemsAfter(behave: Parameters<typeof fakeHarness>[0], name = "consent-callback", via: "http" | "trigger" = "http"): Promise<string[]> {
   const check = new LeakCheck();
   const h = check.watch(fakeHarness(behave));
-  await h.http(name, undefined as never).catch(() => undefined);
-  await h.trigger("pull-worker", {}).catch(() => undefined);
+  if (via === "http") await h.http(name, undefined as never).catch(() => undefined);
+  else await h.trigger(name, {}).catch(() => undefined);
   return check.problems();
 }
 
 describe("the leak check", () => {
   it("passes clean logs, responses and errors", async () => {
-    assert.deepEqual(await problemsAfter({ log: "consent.started tenantId=x", throws: new Error("pull.failed error=RestError") }), []);
+    const clean = { log: "consent.started tenantId=x", throws: new Error("pull.failed error=RestError") };
+    assert.deepEqual(await problemsAfter(clean), []);
+    assert.deepEqual(await problemsAfter(clean, "pull-worker", "trigger"), []);
+  });
+
+  it("finds a secret in a log line written by a timer or queue handler (pull time)", async () => {
+    assert.equal((await problemsAfter({ log: `token.written-back tenantId=x token=${SECRET}` }, "pull-worker", "trigger")).length, 1);
   });
 
   it("finds a secret in a log line (state and nonce included) without repeating it", async () => {
@@ -67,12 +74,15 @@ describe("the leak check", () => {
   });
 
   it("finds a secret in the message, the stack or the cause of an error a handler throws", async () => {
-    assert.ok((await problemsAfter({ throws: new Error(`token ${SECRET} refused`) })).some((p) => p.includes("error thrown by")));
     const stackOnly = new Error("refused");
     stackOnly.stack = `Error: refused\n    at redeem (${SECRET})`;
-    assert.ok((await problemsAfter({ throws: stackOnly })).some((p) => p.includes("error thrown by")));
-    const wrapped = new Error("pull.failed", { cause: new Error(`body: ${SECRET}`) });
-    assert.ok((await problemsAfter({ throws: wrapped })).some((p) => p.includes("error thrown by")));
+    const errors = [new Error(`token ${SECRET} refused`), stackOnly, new Error("pull.failed", { cause: new Error(`body: ${SECRET}`) })];
+    for (const throws of errors) {
+      for (const [name, via] of [["consent-callback", "http"], ["pull-worker", "trigger"]] as const) {
+        const found = await problemsAfter({ throws }, name, via);
+        assert.ok(found.some((p) => p.startsWith(`a secret leaked into the error thrown by ${name}`)), `${via}: ${throws.message}`);
+      }
+    }
   });
 
   it("allows the consent link only in POST /api/tenants' consentUrl, and state only in consent/start's Location", async () => {
