@@ -1,12 +1,17 @@
 import { app, type HttpRequest, type InvocationContext } from "@azure/functions";
-import { completeConsent } from "../shared/onboarding/consent.js";
+import { completeConsent, parseCallback } from "../shared/onboarding/consent.js";
+import { consentPage } from "../shared/onboarding/consent-pages.js";
 import { safePage } from "../shared/platform/http.js";
 import { loggerFrom, services } from "../shared/platform/services.js";
 
 /** GET /api/consent/callback: Entra ID redirects here with the authorization code. */
 export async function consentCallback(request: HttpRequest, context: InvocationContext) {
   const log = loggerFrom(context);
-  return safePage(log, async () => completeConsent(await services(), new URL(request.url), log));
+  return safePage(log, async () => {
+    const input = parseCallback(new URL(request.url));
+    if ("kind" in input) return consentPage(input);
+    return consentPage(await completeConsent(await services(), input, log));
+  });
 }
 
 app.http("consent-callback", {

@@ -1,13 +1,16 @@
-import { app } from "@azure/functions";
-import { checkHealth } from "../shared/platform/health.js";
+import { app, type HttpRequest, type InvocationContext } from "@azure/functions";
+import { healthReport } from "../shared/platform/health.js";
 import { json } from "../shared/platform/http.js";
-import { services } from "../shared/platform/services.js";
+import { loggerFrom, unensuredServices } from "../shared/platform/services.js";
 
-/** GET /api/health: 200 when storage and Key Vault answer, 503 otherwise. No details leak. */
-export async function health() {
+/**
+ * GET /api/health (anonymous): 200 {"status":"ok"} or 503 {"status":"unhealthy"}, nothing
+ * more; the causes are in the log and in GET /api/health/details (function key).
+ */
+export async function health(_request: HttpRequest, context: InvocationContext) {
   try {
-    const result = await checkHealth(await services());
-    return json(result.status === "ok" ? 200 : 503, result);
+    const report = await healthReport(unensuredServices, loggerFrom(context));
+    return json(report.status === "ok" ? 200 : 503, { status: report.status });
   } catch {
     return json(503, { status: "unhealthy" });
   }

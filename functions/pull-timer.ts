@@ -1,13 +1,27 @@
 import { app, type InvocationContext, type Timer } from "@azure/functions";
-import { purgeExpiredStates } from "../shared/onboarding/consent.js";
 import { enqueueActiveTenants } from "../shared/collection/queue.js";
+import { purgeExpiredStates } from "../shared/onboarding/consent.js";
+import { errorName, HandlerFailure } from "../shared/platform/http.js";
 import { loggerFrom, services } from "../shared/platform/services.js";
 
-/** Every %PULL_SCHEDULE%: one queue message per active tenant. Stays short; workers scale out. */
+/**
+ * Every %PULL_SCHEDULE%: one queue message per active tenant, then expired consent states
+ * are removed. Stays short; workers scale out. A failure is logged as one sanitized line
+ * and thrown as HandlerFailure (event and error class only), never as the raw error.
+ */
 export async function pullTimer(_timer: Timer, context: InvocationContext): Promise<void> {
-  const svc = await services();
-  await enqueueActiveTenants(svc, loggerFrom(context));
-  await purgeExpiredStates(svc);
+  const log = loggerFrom(context);
+  let event = "schedule.failed";
+  try {
+    const svc = await services();
+    await enqueueActiveTenants(svc, log);
+    event = "states.purge-failed";
+    const removed = await purgeExpiredStates(svc);
+    if (removed > 0) log.info(`states.purged count=${removed}`);
+  } catch (err) {
+    log.error(`${event} error=${errorName(err)}`);
+    throw new HandlerFailure(event, err);
+  }
 }
 
 app.timer("pull-timer", {

@@ -1,10 +1,16 @@
 import { app, type InvocationContext } from "@azure/functions";
 import { pullTenant } from "../shared/collection/engine.js";
 import { parseMessage } from "../shared/collection/queue.js";
+import { errorName, HandlerFailure } from "../shared/platform/http.js";
 import { loggerFrom, services } from "../shared/platform/services.js";
 import { PULL_QUEUE } from "../shared/platform/storage.js";
 
-/** One tenant pull per queue message. A malformed message is logged and dropped. */
+/**
+ * One tenant pull per queue message. A malformed message is logged and dropped. A failure
+ * the host must retry (storage or Key Vault trouble) is logged as one sanitized line and
+ * thrown as HandlerFailure (event and error class only): the host logs what a handler
+ * throws, and a raw SDK error carries request details.
+ */
 export async function pullWorker(message: unknown, context: InvocationContext): Promise<void> {
   const log = loggerFrom(context);
   const parsed = parseMessage(message);
@@ -12,7 +18,12 @@ export async function pullWorker(message: unknown, context: InvocationContext): 
     log.error("pull.message-rejected reason=malformed");
     return;
   }
-  await pullTenant(await services(), parsed.tenantId, log);
+  try {
+    await pullTenant(await services(), parsed.tenantId, log);
+  } catch (err) {
+    log.error(`pull.worker-failed tenantId=${parsed.tenantId} error=${errorName(err)}`);
+    throw new HandlerFailure("pull.worker-failed", err);
+  }
 }
 
 app.storageQueue("pull-worker", {

@@ -1,13 +1,14 @@
 import { app, type HttpRequest, type InvocationContext } from "@azure/functions";
-import { registerTenant } from "../shared/onboarding/consent.js";
+import { parseRegistration, registerTenant } from "../shared/onboarding/register.js";
 import { api, json, readJsonObject } from "../shared/platform/http.js";
 import { loggerFrom, services } from "../shared/platform/services.js";
 
 /** POST /api/tenants: register a customer tenant and get its consent link. */
 export async function tenantsCreate(request: HttpRequest, context: InvocationContext) {
   return api(context, async () => {
-    const input = await readJsonObject(request);
-    const result = await registerTenant(await services(), input, loggerFrom(context));
+    // Validated before any storage call: bad input is a 400 even when storage is down.
+    const registration = parseRegistration(await readJsonObject(request));
+    const result = await registerTenant(await services(), registration, loggerFrom(context));
     return json(result.created ? 201 : 200, result.body);
   });
 }

@@ -82,6 +82,13 @@ export interface ConsentOptions {
   decision?: "accept" | "cancel";
   /** The token response for this code carries no refresh_token. */
   omitRefreshToken?: boolean;
+  /**
+   * The permissions this consent grants on the API resources (not Graph), instead of all
+   * the app registration lists: e.g. `["Incident.Read"]` grants no `Alert.Read`.
+   */
+  grantedPermissions?: string[];
+  /** The id_token of this code is signed with a key that is not in the tenant's JWKS (same `kid`). */
+  badIdTokenSignature?: boolean;
 }
 
 export interface FailureOptions {
@@ -158,6 +165,8 @@ interface Grant {
   user: EntraUser;
   /** Everything consented at authorize, OIDC scopes included. */
   scopes: string[];
+  /** ConsentOptions.grantedPermissions: what `.default` of an API resource expands to. */
+  permissions?: string[];
 }
 
 interface CodeRecord {
@@ -166,6 +175,7 @@ interface CodeRecord {
   issuedAt: number;
   redeemed: boolean;
   omitRefreshToken: boolean;
+  badIdTokenSignature: boolean;
 }
 
 interface RefreshRecord {
@@ -198,6 +208,8 @@ export class FakeEntra {
   private readonly options: FakeEntraOptions;
   private listening: Listening | undefined;
   private keys: { kid: string; privateKey: webcrypto.CryptoKey; publicKey: webcrypto.CryptoKey; jwk: JWK } | undefined;
+  /** A key pair that is in no JWKS, for ConsentOptions.badIdTokenSignature. */
+  private foreignKey: webcrypto.CryptoKey | undefined;
   private readonly tenants = new Map<string, Tenant>();
   private readonly apps = new Map<string, App>();
   private readonly pending = new Map<string, AuthRequest>();
@@ -310,7 +322,10 @@ export class FakeEntra {
     return [...(this.issuedRts.get(tenantId.toLowerCase()) ?? [])];
   }
 
-  /** Every code, token, refresh token, verifier and client secret issued or received (8+ chars). */
+  /**
+   * Every secret issued or received (8+ chars): codes, access, refresh and id tokens, PKCE
+   * verifiers, client secrets, and the `state` and `nonce` of every authorize request.
+   */
   secretsSeen(): string[] {
     return [...this.seen];
   }
@@ -553,6 +568,8 @@ export class FakeEntra {
       return fail("invalid_request", 50148, "The code_challenge is not a base64url encoded SHA-256 hash.");
     }
     const nonce = q.get("nonce");
+    this.note(state);
+    this.note(nonce);
     if (this.options.requireStateAndNonce !== false) {
       if (!state) return fail("invalid_request", 900144, "The request body must contain the following parameter: 'state'.");
       if (!nonce) return fail("invalid_request", 900144, "The request body must contain the following parameter: 'nonce'.");
@@ -708,10 +725,17 @@ ${userOptions}
     const tenantId = (opts.idTokenTenant ?? userTenant.id).toLowerCase();
     this.codes.set(code, {
       request,
-      grant: { tenantId, clientId: request.clientId, user: { ...user }, scopes: request.scopes },
+      grant: {
+        tenantId,
+        clientId: request.clientId,
+        user: { ...user },
+        scopes: request.scopes,
+        ...(opts.grantedPermissions ? { permissions: [...opts.grantedPermissions] } : {}),
+      },
       issuedAt: this.now(),
       redeemed: false,
       omitRefreshToken: opts.omitRefreshToken ?? false,
+      badIdTokenSignature: opts.badIdTokenSignature ?? false,
     });
     const url = new URL(request.redirectUri);
     url.searchParams.set("code", code);
@@ -765,6 +789,7 @@ ${userOptions}
         response = await this.issue(record.grant, form.get("scope"), {
           nonce: record.request.nonce,
           omitRefreshToken: record.omitRefreshToken,
+          badIdTokenSignature: record.badIdTokenSignature,
         });
         record.redeemed = true;
         this.counter(ctx.tenant).authorizationCode++;
@@ -925,7 +950,7 @@ ${userOptions}
   private async issue(
     grant: Grant,
     requestedScope: string | null,
-    opts: { nonce: string | null; omitRefreshToken: boolean },
+    opts: { nonce: string | null; omitRefreshToken: boolean; badIdTokenSignature?: boolean },
   ): Promise<Record<string, unknown>> {
     const app = this.apps.get(grant.clientId.toLowerCase())!;
     const scopeText = requestedScope ?? grant.scopes.join(" ");
@@ -945,11 +970,12 @@ ${userOptions}
     if (resources.length === 0) resources = [[normResource(GRAPH_RESOURCE), ["User.Read"]]];
     const [resource, requestedPerms] = resources[0]!;
     if (!app.permissions.has(resource)) throw new TokenError(400, "invalid_resource", 500011, resourceNotFound(resource, grant.tenantId));
+    const isGraph = resource === normResource(GRAPH_RESOURCE);
+    const granted = (!isGraph && grant.permissions) || app.permissions.get(resource) || [];
     const perms = requestedPerms.includes(".default")
-      ? [...new Set([...(app.permissions.get(resource) ?? []), ...requestedPerms.filter((p) => p !== ".default")])]
+      ? [...new Set([...granted, ...requestedPerms.filter((p) => p !== ".default")])]
       : requestedPerms;
     const consentedOidc = new Set(grant.scopes.map((x) => x.toLowerCase()).filter((x) => OIDC_SCOPES.has(x)));
-    const isGraph = resource === normResource(GRAPH_RESOURCE);
     const oidcOut = ["openid", "profile", "email", "offline_access"].filter((x) => consentedOidc.has(x));
     const scopeOut = [...perms.map((p) => (isGraph ? p : `${resource}/${p}`)), ...oidcOut];
 
@@ -1015,16 +1041,21 @@ ${userOptions}
         claims.preferred_username = user.upn;
       }
       if (consentedOidc.has("email") && user.email) claims.email = user.email;
-      const idToken = await this.sign(claims);
+      const idToken = await this.sign(claims, opts.badIdTokenSignature ? await this.foreignSigningKey() : undefined);
       this.note(idToken);
       response.id_token = idToken;
     }
     return response;
   }
 
-  private async sign(claims: Record<string, unknown>): Promise<string> {
+  private async sign(claims: Record<string, unknown>, key?: webcrypto.CryptoKey): Promise<string> {
     if (!this.keys) throw new Error("FakeEntra is not started");
-    return new SignJWT(claims).setProtectedHeader({ typ: "JWT", alg: "RS256", kid: this.keys.kid }).sign(this.keys.privateKey);
+    return new SignJWT(claims).setProtectedHeader({ typ: "JWT", alg: "RS256", kid: this.keys.kid }).sign(key ?? this.keys.privateKey);
+  }
+
+  private async foreignSigningKey(): Promise<webcrypto.CryptoKey> {
+    this.foreignKey ??= (await generateKeyPair("RS256")).privateKey;
+    return this.foreignKey;
   }
 
   private tenant(tenantId: string): Tenant {

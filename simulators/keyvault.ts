@@ -143,6 +143,7 @@ export class FakeKeyVault {
   readonly requestLog: KeyVaultRequest[] = [];
   private readonly options: FakeKeyVaultOptions;
   private readonly secrets = new Map<string, Entry>();
+  private readonly seen = new Set<string>();
   private listening: Listening | undefined;
   private failures: { remaining: number; status: number; retryAfterSec?: number } = { remaining: 0, status: 503 };
 
@@ -153,6 +154,11 @@ export class FakeKeyVault {
     this.tenantId = options.tenantId ?? "72f988bf-86f1-41af-91ab-2d7cd011db47";
     this.purgeProtection = options.purgeProtection ?? false;
     this.now = options.now ?? Date.now;
+  }
+
+  /** Every secret value written and bearer token received (8+ chars), for leak checks. */
+  secretsSeen(): string[] {
+    return [...this.seen];
   }
 
   async start(): Promise<void> {
@@ -277,6 +283,7 @@ export class FakeKeyVault {
     };
     const auth = req.headers.authorization;
     const match = auth ? /^Bearer\s+(\S+)$/i.exec(auth) : null;
+    if (match && match[1]!.length >= 8) this.seen.add(match[1]!);
     if (!match) {
       throw new KvError(401, "Unauthorized", "AKV10000: Request is missing a Bearer or PoP token.", undefined, challenge);
     }
@@ -416,6 +423,7 @@ export class FakeKeyVault {
     const entry = existing ?? { name, versions: [] };
     const now = this.nowSec();
     const attrs = params.attributes ?? {};
+    if (params.value.length >= 8) this.seen.add(params.value);
     const v: Version = {
       version: randomBytes(16).toString("hex"),
       value: params.value,

@@ -117,6 +117,7 @@ export class FakeManagedIdentity {
   private readonly port: number;
   private failures: { remaining: number; status: number } = { remaining: 0, status: 500 };
   private issued = 0;
+  private readonly seen = new Set<string>();
 
   constructor(options: FakeManagedIdentityOptions = {}) {
     this.port = options.port ?? 0;
@@ -171,6 +172,11 @@ export class FakeManagedIdentity {
   /** The next `n` token requests fail with `status` (App Service style JSON error body). */
   failNext(n: number, status = 500): void {
     this.failures = { remaining: n, status };
+  }
+
+  /** Every token handed out, for leak checks. */
+  secretsSeen(): string[] {
+    return [...this.seen];
   }
 
   /** Number of tokens handed out so far. */
@@ -269,6 +275,7 @@ export class FakeManagedIdentity {
     signer.update(`${head}.${payload}`);
     const token = `${head}.${payload}.${signer.sign(key.privateKey).toString("base64url")}`;
     this.issued++;
+    this.seen.add(token);
     return {
       status: 200,
       body: { access_token: token, expires_on: String(exp), resource, token_type: "Bearer", client_id: appid },

@@ -56,15 +56,64 @@ describe("config", () => {
     );
   });
 
-  it("rejects bad values with the setting's name and never echoes the secret", () => {
+  it("names every bad setting and never echoes any value", () => {
+    // Each bad value carries a marker; none may appear in the error, whatever the setting.
+    const bad: Record<string, string> = {
+      MSSP_CLIENT_ID: "MARKER-client-id-not-a-guid",
+      PUBLIC_BASE_URL: "http://MARKER-public.example.com",
+      KEY_VAULT_URL: "http://MARKER-vault.vault.azure.net",
+      ALERTS_STORAGE: "AccountName=MARKERacct;AccountKey=MARKERsecretkey==;TableEndpoint=not a url",
+      PULL_SCHEDULE: "MARKER */5",
+      DEFENDER_CLOUD: "MARKER-mars",
+      ENTRA_AUTHORITY_HOST: "ftp://MARKER-login.example",
+      DEFENDER_API_BASE_URL: "MARKER not a url",
+      AZURE_CLIENT_ID: "MARKER-azure-client-id",
+      CONSENT_LINK_TTL_HOURS: "MARKER-hours",
+      CONSENT_STATES_PER_LINK: "MARKER-1000",
+      PULL_PAGE_SIZE: "20000MARKER",
+    };
+    let err: unknown;
     try {
-      loadConfig({ ...valid, MSSP_CLIENT_ID: "not-a-guid", DEFENDER_CLOUD: "mars", PULL_PAGE_SIZE: "20000" });
-      assert.fail("expected a ConfigError");
-    } catch (err) {
-      assert.ok(err instanceof ConfigError);
-      assert.deepEqual(err.problems.map((p) => p.setting).sort(), ["DEFENDER_CLOUD", "MSSP_CLIENT_ID", "PULL_PAGE_SIZE"]);
-      assert.ok(!err.message.includes(valid.MSSP_CLIENT_SECRET));
+      loadConfig({ ...valid, ...bad });
+    } catch (e) {
+      err = e;
     }
+    assert.ok(err instanceof ConfigError);
+    assert.deepEqual(err.problems.map((p) => p.setting).sort(), Object.keys(bad).sort());
+    const everything = `${err.message}\n${err.stack}\n${JSON.stringify(err.problems)}`;
+    assert.doesNotMatch(everything, /MARKER/);
+    assert.ok(!everything.includes(valid.MSSP_CLIENT_SECRET));
+  });
+
+  it("refuses a storage connection string the Azure SDKs cannot parse, and a SAS on a service URI", () => {
+    for (const value of ["garbage", "DefaultEndpointsProtocol=https;AccountName=x", "AccountName=a;AccountKey=b;TableEndpoint=not a url"]) {
+      assert.deepEqual(problemsOf({ ...valid, ALERTS_STORAGE: value }), ["ALERTS_STORAGE"], value);
+    }
+    assert.deepEqual(
+      problemsOf({
+        ...valid,
+        ALERTS_STORAGE: undefined,
+        ALERTS_STORAGE__tableServiceUri: "https://acct.table.core.windows.net?sv=2024&sig=x",
+        ALERTS_STORAGE__queueServiceUri: "https://acct.queue.core.windows.net",
+      }),
+      ["ALERTS_STORAGE__tableServiceUri"],
+    );
+  });
+
+  it("needs https: for PUBLIC_BASE_URL, except on loopback hosts", () => {
+    for (const url of ["http://collector.example.com", "ftp://collector.example.com", "https://collector.example.com/?x=1", "not a url"]) {
+      assert.deepEqual(problemsOf({ ...valid, PUBLIC_BASE_URL: url }), ["PUBLIC_BASE_URL"], url);
+    }
+    for (const url of ["http://localhost:7071", "http://127.0.0.1:7071", "http://[::1]:7071", "http://collector.localhost", "https://collector.example.com/base"]) {
+      assert.equal(loadConfig({ ...valid, PUBLIC_BASE_URL: url }).publicBaseUrl, url, url);
+    }
+  });
+
+  it("caps consent states per link at CONSENT_STATES_PER_LINK, default 5", () => {
+    assert.equal(loadConfig(valid).consentStatesPerLink, 5);
+    assert.equal(loadConfig({ ...valid, CONSENT_STATES_PER_LINK: "" }).consentStatesPerLink, 5);
+    assert.equal(loadConfig({ ...valid, CONSENT_STATES_PER_LINK: "2" }).consentStatesPerLink, 2);
+    assert.deepEqual(problemsOf({ ...valid, CONSENT_STATES_PER_LINK: "0" }), ["CONSENT_STATES_PER_LINK"]);
   });
 
   it("accepts the identity-based storage connection and requires both service URIs", () => {
@@ -95,25 +144,97 @@ describe("config", () => {
   });
 });
 
+const DEAD_STORAGE =
+  "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;" +
+  "TableEndpoint=http://127.0.0.1:9/devstoreaccount1;QueueEndpoint=http://127.0.0.1:9/devstoreaccount1;";
+
+/** Runs `body` with these app settings in process.env (undefined removes one), then restores them. */
+async function withSettings(settings: Record<string, string | undefined>, body: (logs: string[]) => Promise<void>): Promise<void> {
+  const { resetServices } = await import("../shared/platform/services.js");
+  const { resetHealthCache } = await import("../shared/platform/health.js");
+  const saved = { ...process.env };
+  for (const [name, value] of Object.entries({ ...valid, ...settings })) {
+    if (value === undefined) delete process.env[name];
+    else process.env[name] = value;
+  }
+  resetServices();
+  resetHealthCache();
+  try {
+    await body([]);
+  } finally {
+    process.env = saved;
+    resetServices();
+    resetHealthCache();
+  }
+}
+
 describe("config errors at invocation", () => {
   it("fail the first invocation with the names of the bad settings in the log", async () => {
-    const { resetServices } = await import("../shared/platform/services.js");
     const { callHttp } = await import("./support/functions.js");
-    const saved = { ...process.env };
-    for (const name of ["MSSP_CLIENT_ID", "MSSP_CLIENT_SECRET", "KEY_VAULT_URL", "PUBLIC_BASE_URL", "ALERTS_STORAGE"]) {
-      delete process.env[name];
-    }
-    process.env.PULL_SCHEDULE = "0 */5 * * * *";
-    process.env.KEY_VAULT_URL = "http://insecure.vault.azure.net";
-    resetServices();
-    const logs: string[] = [];
-    try {
+    await withSettings(
+      { MSSP_CLIENT_ID: undefined, MSSP_CLIENT_SECRET: undefined, PUBLIC_BASE_URL: undefined, ALERTS_STORAGE: undefined, KEY_VAULT_URL: "http://insecure.vault.azure.net" },
+      async (logs) => {
+        const result = await callHttp("tenants-list", { path: "tenants" }, logs);
+        assert.equal(result.status, 500);
+        assert.match(logs.join("\n"), /MSSP_CLIENT_ID is required.*KEY_VAULT_URL is invalid: must use https:/s);
+      },
+    );
+  });
+
+  it("name a malformed ALERTS_STORAGE connection string, never its value", async () => {
+    const { callHttp } = await import("./support/functions.js");
+    await withSettings({ ALERTS_STORAGE: "AccountName=acct;AccountKey=TOPSECRETKEY==;TableEndpoint=not a url" }, async (logs) => {
       const result = await callHttp("tenants-list", { path: "tenants" }, logs);
       assert.equal(result.status, 500);
-      assert.match(logs.join("\n"), /MSSP_CLIENT_ID is required.*KEY_VAULT_URL is invalid: must use https:/s);
-    } finally {
-      process.env = saved;
-      resetServices();
-    }
+      const log = logs.join("\n");
+      assert.match(log, /api\.failed error=ConfigError: Invalid app settings: ALERTS_STORAGE is invalid: is not a valid storage connection string/);
+      assert.doesNotMatch(log, /TOPSECRETKEY|not a url/);
+    });
+  });
+
+  it("show in health: anonymous 503 unhealthy, the missing settings in the details, logged once each", async () => {
+    const { callHttp } = await import("./support/functions.js");
+    await withSettings({ KEY_VAULT_URL: undefined, MSSP_CLIENT_SECRET: undefined }, async (logs) => {
+      const health = await callHttp("health", { path: "health" }, logs);
+      assert.equal(health.status, 503);
+      assert.deepEqual(health.json, { status: "unhealthy" });
+      const details = await callHttp("health-details", { path: "health/details" }, logs);
+      assert.equal(details.status, 503);
+      const report = details.json as { failing: string[]; causes: { part: string; code: string; since: string }[] };
+      assert.deepEqual(report.failing, ["config"]);
+      assert.deepEqual(report.causes.map((c) => `${c.part} ${c.code}`).sort(), [
+        "config MissingSetting:KEY_VAULT_URL",
+        "config MissingSetting:MSSP_CLIENT_SECRET",
+      ]);
+      const lines = logs.filter((l) => l.includes("health.failing"));
+      assert.deepEqual(lines.map((l) => l.replace(/^\[\w+\] /, "")).sort(), [
+        "health.failing part=config code=MissingSetting:KEY_VAULT_URL",
+        "health.failing part=config code=MissingSetting:MSSP_CLIENT_SECRET",
+      ]);
+    });
+  });
+
+  it("do not hide bad input: a bad body or id is a 400 even when storage is unreachable", async () => {
+    const { callHttp } = await import("./support/functions.js");
+    await withSettings({ ALERTS_STORAGE: DEAD_STORAGE }, async (logs) => {
+      const body = async (text: string) =>
+        callHttp("tenants-create", { method: "POST", path: "tenants", body: text }, logs);
+      for (const [text, code] of [
+        ["{}", "InvalidTenantId"],
+        [JSON.stringify({ tenantId: "6b1f5c3e-0000-4000-8000-000000000001", cloud: "mars" }), "InvalidCloud"],
+        ["{not json", "InvalidJson"],
+      ] as const) {
+        const result = await body(text);
+        assert.equal(result.status, 400, result.text);
+        assert.equal((result.json as { error: { code: string } }).error.code, code);
+      }
+      const deleted = await callHttp("tenants-delete", { method: "DELETE", path: "tenants/nope", params: { tenantId: "nope" } }, logs);
+      assert.equal(deleted.status, 400);
+      const start = await callHttp("consent-start", { path: "consent/start?tenant=x" }, logs);
+      assert.equal(start.status, 400);
+      const callback = await callHttp("consent-callback", { path: "consent/callback?code=x" }, logs);
+      assert.equal(callback.status, 400);
+      assert.deepEqual(logs, []);
+    });
   });
 });

@@ -17,6 +17,7 @@ describe("function registrations", () => {
       "GET consent/callback anonymous",
       "GET consent/start anonymous",
       "GET health anonymous",
+      "GET health/details function",
       "GET tenants function",
       "GET tenants/{tenantId} function",
       "GET tenants/{tenantId}/alerts/{alertId} function",
@@ -40,7 +41,7 @@ describe("function registrations", () => {
 
   it("has one file per function, loaded by the package.json main glob, and host.json settings", async () => {
     const fns = await loadFunctions();
-    assert.equal(fns.size, 13);
+    assert.equal(fns.size, 14);
     const pkg = JSON.parse(readFileSync("package.json", "utf8")) as { main: unknown; engines: { node: string } };
     assert.equal(pkg.main, "dist/functions/*.js");
     assert.match(pkg.engines.node, />=\s*22/);

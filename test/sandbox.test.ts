@@ -59,7 +59,7 @@ function recentLogs(): string {
 }
 
 async function register(tenantId: string): Promise<string> {
-  const result = await http("tenants-create", { method: "POST", path: "tenants", body: JSON.stringify({ tenantId }) });
+  const result = await http("tenants-create", { method: "POST", path: "tenants", body: JSON.stringify({ tenantId, relink: true }) });
   assert.ok(result.status === 201 || result.status === 200, result.text);
   return (result.json as { consentUrl: string }).consentUrl;
 }

@@ -95,6 +95,21 @@ events
 '''
 var staleQuery = replace(staleQueryTemplate, '{{STALE_MINUTES}}', string(stalePullThresholdMinutes))
 
+// (3) The reconciliation sweep of a tenant has not completed a pass for 6 hours while it
+// keeps running (sweep.paused / sweep.failed lines, or none at all after the first): late
+// alerts of that tenant are no longer being caught. See docs/collection.md.
+var sweepStaleQuery = '''
+traces
+| where message startswith "sweep."
+| extend tenantId = extract(@"tenantId=([0-9A-Fa-f-]{36})", 1, message)
+| where isnotempty(tenantId)
+| summarize lastPass = maxif(timestamp, message startswith "sweep.succeeded "), firstSeen = min(timestamp), lastEvent = max(timestamp) by tenantId
+| where lastEvent > ago(3h)
+| extend since = iff(isnull(lastPass), firstSeen, lastPass)
+| where since < ago(6h)
+| extend hoursWithoutPass = round((now() - since) / 1h, 1)
+'''
+
 resource reconsentRule 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
   name: '${namePrefix}-tenant-reconsent-required'
   location: location
@@ -203,6 +218,57 @@ resource stalePullRule 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
   ]
 }
 
+resource sweepStaleRule 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
+  name: '${namePrefix}-tenant-sweep-stale'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    displayName: 'MSSP collector: reconciliation sweep stalled for a tenant'
+    description: 'No "sweep.succeeded tenantId=<guid> ..." line for a tenant in 6 hours while its sweep keeps running: alerts Defender publishes late are not being caught. Check the tenant\'s status (skippedSlices, lastError) and its call budget.'
+    severity: 3
+    enabled: true
+    scopes: [
+      applicationInsightsId
+    ]
+    evaluationFrequency: 'PT1H'
+    windowSize: 'PT1H'
+    overrideQueryTimeRange: 'P2D'
+    autoMitigate: true
+    skipQueryValidation: true
+    criteria: {
+      allOf: [
+        {
+          query: sweepStaleQuery
+          timeAggregation: 'Count'
+          dimensions: [
+            {
+              name: 'tenantId'
+              operator: 'Include'
+              values: [
+                '*'
+              ]
+            }
+          ]
+          operator: 'GreaterThan'
+          threshold: 0
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    actions: {
+      actionGroups: actionGroupIds
+    }
+  }
+  dependsOn: [
+    actionGroup
+  ]
+}
+
 output reconsentRuleName string = reconsentRule.name
 output stalePullRuleName string = stalePullRule.name
+output sweepStaleRuleName string = sweepStaleRule.name
 output actionGroupId string = hasEmail ? resourceId('Microsoft.Insights/actionGroups', actionGroupName) : ''

@@ -1,34 +1,70 @@
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { odata, type TableClient } from "@azure/data-tables";
-import type { HttpResponseInit } from "@azure/functions";
 import * as jose from "jose";
 import * as oauth from "oauth4webapi";
 import { fetch as undiciFetch } from "undici";
-import { requestStop } from "../collection/sync-state.js";
-import { CLOUDS, type Cloud, endpointsFor } from "../platform/config.js";
-import { ApiError, isGuid, page, parseTenantId, redirect } from "../platform/http.js";
-import { consentScope, discover, fetchOptions, oauthClient } from "../platform/oauth.js";
+import { type CloudEndpoints, endpointsFor } from "../platform/config.js";
+import { recordClientCredential } from "../platform/health.js";
+import { isGuid } from "../platform/http.js";
+import { consentScope, fetchOptions, oauthClient } from "../platform/oauth.js";
 import type { Logger, Services } from "../platform/services.js";
 import { isStatus, TABLES } from "../platform/storage.js";
-import {
-  CLEARED_ERROR,
-  getTenant,
-  patchTenant,
-  TENANT_PARTITION,
-  type TenantEntity,
-  type TenantRow,
-  type TenantStatus,
-  toStatus,
-} from "./tenants.js";
+import { aadstsOf, authorizeVerdict, discoverTenant, type EntraVerdict, tokenVerdict } from "./entra-errors.js";
+import { CLEARED_ERROR, getTenant, patchTenant, type TenantRow } from "./tenants.js";
 
 /**
- * Onboarding: an operator registers a tenant and gets a consent link; the customer's admin
- * opens it, consents at Entra ID (authorization code flow with PKCE), and the callback
- * stores the tenant's refresh token in Key Vault. Nothing here logs or returns a token,
- * code, verifier, state or secret.
+ * Consent: the customer's admin opens the consent link (see register.ts), consents at
+ * Entra ID (authorization code flow with PKCE), and the callback stores the tenant's
+ * refresh token in Key Vault. Nothing here logs or returns a token, code, verifier, state
+ * or secret.
+ *
+ * The functions return a ConsentOutcome; consent-pages.ts turns it into the page the
+ * customer sees. Every failure that someone must act on is also logged with its code
+ * (`consent.failed tenantId=... reason=... code=...`) and, where the tenant is known,
+ * recorded in the tenant's lastError.
  */
 
-const STATE_PARTITION = "state";
+export type ConsentOutcome =
+  | { kind: "redirect"; location: string }
+  | { kind: "completed"; displayName: string }
+  /** The link lacks its tenant or secret, or they are malformed or too long. */
+  | { kind: "link-incomplete" }
+  /** Unknown tenant, offboarded tenant, wrong, used or replaced link: one answer for all. */
+  | { kind: "link-invalid" }
+  | { kind: "link-expired" }
+  /** Entra does not know the tenant the link names. */
+  | { kind: "link-wrong"; code: string }
+  /** Entra refuses the tenant for a lasting reason. */
+  | { kind: "tenant-refused"; code: string }
+  /** The provider's app (secret, registration) is misconfigured. */
+  | { kind: "provider-config"; code: string }
+  | { kind: "response-incomplete" }
+  | { kind: "response-unknown" }
+  | { kind: "state-expired" }
+  | { kind: "declined" }
+  | { kind: "signin-failed"; code: string }
+  | { kind: "token-refused"; code: string }
+  | { kind: "wrong-tenant" }
+  | { kind: "scope-not-granted"; missing: string }
+  | { kind: "no-refresh-token" }
+  | { kind: "defender-forbidden" }
+  | { kind: "defender-unavailable" }
+  | { kind: "link-changed" };
+
+/** Length caps on the anonymous routes' inputs, checked before any storage call. */
+export const LIMITS = {
+  link: 128,
+  state: 128,
+  code: 8192,
+  error: 64,
+  errorDescription: 2048,
+  callbackUrl: 16_384,
+} as const;
+
+const LINK_SECRET = /^[A-Za-z0-9_-]{16,128}$/;
+/** `<partition id>.<random>`: the state names its own partition, see statePartition. */
+const STATE_FORMAT = /^([A-Za-z0-9_-]{1,40})\.[A-Za-z0-9_-]{1,80}$/;
+const STATE_PARTITION_PREFIX = "link-";
 
 interface ConsentStateEntity {
   partitionKey: string;
@@ -37,6 +73,7 @@ interface ConsentStateEntity {
   linkHash: string;
   codeVerifier: string;
   nonce: string;
+  createdAt: string;
   expiresAt: string;
 }
 
@@ -44,122 +81,94 @@ export function sha256(value: string): string {
   return createHash("sha256").update(value).digest("base64url");
 }
 
-function sameHash(a: string | undefined, b: string): boolean {
-  if (!a) return false;
-  const x = Buffer.from(a);
-  const y = Buffer.from(b);
-  return x.length === y.length && timingSafeEqual(x, y);
+/** Compares a stored link hash in constant time; a missing one is compared with a dummy. */
+const DUMMY_HASH = sha256("no link");
+function sameHash(stored: string | undefined, offered: string): boolean {
+  const usable = typeof stored === "string" && stored.length === offered.length;
+  const a = Buffer.from(usable ? stored : DUMMY_HASH);
+  const b = Buffer.from(offered.length === DUMMY_HASH.length ? offered : DUMMY_HASH);
+  return timingSafeEqual(a, b) && usable && offered.length === DUMMY_HASH.length;
 }
 
-export interface RegisterResult {
-  created: boolean;
-  body: TenantStatus & { consentUrl: string; consentUrlExpiresAt: string };
+/**
+ * The consentstates partition of one consent link. Every state of a link lives there, so
+ * capping a link's states reads one bounded partition, never other links' states. The id
+ * is a hash of the link's hash: it appears in `state` and reveals nothing about the link.
+ */
+function statePartition(linkHash: string): string {
+  return `${STATE_PARTITION_PREFIX}${sha256(`consent-state-partition|${linkHash}`).slice(0, 32)}`;
 }
 
-/** POST /api/tenants: creates the tenant (201) or refreshes its consent link (200). */
-export async function registerTenant(svc: Services, input: Record<string, unknown>, log: Logger): Promise<RegisterResult> {
-  const tenantId = parseTenantId(input.tenantId);
-  const displayName = input.displayName ?? tenantId;
-  if (typeof displayName !== "string" || displayName.trim() === "" || displayName.length > 256) {
-    throw new ApiError(400, "InvalidDisplayName", "displayName must be a non-empty string of at most 256 characters.");
-  }
-  if (input.cloud !== undefined && !CLOUDS.includes(input.cloud as Cloud)) {
-    throw new ApiError(400, "InvalidCloud", `cloud must be one of ${CLOUDS.join(", ")}.`);
-  }
-  const unknownFields = Object.keys(input).filter((k) => !["tenantId", "displayName", "cloud"].includes(k));
-  if (unknownFields.length > 0) {
-    throw new ApiError(400, "UnknownField", `Unknown field(s): ${unknownFields.join(", ")}.`);
-  }
-  const tenants = svc.storage.table(TABLES.tenants);
-  const linkSecret = randomBytes(32).toString("base64url");
-  const expiresAt = new Date(svc.now().getTime() + svc.config.consentLinkTtlMs).toISOString();
-  const link = { consentLinkHash: sha256(linkSecret), consentLinkExpiresAt: expiresAt };
-
-  for (let attempt = 0; attempt < 5; attempt++) {
-    const existing = await getTenant(tenants, tenantId);
-    let row: TenantEntity;
-    if (!existing) {
-      row = {
-        partitionKey: TENANT_PARTITION,
-        rowKey: tenantId,
-        displayName: displayName.trim(),
-        status: "pending",
-        generation: randomBytes(12).toString("base64url"),
-        ...link,
-      };
-      if (input.cloud) row.cloud = input.cloud as Cloud;
-      try {
-        await tenants.createEntity(row);
-      } catch (err) {
-        if (isStatus(err, 409)) continue; // created concurrently: refresh its link instead
-        throw err;
-      }
-    } else {
-      const patch: Partial<TenantEntity> = { ...link };
-      if (input.displayName !== undefined) patch.displayName = displayName.trim();
-      if (input.cloud !== undefined) patch.cloud = input.cloud as Cloud;
-      if (existing.status === "offboarded") patch.status = "pending";
-      if (!(await patchTenant(tenants, tenantId, existing.etag, patch))) continue;
-      row = { ...existing, ...patch };
-    }
-    const url = new URL(`${svc.config.publicBaseUrl}/api/consent/start`);
-    url.searchParams.set("tenant", tenantId);
-    url.searchParams.set("link", linkSecret);
-    log.info(`tenant.registered tenantId=${tenantId} status=${row.status} new=${!existing}`);
-    return { created: !existing, body: { ...toStatus(row), consentUrl: url.href, consentUrlExpiresAt: expiresAt } };
-  }
-  throw new ApiError(409, "Conflict", "The tenant changed concurrently; try again.");
+export interface ConsentLink {
+  tenantId: string;
+  link: string;
 }
 
-/** Checks a consent link against the tenant row. Returns a page to show when it is not usable. */
-function linkProblem(row: TenantRow | undefined, linkHash: string, now: Date): HttpResponseInit | undefined {
-  if (!row || row.status === "offboarded") {
-    return page(404, "Unknown consent link", [
-      "This consent link is not valid. Ask your service provider for a new link.",
-    ]);
-  }
-  if (!sameHash(row.consentLinkHash, linkHash)) {
-    return page(410, "Consent link no longer valid", [
-      "This consent link was already used, or a newer link replaced it.",
-      "If consent is still needed, ask your service provider for a new link.",
-    ]);
-  }
-  if (!row.consentLinkExpiresAt || Date.parse(row.consentLinkExpiresAt) <= now.getTime()) {
-    return page(410, "Consent link expired", ["This consent link has expired. Ask your service provider for a new link."]);
-  }
-  return undefined;
+/** The consent link's query, validated and capped; undefined when it is incomplete or malformed. */
+export function parseConsentLink(query: URLSearchParams): ConsentLink | undefined {
+  const tenant = query.get("tenant");
+  const link = query.get("link");
+  if (!isGuid(tenant) || !link || link.length > LIMITS.link || !LINK_SECRET.test(link)) return undefined;
+  return { tenantId: tenant.toLowerCase(), link };
+}
+
+/**
+ * Whether a link matches the tenant row. Unknown, offboarded, wrong, used and replaced links
+ * are one answer, after the same work (one point read, one constant-time compare), so
+ * the link says nothing about who is a customer. Only the holder of the right secret
+ * learns that it expired.
+ */
+function checkLink(row: TenantRow | undefined, linkHash: string, now: Date): "ok" | "link-invalid" | "link-expired" {
+  const matches = sameHash(row?.consentLinkHash, linkHash);
+  if (!row || !matches || row.status === "offboarded") return "link-invalid";
+  if (!row.consentLinkExpiresAt || Date.parse(row.consentLinkExpiresAt) <= now.getTime()) return "link-expired";
+  return "ok";
+}
+
+/** Records a failed consent in the tenant's lastError (the tenant's status stays as it is). */
+async function recordFailure(svc: Services, tenantId: string, code: string, message: string): Promise<void> {
+  await patchTenant(svc.storage.table(TABLES.tenants), tenantId, "*", {
+    lastErrorCode: code,
+    lastErrorMessage: message,
+    lastErrorAt: svc.now().toISOString(),
+  });
 }
 
 /** GET /api/consent/start: binds a fresh state, nonce and PKCE verifier, then redirects to Entra ID. */
-export async function startConsent(svc: Services, query: URLSearchParams, log: Logger): Promise<HttpResponseInit> {
-  const tenantParam = query.get("tenant");
-  const link = query.get("link");
-  if (!isGuid(tenantParam) || !link) {
-    return page(400, "Incomplete consent link", ["The link is incomplete. Copy the whole link you received and open it again."]);
-  }
-  const tenantId = tenantParam.toLowerCase();
-  const tenants = svc.storage.table(TABLES.tenants);
-  const row = await getTenant(tenants, tenantId);
-  const linkHash = sha256(link);
-  const problem = linkProblem(row, linkHash, svc.now());
-  if (problem || !row) return problem ?? page(404, "Unknown consent link", []);
+export async function startConsent(svc: Services, input: ConsentLink, log: Logger): Promise<ConsentOutcome> {
+  const { tenantId } = input;
+  const row = await getTenant(svc.storage.table(TABLES.tenants), tenantId);
+  const linkHash = sha256(input.link);
+  const check = checkLink(row, linkHash, svc.now());
+  if (check !== "ok" || !row) return { kind: check === "ok" ? "link-invalid" : check };
 
   const endpoints = endpointsFor(svc.config, row.cloud);
-  const as = await discover(endpoints, tenantId);
+  const discovered = await discoverTenant(endpoints, tenantId);
+  if (!discovered.ok) {
+    if (!discovered.permanent) throw discovered.error; // transient: the generic "try again later" page
+    return failed(svc, log, tenantId, { kind: "tenant-not-found", code: discovered.code }, "discovery");
+  }
+  const as = discovered.as;
   if (!as.authorization_endpoint) throw new Error("The tenant's OpenID configuration has no authorization endpoint");
-  const state = oauth.generateRandomState();
+
+  const partitionKey = statePartition(linkHash);
+  const state = `${partitionKey.slice(STATE_PARTITION_PREFIX.length)}.${oauth.generateRandomState()}`;
   const nonce = oauth.generateRandomNonce();
   const codeVerifier = oauth.generateRandomCodeVerifier();
+  const now = svc.now();
+  const states = svc.storage.table(TABLES.consentStates);
   const entity: ConsentStateEntity = {
-    partitionKey: STATE_PARTITION,
+    partitionKey,
     rowKey: sha256(state),
     tenantId,
     linkHash,
     codeVerifier,
     nonce,
-    expiresAt: new Date(svc.now().getTime() + svc.config.consentStateTtlMs).toISOString(),
+    createdAt: now.toISOString(),
+    expiresAt: new Date(now.getTime() + svc.config.consentStateTtlMs).toISOString(),
   };
-  await svc.storage.table(TABLES.consentStates).createEntity(entity);
+  await states.createEntity(entity);
+  await keepNewestStates(states, partitionKey, svc.config.consentStatesPerLink);
 
   const url = new URL(as.authorization_endpoint);
   url.searchParams.set("client_id", svc.config.clientId);
@@ -172,20 +181,38 @@ export async function startConsent(svc: Services, query: URLSearchParams, log: L
   url.searchParams.set("code_challenge", await oauth.calculatePKCECodeChallenge(codeVerifier));
   url.searchParams.set("code_challenge_method", "S256");
   log.info(`consent.started tenantId=${tenantId}`);
-  return redirect(url.href);
+  return { kind: "redirect", location: url.href };
+}
+
+/** Deletes the oldest states of one link beyond `limit` (a query of that link's partition only). */
+async function keepNewestStates(table: TableClient, partitionKey: string, limit: number): Promise<void> {
+  const rows: { rowKey: string; createdAt: string }[] = [];
+  const filter = odata`PartitionKey eq ${partitionKey}`;
+  for await (const row of table.listEntities<{ createdAt?: string }>({ queryOptions: { filter, select: ["RowKey", "createdAt"] } })) {
+    rows.push({ rowKey: row.rowKey!, createdAt: row.createdAt ?? "" });
+  }
+  rows.sort((a, b) => (a.createdAt === b.createdAt ? a.rowKey.localeCompare(b.rowKey) : b.createdAt.localeCompare(a.createdAt)));
+  for (const old of rows.slice(limit)) {
+    await table.deleteEntity(partitionKey, old.rowKey).catch((err: unknown) => {
+      if (!isStatus(err, 404)) throw err;
+    });
+  }
 }
 
 /** Takes the state row out of the table; only one caller can win for a given state. */
 async function consumeState(table: TableClient, state: string): Promise<ConsentStateEntity | undefined> {
+  const partition = STATE_FORMAT.exec(state)?.[1];
+  if (!partition) return undefined;
+  const partitionKey = `${STATE_PARTITION_PREFIX}${partition}`;
   let row: ConsentStateEntity & { etag: string };
   try {
-    row = await table.getEntity<ConsentStateEntity>(STATE_PARTITION, sha256(state));
+    row = await table.getEntity<ConsentStateEntity>(partitionKey, sha256(state));
   } catch (err) {
     if (isStatus(err, 404)) return undefined;
     throw err;
   }
   try {
-    await table.deleteEntity(STATE_PARTITION, row.rowKey, { etag: row.etag });
+    await table.deleteEntity(partitionKey, row.rowKey, { etag: row.etag });
   } catch (err) {
     if (isStatus(err, 404, 412)) return undefined;
     throw err;
@@ -193,59 +220,100 @@ async function consumeState(table: TableClient, state: string): Promise<ConsentS
   return row;
 }
 
-const TRY_AGAIN = "Open the consent link you received again to retry. Nothing was stored.";
+export interface CallbackInput {
+  state: string;
+  params: URLSearchParams;
+}
+
+/** The callback's query, capped; an outcome instead when it cannot be a response to us. */
+export function parseCallback(url: URL): CallbackInput | ConsentOutcome {
+  if (url.href.length > LIMITS.callbackUrl) return { kind: "response-unknown" };
+  const params = url.searchParams;
+  const state = params.get("state");
+  if (!state) return { kind: "response-incomplete" };
+  const tooLong =
+    state.length > LIMITS.state ||
+    (params.get("code") ?? "").length > LIMITS.code ||
+    (params.get("error") ?? "").length > LIMITS.error ||
+    (params.get("error_description") ?? "").length > LIMITS.errorDescription;
+  if (tooLong || !STATE_FORMAT.test(state)) return { kind: "response-unknown" };
+  return { state, params };
+}
+
+const VERDICT_OUTCOME = {
+  "tenant-not-found": "link-wrong",
+  "tenant-refused": "tenant-refused",
+  "provider-config": "provider-config",
+} as const;
+
+/** Logs, records in lastError (and health, for the app's own credential) a lasting failure. */
+async function failed(
+  svc: Services,
+  log: Logger,
+  tenantId: string,
+  verdict: Exclude<EntraVerdict, { kind: "retry" }>,
+  step: "discovery" | "authorize" | "token",
+): Promise<ConsentOutcome> {
+  const { code } = verdict;
+  const messages = {
+    "tenant-not-found": `Microsoft Entra ID does not know this tenant (${code} at ${step}): the consent link names a wrong tenant ID.`,
+    "tenant-refused": `Microsoft Entra ID refused consent for this tenant (${code} at ${step}).`,
+    "provider-config": `Microsoft Entra ID rejected the app's own configuration (${code} at ${step}).`,
+  };
+  if (verdict.kind === "provider-config" && verdict.clientCredential) {
+    log.error(`app.credential.failed code=${code}`);
+    await recordClientCredential(svc, true, code);
+  }
+  log.warn(`consent.failed tenantId=${tenantId} reason=${verdict.kind} code=${code}`);
+  await recordFailure(svc, tenantId, code, messages[verdict.kind]);
+  return { kind: VERDICT_OUTCOME[verdict.kind], code };
+}
 
 /** GET /api/consent/callback: redeems the code and stores the refresh token. */
-export async function completeConsent(svc: Services, callbackUrl: URL, log: Logger): Promise<HttpResponseInit> {
-  const params = callbackUrl.searchParams;
-  const state = params.get("state");
-  if (!state) {
-    return page(400, "Sign-in response incomplete", [
-      "The response from Microsoft did not include the expected state value.",
-      TRY_AGAIN,
-    ]);
-  }
+export async function completeConsent(svc: Services, input: CallbackInput, log: Logger): Promise<ConsentOutcome> {
+  const { params, state } = input;
   const bound = await consumeState(svc.storage.table(TABLES.consentStates), state);
   if (!bound) {
     log.warn("consent.rejected reason=unknown-or-used-state");
-    return page(400, "Sign-in response not recognised", [
-      "This sign-in response is unknown or was already used. Responses can only be used once.",
-      TRY_AGAIN,
-    ]);
+    return { kind: "response-unknown" };
   }
   const tenantId = bound.tenantId;
-  const fail = (status: number, reason: string, title: string, paragraphs: string[]) => {
-    log.warn(`consent.failed tenantId=${tenantId} reason=${reason}`);
-    return page(status, title, paragraphs);
-  };
+  const warn = (reason: string, code?: string) =>
+    log.warn(`consent.failed tenantId=${tenantId} reason=${reason}${code ? ` code=${code}` : ""}`);
   if (Date.parse(bound.expiresAt) <= svc.now().getTime()) {
-    return fail(400, "state-expired", "Sign-in took too long", [
-      "The sign-in started too long ago and has expired.",
-      TRY_AGAIN,
-    ]);
+    warn("state-expired");
+    return { kind: "state-expired" };
   }
   const error = params.get("error");
   if (error) {
-    const declined = error === "access_denied" || error === "consent_required";
-    return fail(
-      400,
-      `authorize-${error.replace(/[^a-z_]/gi, "").slice(0, 40)}`,
-      declined ? "Consent was not given" : "Sign-in did not complete",
-      declined
-        ? [
-            "Microsoft reported that consent was declined or is still required.",
-            "To connect your organisation, open the consent link again, sign in as an administrator and choose Accept.",
-          ]
-        : ["Microsoft reported an error during sign-in.", TRY_AGAIN],
-    );
+    const safeError = error.replace(/[^a-z_]/gi, "").slice(0, 40);
+    const description = params.get("error_description");
+    if (safeError === "access_denied" || safeError === "consent_required") {
+      const code = aadstsOf(description) ?? safeError;
+      warn("declined", code);
+      await recordFailure(svc, tenantId, "ConsentDeclined", `The administrator cancelled or declined consent (${code}).`);
+      return { kind: "declined" };
+    }
+    const verdict = authorizeVerdict(safeError, description);
+    if (verdict.kind !== "retry") return failed(svc, log, tenantId, verdict, "authorize");
+    warn(`authorize-${safeError}`, verdict.code);
+    return { kind: "signin-failed", code: verdict.code };
   }
   const tenants = svc.storage.table(TABLES.tenants);
   const row = await getTenant(tenants, tenantId);
-  const problem = linkProblem(row, bound.linkHash, svc.now());
-  if (problem || !row) return problem ?? page(404, "Unknown consent link", []);
+  const check = checkLink(row, bound.linkHash, svc.now());
+  if (check !== "ok" || !row) {
+    warn(check === "link-expired" ? "link-expired" : "link-invalid");
+    return { kind: check === "ok" ? "link-invalid" : check };
+  }
 
   const endpoints = endpointsFor(svc.config, row.cloud);
-  const as = await discover(endpoints, tenantId);
+  const discovered = await discoverTenant(endpoints, tenantId);
+  if (!discovered.ok) {
+    if (!discovered.permanent) throw discovered.error;
+    return failed(svc, log, tenantId, { kind: "tenant-not-found", code: discovered.code }, "discovery");
+  }
+  const as = discovered.as;
   const { client, auth } = oauthClient(svc.config);
 
   let tokens: oauth.TokenEndpointResponse;
@@ -268,49 +336,46 @@ export async function completeConsent(svc: Services, callbackUrl: URL, log: Logg
     claims = oauth.getValidatedIdTokenClaims(tokens)!;
     await verifyIdTokenSignature(as, tokens.id_token!, svc.config.clientId);
   } catch (err) {
-    const reason = err instanceof oauth.ResponseBodyError ? `token-${err.error}` : "id-token-invalid";
-    const tenantMismatch = err instanceof oauth.OperationProcessingError && /"iss"|issuer/i.test(err.message);
-    if (tenantMismatch) {
-      return fail(403, "wrong-tenant", "Signed in to the wrong organisation", [
-        "The account that signed in does not belong to the organisation this link was made for.",
-        "Sign in with an administrator account of the invited organisation.",
-        TRY_AGAIN,
-      ]);
+    if (err instanceof oauth.ResponseBodyError) {
+      const verdict = tokenVerdict(err);
+      if (verdict.kind !== "retry") return failed(svc, log, tenantId, verdict, "token");
+      warn("token-refused", verdict.code);
+      return { kind: "token-refused", code: verdict.code };
     }
-    return fail(400, reason, "Sign-in could not be completed", [
-      "Microsoft did not accept the sign-in response, or returned an invalid answer.",
-      TRY_AGAIN,
-    ]);
+    if (err instanceof oauth.OperationProcessingError && /"iss"|issuer/i.test(err.message)) {
+      warn("wrong-tenant");
+      return { kind: "wrong-tenant" };
+    }
+    warn("id-token-invalid", err instanceof Error ? err.name : undefined);
+    return { kind: "token-refused", code: "InvalidIdToken" };
   }
   if (String(claims.tid ?? "").toLowerCase() !== tenantId) {
-    return fail(403, "wrong-tenant", "Signed in to the wrong organisation", [
-      "The account that signed in does not belong to the organisation this link was made for.",
-      "Sign in with an administrator account of the invited organisation.",
-      TRY_AGAIN,
-    ]);
+    warn("wrong-tenant");
+    return { kind: "wrong-tenant" };
+  }
+  if (!grantsAlertRead(tokens.scope, endpoints)) {
+    const missing = `Alert.Read (${defenderResource(endpoints)})`;
+    warn("scope-not-granted", "ScopeNotGranted");
+    await recordFailure(svc, tenantId, "ScopeNotGranted", `The consent did not grant ${missing}; nothing was stored.`);
+    return { kind: "scope-not-granted", missing };
   }
   if (!tokens.refresh_token) {
-    return fail(400, "no-refresh-token", "Offline access was not granted", [
-      "Microsoft did not issue a refresh token, so alerts could not be collected while nobody is signed in.",
-      "Make sure the consent includes offline access (Maintain access to data you have given it access to).",
-      TRY_AGAIN,
-    ]);
+    warn("no-refresh-token");
+    return { kind: "no-refresh-token" };
   }
 
   const probe = await probeAlerts(endpoints.apiBaseUrl, tokens.access_token);
   if (probe === "forbidden") {
-    return fail(403, "defender-forbidden", "The account cannot read Defender alerts", [
-      "Consent worked, but the Microsoft Defender for Endpoint API refused to list alerts for this account.",
-      'The account needs the Defender "View Data" permission (Security operations) on all device groups, and the app needs the WindowsDefenderATP Alert.Read permission.',
-      "Grant these, then open the consent link again. Nothing was stored.",
-    ]);
+    warn("defender-forbidden", "DefenderForbidden");
+    await recordFailure(svc, tenantId, "DefenderForbidden", "The Defender API refused to list alerts for the consenting account.");
+    return { kind: "defender-forbidden" };
   }
   if (probe === "failed") {
-    return fail(502, "defender-unavailable", "Microsoft Defender did not answer", [
-      "The Defender API could not be reached to confirm access.",
-      TRY_AGAIN,
-    ]);
+    warn("defender-unavailable");
+    return { kind: "defender-unavailable" };
   }
+  // The code was redeemed with the client secret: the app's credential works.
+  await recordClientCredential(svc, false);
 
   const generation = randomBytes(12).toString("base64url");
   const version = await svc.vault.write(tenantId, tokens.refresh_token, { tenantId, generation }, true);
@@ -319,13 +384,10 @@ export async function completeConsent(svc: Services, callbackUrl: URL, log: Logg
   const now = svc.now().toISOString();
   for (let attempt = 0; attempt < 5; attempt++) {
     const current = await getTenant(tenants, tenantId);
-    const stillValid = current && !linkProblem(current, bound.linkHash, svc.now());
-    if (!current || !stillValid) {
+    if (!current || checkLink(current, bound.linkHash, svc.now()) !== "ok") {
       await svc.vault.disable(tenantId, version);
-      return fail(409, "link-changed", "Consent link no longer valid", [
-        "The organisation was offboarded, or a newer consent link replaced this one, while you were signing in.",
-        "Nothing was stored. Ask your service provider for a new link if consent is still needed.",
-      ]);
+      warn("link-changed");
+      return { kind: "link-changed" };
     }
     const patch = {
       status: "active" as const,
@@ -341,14 +403,31 @@ export async function completeConsent(svc: Services, callbackUrl: URL, log: Logg
     if (await patchTenant(tenants, tenantId, current.etag, patch)) {
       await svc.vault.disableAllExcept(tenantId, version);
       log.info(`tenant.status tenantId=${tenantId} status=active`);
-      return page(200, "Consent complete", [
-        `${current.displayName} is now connected. Microsoft Defender alerts will be collected automatically.`,
-        "You can close this window.",
-      ]);
+      return { kind: "completed", displayName: current.displayName };
     }
   }
   await svc.vault.disable(tenantId, version);
   throw new Error("The tenant row kept changing during consent");
+}
+
+/** The Defender API's resource, e.g. https://api.securitycenter.microsoft.com. */
+function defenderResource(endpoints: CloudEndpoints): string {
+  return endpoints.apiScope.replace(/\/\.default$/i, "");
+}
+
+const ALERT_SCOPES = ["alert.read", "alert.readwrite"];
+
+/**
+ * Whether the token response's `scope` grants reading alerts: `Alert.Read` or
+ * `Alert.ReadWrite` of the Defender resource, short (`Alert.Read`) or resource-qualified
+ * (`https://api.securitycenter.microsoft.com/Alert.Read`).
+ */
+export function grantsAlertRead(scope: string | undefined, endpoints: CloudEndpoints): boolean {
+  const resource = defenderResource(endpoints).toLowerCase();
+  return (scope ?? "")
+    .split(/\s+/)
+    .map((s) => s.toLowerCase())
+    .some((s) => ALERT_SCOPES.includes(s) || ALERT_SCOPES.some((a) => s === `${resource}/${a}`));
 }
 
 const jwksCache = new Map<string, ReturnType<typeof jose.createRemoteJWKSet>>();
@@ -381,41 +460,15 @@ async function probeAlerts(apiBaseUrl: string, accessToken: string): Promise<"ok
   }
 }
 
-/** DELETE /api/tenants/{id}: offboards the tenant and soft-deletes its refresh token. */
-export async function offboardTenant(svc: Services, tenantIdParam: string, log: Logger): Promise<boolean> {
-  const tenantId = parseTenantId(tenantIdParam);
-  const tenants = svc.storage.table(TABLES.tenants);
-  for (let attempt = 0; attempt < 5; attempt++) {
-    const row = await getTenant(tenants, tenantId);
-    if (!row) return false;
-    const patch = {
-      status: "offboarded" as const,
-      generation: randomBytes(12).toString("base64url"),
-      consentLinkHash: "",
-      consentLinkExpiresAt: "",
-      refreshTokenVersion: "",
-    };
-    // The row changes first, so a pull that is already running cannot write a token back.
-    if (await patchTenant(tenants, tenantId, row.etag, patch)) {
-      // A running pull stops at its next checkpoint; its lease is left to expire.
-      await requestStop(svc.storage.table(TABLES.syncState), tenantId, "defender", svc.now());
-      await svc.vault.remove(tenantId);
-      log.info(`tenant.status tenantId=${tenantId} status=offboarded`);
-      return true;
-    }
-  }
-  throw new ApiError(409, "Conflict", "The tenant changed concurrently; try again.");
-}
-
-/** Removes consent states that expired without a callback. */
+/** Removes consent states that expired without a callback (every link's partition). */
 export async function purgeExpiredStates(svc: Services): Promise<number> {
   const table = svc.storage.table(TABLES.consentStates);
   const cutoff = svc.now().toISOString();
   let removed = 0;
-  const filter = odata`PartitionKey eq ${STATE_PARTITION} and expiresAt lt ${cutoff}`;
-  for await (const row of table.listEntities<ConsentStateEntity>({ queryOptions: { filter, select: ["RowKey"] } })) {
+  const filter = odata`expiresAt lt ${cutoff}`;
+  for await (const row of table.listEntities<ConsentStateEntity>({ queryOptions: { filter, select: ["PartitionKey", "RowKey"] } })) {
     try {
-      await table.deleteEntity(STATE_PARTITION, row.rowKey);
+      await table.deleteEntity(row.partitionKey, row.rowKey);
       removed++;
     } catch (err) {
       if (!isStatus(err, 404)) throw err;

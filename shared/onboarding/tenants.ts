@@ -23,19 +23,17 @@ export interface TenantEntity {
   refreshTokenWrittenAt?: string;
   /** The Key Vault secret version in use; every other version is disabled. */
   refreshTokenVersion?: string;
-  lastPullAt?: string;
-  lastSuccessAt?: string;
   lastErrorCode?: string;
   lastErrorMessage?: string;
   lastErrorAt?: string;
+  /**
+   * Pull state that versions before the `syncstate` table kept here. The first run of the
+   * current engine carries it over once (shared/collection/engine.ts) and never writes it.
+   */
+  lastPullAt?: string;
+  lastSuccessAt?: string;
   alertsStored?: number;
-  /** When alertsStored was last recounted exactly (see shared/collection/engine.ts). */
-  alertsCountedAt?: string;
   watermark?: string;
-  /** Pull lease: a pull holds the tenant until this time; see shared/collection/engine.ts. */
-  pullLeaseId?: string;
-  pullLeaseUntil?: string;
-  /** JSON array of [minuteEpoch, calls] pairs for the last hour: the Defender API budget. */
   apiCalls?: string;
 }
 

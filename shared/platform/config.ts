@@ -1,3 +1,5 @@
+import { TableServiceClient } from "@azure/data-tables";
+import { QueueServiceClient } from "@azure/storage-queue";
 import { z } from "zod";
 
 /**
@@ -57,11 +59,44 @@ const httpsUrl = z
   .refine((v) => !URL.canParse(v) || new URL(v).protocol === "https:", "must use https:")
   .transform((v) => v.replace(/\/+$/, ""));
 
-const absoluteUrl = z
+/** localhost, *.localhost (RFC 6761), 127.0.0.0/8 and ::1: names that never leave the machine. */
+export function isLoopbackHost(hostname: string): boolean {
+  const host = hostname.toLowerCase().replace(/^\[|\]$/g, "");
+  return host === "localhost" || host.endsWith(".localhost") || host === "::1" || /^127(\.\d{1,3}){3}$/.test(host);
+}
+
+/** https:, or http: on a loopback host (the sandbox and Core Tools on a developer machine). */
+const publicUrl = z
   .string()
   .trim()
-  .refine((v) => URL.canParse(v) && /^https?:$/.test(new URL(v).protocol), "must be an absolute http(s) URL")
+  .refine((v) => URL.canParse(v), "must be an absolute URL")
+  .refine((v) => {
+    if (!URL.canParse(v)) return true;
+    const url = new URL(v);
+    return url.protocol === "https:" || (url.protocol === "http:" && isLoopbackHost(url.hostname));
+  }, "must use https: (http: only for localhost)")
+  .refine((v) => !URL.canParse(v) || (new URL(v).search === "" && new URL(v).hash === ""), "must not have a query or fragment")
   .transform((v) => v.replace(/\/+$/, ""));
+
+/** A storage service URI of the identity-based connection: https, no SAS or other query. */
+const serviceUri = httpsUrl.refine((v) => !URL.canParse(v) || new URL(v).search === "", "must not have a query string (no SAS)");
+
+/**
+ * A storage connection string the Azure SDKs can parse (Azurite's shortcut included). The
+ * SDKs' own parsers decide, without any request; their messages are not passed on.
+ */
+const connectionString = z
+  .string()
+  .trim()
+  .refine((v) => {
+    try {
+      TableServiceClient.fromConnectionString(v, { allowInsecureConnection: true });
+      QueueServiceClient.fromConnectionString(v);
+      return true;
+    } catch {
+      return false;
+    }
+  }, "is not a valid storage connection string (AccountName and AccountKey, a SAS, or UseDevelopmentStorage=true)");
 
 const required = (schema: z.ZodType<string>) =>
   z.preprocess((v) => (typeof v === "string" && v.trim() === "" ? undefined : v), schema);
@@ -71,6 +106,10 @@ const optional = <T extends z.ZodType>(schema: T) =>
 
 const positiveInt = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 
+/** An optional integer whose default lives in the schema. */
+const intWithDefault = (min: number, max: number, fallback: number) =>
+  z.preprocess((v) => (typeof v === "string" && v.trim() === "" ? undefined : v), positiveInt(min, max).default(fallback));
+
 const ncrontab = z
   .string()
   .trim()
@@ -79,11 +118,11 @@ const ncrontab = z
 const rawSchema = z.object({
   MSSP_CLIENT_ID: required(z.string().trim().pipe(z.guid("must be a GUID"))),
   MSSP_CLIENT_SECRET: required(z.string().min(1)),
-  PUBLIC_BASE_URL: required(absoluteUrl),
+  PUBLIC_BASE_URL: required(publicUrl),
   KEY_VAULT_URL: required(httpsUrl),
-  ALERTS_STORAGE: optional(z.string().trim()),
-  ALERTS_STORAGE__tableServiceUri: optional(httpsUrl),
-  ALERTS_STORAGE__queueServiceUri: optional(httpsUrl),
+  ALERTS_STORAGE: optional(connectionString),
+  ALERTS_STORAGE__tableServiceUri: optional(serviceUri),
+  ALERTS_STORAGE__queueServiceUri: optional(serviceUri),
   ALERTS_STORAGE__credential: optional(z.literal("managedidentity")),
   ALERTS_STORAGE__clientId: optional(z.string().trim().pipe(z.guid("must be a GUID"))),
   AZURE_CLIENT_ID: optional(z.string().trim().pipe(z.guid("must be a GUID"))),
@@ -94,6 +133,7 @@ const rawSchema = z.object({
   DEFENDER_API_SCOPE: optional(z.string().trim().min(1)),
   CONSENT_LINK_TTL_HOURS: optional(positiveInt(1, 24 * 90)),
   CONSENT_STATE_TTL_MINUTES: optional(positiveInt(1, 120)),
+  CONSENT_STATES_PER_LINK: intWithDefault(1, 100, 5),
   PULL_OVERLAP_MINUTES: optional(positiveInt(0, 24 * 60)),
   PULL_LAG_SECONDS: optional(positiveInt(0, 3600)),
   PULL_INITIAL_LOOKBACK_DAYS: optional(positiveInt(1, 180)),
@@ -138,6 +178,8 @@ export interface AppConfig {
   endpoints: CloudEndpoints;
   consentLinkTtlMs: number;
   consentStateTtlMs: number;
+  /** Live sign-in states one consent link may have; a new one beyond that replaces the oldest. */
+  consentStatesPerLink: number;
   pull: {
     overlapMs: number;
     lagMs: number;
@@ -161,8 +203,15 @@ export interface AppConfig {
   alertsResumeMarginMs: number;
 }
 
+export interface ConfigProblem {
+  setting: string;
+  /** "is required" or "is invalid: <what a valid value looks like>"; never the value. */
+  problem: string;
+  kind: "missing" | "invalid";
+}
+
 export class ConfigError extends Error {
-  constructor(public readonly problems: { setting: string; problem: string }[]) {
+  constructor(public readonly problems: ConfigProblem[]) {
     super(
       `Invalid app settings: ${problems.map((p) => `${p.setting} ${p.problem}`).join("; ")}. ` +
         "See README.md, section App settings.",
@@ -178,24 +227,29 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   const picked: Record<string, string | undefined> = {};
   for (const name of SETTING_NAMES) picked[name] = env[name];
   const parsed = rawSchema.safeParse(picked);
-  const problems: { setting: string; problem: string }[] = [];
+  const problems: ConfigProblem[] = [];
   for (const issue of parsed.error?.issues ?? []) {
     const setting = String(issue.path[0] ?? "?");
     const missing = issue.code === "invalid_type" && picked[setting] === undefined;
-    problems.push({ setting, problem: missing ? "is required" : `is invalid: ${issue.message}` });
+    problems.push(
+      missing ? { setting, problem: "is required", kind: "missing" } : { setting, problem: `is invalid: ${issue.message}`, kind: "invalid" },
+    );
   }
   const identityNames = ["ALERTS_STORAGE__tableServiceUri", "ALERTS_STORAGE__queueServiceUri"] as const;
   const present = (name: string) => (picked[name] ?? "").trim() !== "";
   if (!present("ALERTS_STORAGE")) {
     if (identityNames.some(present)) {
       for (const name of identityNames) {
-        if (!present(name)) problems.push({ setting: name, problem: "is required for the identity-based connection" });
+        if (!present(name)) {
+          problems.push({ setting: name, problem: "is required for the identity-based connection", kind: "missing" });
+        }
       }
     } else {
       problems.push({
         setting: "ALERTS_STORAGE",
         problem:
           "is required: set a connection string, or ALERTS_STORAGE__tableServiceUri and ALERTS_STORAGE__queueServiceUri",
+        kind: "missing",
       });
     }
   }
@@ -229,6 +283,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     },
     consentLinkTtlMs: (s.CONSENT_LINK_TTL_HOURS ?? 24 * 7) * HOUR,
     consentStateTtlMs: (s.CONSENT_STATE_TTL_MINUTES ?? 15) * MINUTE,
+    consentStatesPerLink: s.CONSENT_STATES_PER_LINK,
     pull: {
       overlapMs: (s.PULL_OVERLAP_MINUTES ?? 10) * MINUTE,
       lagMs: (s.PULL_LAG_SECONDS ?? 60) * 1000,

@@ -1,59 +1,180 @@
-import { odata } from "@azure/data-tables";
-import type { Services } from "./services.js";
-import { TABLES } from "./storage.js";
+import { ConfigError } from "./config.js";
+import { errorName } from "./http.js";
+import type { Logger, Services } from "./services.js";
+import { isStatus, TABLES } from "./storage.js";
 
 /**
- * GET /api/health: storage and Key Vault answer, and the app's own Entra credential has not
- * been rejected. Checks run at most every 30 s per instance; callers get the cached answer,
- * so they cannot drive traffic to Key Vault. The answer names failing parts, never errors.
+ * Health: the app settings are valid, storage and Key Vault answer, and Entra has not
+ * rejected the app's own client credential.
+ *
+ * - The credential state is a row in storage, read on every call, so a rejection seen by
+ *   any instance (a pull or a consent) shows on every instance at once.
+ * - Only the Key Vault probe is cached, for 30 s per instance, so callers of the anonymous
+ *   route cannot drive traffic to Key Vault.
+ * - Each cause is logged once when it appears (and once when it clears), naming the part
+ *   and the setting to look at, never a value.
  */
 export const HEALTH_CACHE_MS = 30_000;
 const APP_PARTITION = "app";
 const CLIENT_ROW = "client-credential";
 
+export const HEALTH_PARTS = ["config", "storage", "keyVault", "clientCredential"] as const;
+export type HealthPart = (typeof HEALTH_PARTS)[number];
+
+/** The setting an operator fixes for each part (named in the log, never its value). */
+const PART_SETTING: Record<HealthPart, string> = {
+  config: "",
+  storage: "ALERTS_STORAGE",
+  keyVault: "KEY_VAULT_URL",
+  clientCredential: "MSSP_CLIENT_SECRET",
+};
+
+export interface HealthCause {
+  part: HealthPart;
+  /** e.g. MissingSetting:KEY_VAULT_URL, RestError/403, AADSTS7000222: a kind, never a value. */
+  code: string;
+  /** When the cause was first seen (by this instance; for clientCredential, by any instance). */
+  since: string;
+}
+
+/** GET /api/health/details. The anonymous GET /api/health shows `status` only. */
+export interface HealthReport {
+  status: "ok" | "unhealthy";
+  failing: HealthPart[];
+  causes: HealthCause[];
+}
+
+/** The short form some callers use. */
 export interface Health {
   status: "ok" | "unhealthy";
-  failing?: ("storage" | "keyVault" | "clientCredential")[];
+  failing?: HealthPart[];
 }
 
-let cached: { at: number; value: Promise<Health> } | undefined;
+interface ClientCredentialRow {
+  failing?: boolean;
+  code?: string;
+  at?: string;
+  since?: string;
+}
 
-export function checkHealth(svc: Services): Promise<Health> {
-  const now = svc.now().getTime();
-  if (!cached || now - cached.at >= HEALTH_CACHE_MS) {
-    cached = { at: now, value: runChecks(svc) };
+let vaultProbe: { at: number; value: Promise<string | undefined> } | undefined;
+/** Causes currently failing on this instance -> since; also what was already logged. */
+const seen = new Map<string, string>();
+
+/**
+ * Checks every part. `load` returns the app's services and throws a ConfigError when the
+ * settings are bad; health then reports the bad settings instead of failing itself.
+ */
+export async function healthReport(load: () => Services, log: Logger): Promise<HealthReport> {
+  let svc: Services;
+  try {
+    svc = load();
+  } catch (err) {
+    const causes =
+      err instanceof ConfigError
+        ? err.problems.map((p) => ({
+            part: "config" as const,
+            code: `${p.kind === "missing" ? "MissingSetting" : "InvalidSetting"}:${p.setting}`,
+          }))
+        : [{ part: "config" as const, code: errorName(err) }];
+    return settle(causes, new Date(), log);
   }
-  return cached.value;
+  const [storage, vault] = await Promise.all([storageCauses(svc), vaultCause(svc)]);
+  return settle([...storage, ...vault], svc.now(), log);
 }
 
+/** The short form: status and the failing parts (no log). */
+export async function checkHealth(svc: Services): Promise<Health> {
+  const silent: Logger = { info: () => undefined, warn: () => undefined, error: () => undefined };
+  const report = await healthReport(() => svc, silent);
+  return report.status === "ok" ? { status: "ok" } : { status: "unhealthy", failing: report.failing };
+}
+
+/** Forgets the cached Key Vault probe and the causes seen (tests). */
 export function resetHealthCache(): void {
-  cached = undefined;
+  vaultProbe = undefined;
+  seen.clear();
 }
 
-async function runChecks(svc: Services): Promise<Health> {
-  const failing: NonNullable<Health["failing"]> = [];
-  const storage = (async () => {
-    const table = svc.storage.table(TABLES.appState);
-    const filter = odata`PartitionKey eq ${APP_PARTITION} and RowKey eq ${CLIENT_ROW}`;
-    for await (const row of table.listEntities<{ failing?: boolean }>({ queryOptions: { filter } })) {
-      if (row.failing) failing.push("clientCredential");
+type FoundCause = { part: HealthPart; code: string; since?: string };
+
+async function storageCauses(svc: Services): Promise<FoundCause[]> {
+  try {
+    await svc.storage.ensure();
+    const row = await svc.storage
+      .table(TABLES.appState)
+      .getEntity<ClientCredentialRow>(APP_PARTITION, CLIENT_ROW)
+      .catch((err) => {
+        if (isStatus(err, 404)) return undefined;
+        throw err;
+      });
+    if (!row?.failing) return [];
+    const since = row.since || row.at;
+    return [{ part: "clientCredential", code: row.code || "Rejected", ...(since ? { since } : {}) }];
+  } catch (err) {
+    return [{ part: "storage", code: errorName(err) }];
+  }
+}
+
+async function vaultCause(svc: Services): Promise<FoundCause[]> {
+  const now = svc.now().getTime();
+  if (!vaultProbe || now - vaultProbe.at >= HEALTH_CACHE_MS) {
+    vaultProbe = {
+      at: now,
+      value: svc.vault.ping().then(
+        () => undefined,
+        (err: unknown) => errorName(err),
+      ),
+    };
+  }
+  const code = await vaultProbe.value;
+  return code === undefined ? [] : [{ part: "keyVault", code }];
+}
+
+function settle(found: FoundCause[], now: Date, log: Logger): HealthReport {
+  const current = new Set<string>();
+  const causes: HealthCause[] = [];
+  for (const cause of found) {
+    const key = `${cause.part} ${cause.code}`;
+    current.add(key);
+    let since = seen.get(key);
+    if (since === undefined) {
+      since = cause.since ?? now.toISOString();
+      seen.set(key, since);
+      log.warn(`health.failing part=${cause.part}${settingOf(cause.part)} code=${cause.code}`);
     }
-  })().catch(() => failing.push("storage"));
-  const vault = svc.vault.ping().catch(() => failing.push("keyVault"));
-  await Promise.all([storage, vault]);
-  return failing.length === 0 ? { status: "ok" } : { status: "unhealthy", failing: failing.sort() };
+    causes.push({ part: cause.part, code: cause.code, since: cause.since ?? since });
+  }
+  for (const key of [...seen.keys()]) {
+    if (current.has(key)) continue;
+    seen.delete(key);
+    const [part, code] = key.split(" ") as [HealthPart, string];
+    log.info(`health.recovered part=${part}${settingOf(part)} code=${code}`);
+  }
+  const failing = HEALTH_PARTS.filter((part) => causes.some((c) => c.part === part));
+  return failing.length === 0 ? { status: "ok", failing, causes } : { status: "unhealthy", failing, causes };
 }
 
-/** Records whether Entra accepted the app's own client credential (set by pulls). */
+function settingOf(part: HealthPart): string {
+  return PART_SETTING[part] ? ` setting=${PART_SETTING[part]}` : "";
+}
+
+/**
+ * Records whether Entra accepted the app's own client credential (pulls and consents).
+ * Writes only on a change, so `since` stays the time the current state began.
+ */
 export async function recordClientCredential(svc: Services, failing: boolean, code?: string): Promise<void> {
-  await svc.storage.table(TABLES.appState).upsertEntity(
-    {
-      partitionKey: APP_PARTITION,
-      rowKey: CLIENT_ROW,
-      failing,
-      code: code ?? "",
-      at: svc.now().toISOString(),
-    },
+  const table = svc.storage.table(TABLES.appState);
+  const row = await table.getEntity<ClientCredentialRow>(APP_PARTITION, CLIENT_ROW).catch((err) => {
+    if (isStatus(err, 404)) return undefined;
+    throw err;
+  });
+  const sameState = Boolean(row?.failing) === failing && (!failing || (row?.code ?? "") === (code ?? ""));
+  if (row && sameState) return;
+  if (!row && !failing) return;
+  const at = svc.now().toISOString();
+  await table.upsertEntity(
+    { partitionKey: APP_PARTITION, rowKey: CLIENT_ROW, failing, code: code ?? "", at, since: at },
     "Replace",
   );
 }

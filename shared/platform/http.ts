@@ -25,19 +25,28 @@ export function json(status: number, body: unknown, headers: Record<string, stri
 
 /**
  * Runs an operator API handler. ApiErrors become their JSON error; anything else becomes a
- * plain 500, and the log gets the error's type only (see errorName).
+ * plain 500, and the log gets the error's type only (see errorName). Every answer gets
+ * `X-Content-Type-Options: nosniff`, whatever headers the handler set.
  */
 export async function api(
   context: { error(...args: unknown[]): void },
   run: () => Promise<HttpResponseInit>,
 ): Promise<HttpResponseInit> {
   try {
-    return await run();
+    return withNosniff(await run());
   } catch (err) {
     if (err instanceof ApiError) return json(err.status, { error: { code: err.code, message: err.message } });
     context.error(`api.failed error=${errorName(err)}`);
     return json(500, { error: { code: "InternalError", message: "The request failed; see the app's logs." } });
   }
+}
+
+function withNosniff(response: HttpResponseInit): HttpResponseInit {
+  const headers = { ...((response.headers ?? {}) as Record<string, string>) };
+  if (!Object.keys(headers).some((name) => name.toLowerCase() === "x-content-type-options")) {
+    headers["X-Content-Type-Options"] = "nosniff";
+  }
+  return { ...response, headers };
 }
 
 /** Reads a JSON object body, refusing oversized, non-JSON and non-object bodies. */
@@ -95,6 +104,8 @@ export const PAGE_HEADERS = {
   "Referrer-Policy": "no-referrer",
   "X-Content-Type-Options": "nosniff",
   "X-Frame-Options": "DENY",
+  // Browsers ignore it over http (the loopback sandbox) and keep to https afterwards.
+  "Strict-Transport-Security": "max-age=31536000",
   "Content-Security-Policy":
     "default-src 'none'; style-src 'unsafe-inline'; img-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
 } as const;
@@ -113,7 +124,16 @@ ${paragraphs.map((p) => `<p>${escapeHtml(p)}</p>`).join("\n")}
 }
 
 export function redirect(location: string): HttpResponseInit {
-  return { status: 302, headers: { Location: location, "Cache-Control": "no-store", "Referrer-Policy": "no-referrer" } };
+  return {
+    status: 302,
+    headers: {
+      Location: location,
+      "Cache-Control": "no-store",
+      "Referrer-Policy": "no-referrer",
+      "X-Content-Type-Options": "nosniff",
+      "Strict-Transport-Security": PAGE_HEADERS["Strict-Transport-Security"],
+    },
+  };
 }
 
 /**
@@ -131,6 +151,18 @@ export async function safePage(
     return page(500, "Something went wrong", [
       "The service could not complete this step. Nothing was stored. Please try again in a few minutes.",
     ]);
+  }
+}
+
+/**
+ * What a timer or queue handler throws when the host must see a failure (and retry): the
+ * event and the error class only. The original error is not attached, because the host
+ * logs a thrown error's message, stack and cause, and SDK errors carry request details.
+ */
+export class HandlerFailure extends Error {
+  constructor(event: string, err: unknown) {
+    super(`${event} error=${errorName(err)}`);
+    this.name = "HandlerFailure";
   }
 }
 

@@ -41,8 +41,14 @@ let current: Services | undefined;
  * fails here, with every bad setting named, on the first invocation.
  */
 export async function services(): Promise<Services> {
+  const svc = unensuredServices();
+  await svc.storage.ensure();
+  return svc;
+}
+
+/** The same services before any storage call (health reports storage itself). */
+export function unensuredServices(): Services {
   current ??= createServices(loadConfig(process.env));
-  await current.storage.ensure();
   return current;
 }
 

@@ -8,6 +8,7 @@ import { resetHealthCache } from "../../shared/platform/health.js";
 import { resetServices } from "../../shared/platform/services.js";
 import { type Azurite, startAzurite } from "./azurite.js";
 import { callHttp, callTrigger, type HttpCall, type HttpResult, loadFunctions } from "./functions.js";
+import { watch } from "./leaks.js";
 
 /**
  * The whole app against real Azurite and local HTTPS fakes of Entra ID, Key Vault, the
@@ -102,7 +103,7 @@ export async function startHarness(extraSettings: Record<string, string> = {}): 
       const registered = await harness.http("tenants-create", {
         method: "POST",
         path: "tenants",
-        body: JSON.stringify({ tenantId, displayName: `Customer ${tenantId.slice(0, 8)}` }),
+        body: JSON.stringify({ tenantId, displayName: `Customer ${tenantId.slice(0, 8)}`, relink: true }),
       });
       const consentUrl = (registered.json as { consentUrl: string }).consentUrl;
       const authorize = await openLink(harness, consentUrl);
@@ -115,7 +116,7 @@ export async function startHarness(extraSettings: Record<string, string> = {}): 
       resetServices();
     },
   };
-  return harness;
+  return watch(harness); // the suite-wide leak check (test/support/leaks.ts)
 }
 
 /** Opens a consent link (GET /api/consent/start) and returns the Entra authorize URL it redirects to. */
