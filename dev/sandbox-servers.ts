@@ -22,6 +22,7 @@ import { repoRoot } from "../simulators/https.js";
 import { FakeKeyVault } from "../simulators/keyvault.js";
 import { FakeManagedIdentity } from "../simulators/managed-identity.js";
 import { ensureCerts } from "../simulators/tls.js";
+import { isFunctionKey, newFunctionKey } from "./host/keys.js";
 
 // ---------------------------------------------------------------------------------------
 // Fixed dev values. Stable across runs, so local.settings.json, dev/sandbox.http and the
@@ -37,6 +38,8 @@ export const SANDBOX_IDENTITY_HEADER = "sandbox-identity-header";
 export const SANDBOX_VAULT_HOST = "sandbox.vault.localhost";
 export const SANDBOX_VAULT_RESOURCE = "https://vault.localhost";
 export const SANDBOX_PULL_SCHEDULE = "0 */5 * * * *";
+/** The app setting that holds the sandbox's function key (the dev host checks it; Core Tools ignores keys locally). */
+export const DEV_KEY_SETTING = "DEV_FUNCTION_KEY";
 /** Azurite's published development account and key (only valid for the emulator). */
 const AZURITE_ACCOUNT = "devstoreaccount1";
 const AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
@@ -192,6 +195,8 @@ export interface SandboxOptions {
   largeAlertMiB?: number;
   /** Where to write local.settings.json (default `<root>/local.settings.json`; null = do not write). */
   settingsPath?: string | null;
+  /** Write a new DEV_FUNCTION_KEY instead of keeping the one of the existing sandbox settings. */
+  newKey?: boolean;
   /** Log sink (default: console.log with a `[sandbox]` prefix). */
   log?: (line: string) => void;
 }
@@ -233,6 +238,8 @@ export interface Sandbox {
   /** One round of simulated SOC activity now (also runs on the timer). `at` is the new lastUpdateTime. */
   tick(at?: Date): ActivityReport[];
   revocationState(): RevocationState;
+  /** One step of the revocation watch (it also runs every second) as if the time were `at`. */
+  checkRevocation(at?: Date): RevocationState;
   stop(): Promise<void>;
 }
 
@@ -377,7 +384,10 @@ export async function startSandboxServers(options: SandboxOptions = {}): Promise
     let settingsBackup: string | undefined;
     if (options.settingsPath !== null) {
       settingsPath = options.settingsPath ?? join(root, "local.settings.json");
+      settings[DEV_KEY_SETTING] = chooseFunctionKey(settingsPath, options.newKey === true);
       settingsBackup = writeLocalSettings(settingsPath, settings, appPort, join(root, ".cache", "sandbox"));
+    } else {
+      settings[DEV_KEY_SETTING] = newFunctionKey();
     }
 
     const activity = createActivity(defender, createRng(`sandbox-activity:${now}`));
@@ -396,35 +406,36 @@ export async function startSandboxServers(options: SandboxOptions = {}): Promise
     }
 
     let revocation: RevocationState = "off";
+    let codes = 0;
+    let revokeAt = 0;
+    const checkRevocation = (now: number) => {
+      if (stopped || revocation === "off") return;
+      const redeemed = entra.tokenCount(revokeTenant.id).authorizationCode;
+      if (redeemed > codes) {
+        codes = redeemed;
+        if (revocation === "waiting-for-consent") {
+          revocation = "scheduled";
+          revokeAt = now + (options.revokeAfterMinutes ?? 0) * 60_000;
+          log(`${revokeTenant.name} consented; its grant will be revoked in ${options.revokeAfterMinutes} min.`);
+        } else if (revocation === "revoked") {
+          entra.restoreTenant(revokeTenant.id);
+          revocation = "restored";
+          log(`${revokeTenant.name} consented again; its grant works again.`);
+        }
+      }
+      if (revocation === "scheduled" && now >= revokeAt) {
+        entra.revokeTenant(revokeTenant.id, 70043);
+        revocation = "revoked";
+        log(
+          `${revokeTenant.name}'s grant is now revoked (refresh tokens fail with AADSTS70043). Once its cached access ` +
+            "token expires (at most 10 min), the next pull marks the tenant reconsent-required. Re-onboard it with " +
+            "POST /api/tenants and consent again.",
+        );
+      }
+    };
     if (options.revokeAfterMinutes !== undefined) {
       revocation = "waiting-for-consent";
-      let codes = 0;
-      let revokeAt = 0;
-      const watch = setInterval(() => {
-        if (stopped) return;
-        const redeemed = entra.tokenCount(revokeTenant.id).authorizationCode;
-        if (redeemed > codes) {
-          codes = redeemed;
-          if (revocation === "waiting-for-consent") {
-            revocation = "scheduled";
-            revokeAt = Date.now() + (options.revokeAfterMinutes ?? 0) * 60_000;
-            log(`${revokeTenant.name} consented; its grant will be revoked in ${options.revokeAfterMinutes} min.`);
-          } else if (revocation === "revoked") {
-            entra.restoreTenant(revokeTenant.id);
-            revocation = "restored";
-            log(`${revokeTenant.name} consented again; its grant works again.`);
-          }
-        }
-        if (revocation === "scheduled" && Date.now() >= revokeAt) {
-          entra.revokeTenant(revokeTenant.id, 70043);
-          revocation = "revoked";
-          log(
-            `${revokeTenant.name}'s grant is now revoked (refresh tokens fail with AADSTS70043). Once its cached access ` +
-              "token expires (at most 10 min), the next pull marks the tenant reconsent-required. Re-onboard it with " +
-              "POST /api/tenants and consent again.",
-          );
-        }
-      }, 1000);
+      const watch = setInterval(() => checkRevocation(Date.now()), 1000);
       watch.unref();
       timers.push(watch);
     }
@@ -456,6 +467,10 @@ export async function startSandboxServers(options: SandboxOptions = {}): Promise
       azurite,
       tick: (at = new Date()) => activity(at),
       revocationState: () => revocation,
+      checkRevocation(at = new Date()) {
+        checkRevocation(at.getTime());
+        return revocation;
+      },
       stop: stopAll,
     };
   } catch (err) {
@@ -496,6 +511,22 @@ export function isSandboxSettings(path: string): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * The function key for local.settings.json: the one the existing sandbox settings hold, so
+ * `export KEY=...` stays valid across runs, unless a new one is asked for (`--new-key`).
+ */
+export function chooseFunctionKey(path: string, renew: boolean): string {
+  if (!renew && isSandboxSettings(path)) {
+    try {
+      const existing = (JSON.parse(readFileSync(path, "utf8")) as { Values?: Record<string, unknown> }).Values?.[DEV_KEY_SETTING];
+      if (typeof existing === "string" && isFunctionKey(existing)) return existing;
+    } catch {
+      // unreadable: a new key
+    }
+  }
+  return newFunctionKey();
 }
 
 /**

@@ -12,19 +12,26 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { readLocalSettings, splitArgs, workerEnv } from "./local-settings.js";
 
-const HELP = `Usage: node dist/dev/host/cli.js [--port <n>] [--root <dir>]
+const HELP = `Usage: node dist/dev/host/cli.js [--port <n>] [--root <dir>] [--settings <file>]
 
 Runs the Functions app in <dir> (default: the current directory) on a local stand-in for
 the Azure Functions host, for machines without Azure Functions Core Tools. It reads
 local.settings.json like func start and listens on http://localhost:<n> (default: its
-Host.LocalHttpPort, else 7071). Function-level routes need the key it prints, as the
-x-functions-key header or ?code=. See docs/sandbox.md#the-dev-host.
+Host.LocalHttpPort, else 7071). --settings reads another file than
+<dir>/local.settings.json. Function-level routes need the key it prints (DEV_FUNCTION_KEY
+of the settings, else a new one), as the x-functions-key header or ?code=.
+See docs/sandbox.md#the-dev-host.
 `;
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
     args: process.argv.slice(2),
-    options: { port: { type: "string" }, root: { type: "string" }, help: { type: "boolean", short: "h" } },
+    options: {
+      port: { type: "string" },
+      root: { type: "string" },
+      settings: { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
     strict: true,
   });
   if (values.help) {
@@ -32,7 +39,7 @@ async function main(): Promise<void> {
     return;
   }
   const root = resolve(values.root ?? process.cwd());
-  const local = readLocalSettings(join(root, "local.settings.json"));
+  const local = readLocalSettings(values.settings ? resolve(values.settings) : join(root, "local.settings.json"));
   const port = values.port !== undefined ? Number(values.port) : (local.port ?? 7071);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--port must be a port number, got "${values.port}"`);
   const { env, skipped } = workerEnv(process.env, local.values);

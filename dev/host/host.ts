@@ -17,12 +17,14 @@ import { compileRoute, type HttpRoute, sortRoutes } from "./http-routes.js";
 import { createHttpHandler } from "./http-server.js";
 import { type InvocationFailure, type InvocationOutcome, invoke, type LogEntry, type LogSink, toFailure } from "./invoke.js";
 import { type AppFunction, type LoadedApp, loadApp, type TriggerKind } from "./load.js";
+import { isFunctionKey, newFunctionKey } from "./keys.js";
 import { consoleSink } from "./log.js";
 import { type QueueEvent, QueueListener, queueRequest, queueServiceFor, realScheduler, type Scheduler } from "./queues.js";
 import type { RpcInvocationRequest } from "./rpc.js";
 import { parseSchedule, TimerRunner, timerInfo, timerRequest } from "./timers.js";
 
 export type { LogEntry, LogSink } from "./invoke.js";
+export { newFunctionKey } from "./keys.js";
 export type { QueueEvent, Scheduler } from "./queues.js";
 
 export interface HostOptions {
@@ -95,11 +97,6 @@ export interface Host {
   /** The listener of one queue function. */
   queueListener(name: string): QueueListener;
   stop(): Promise<void>;
-}
-
-/** A key in the format of Azure's function keys (URL-safe). */
-export function newFunctionKey(): string {
-  return randomBytes(32).toString("base64url");
 }
 
 /** Loads the app (once per process) and starts serving it. */
@@ -190,7 +187,7 @@ export async function startHost(options: HostOptions = {}): Promise<Host> {
   const sortedRoutes = sortRoutes(routes);
 
   const key = options.key ?? (settings.DEV_FUNCTION_KEY?.trim() || newFunctionKey());
-  if (key.length < 16) throw new HostError("The function key (DEV_FUNCTION_KEY) must have at least 16 characters.");
+  if (!isFunctionKey(key)) throw new HostError("The function key (DEV_FUNCTION_KEY) must be 16 to 256 letters, digits, '-', '_' or '='.");
   const handler = createHttpHandler({
     routes: sortedRoutes,
     key,
