@@ -105,7 +105,14 @@ function setProgrammingModel(model: ProgrammingModel): void {
   worker.programmingModel = model;
 }
 
+/** The hooks the worker runs (this host, like worker 3.9, has no `log` hooks). */
+const HOOKS = new Set(["preInvocation", "postInvocation", "appStart", "appTerminate"]);
+
 function registerHook(hookName: string, callback: HookCallback): Disposable {
+  if (!HOOKS.has(hookName)) {
+    // The worker's error for a hook it does not know; @azure/functions explains it to the app.
+    throw Object.assign(new RangeError(`Unrecognized hook "${hookName}"`), { isAzureFunctionsSystemError: true });
+  }
   let list = worker.hooks.get(hookName);
   if (!list) {
     list = [];

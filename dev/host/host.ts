@@ -86,7 +86,7 @@ export interface Host {
    * text is `input` (a string as is, anything else as JSON). Rejects when it fails.
    */
   invoke(name: string, input: unknown): Promise<void>;
-  /** Fires a timer now, as its schedule would (the schedule status moves on). */
+  /** Fires a timer now, as the Functions admin API does (the schedule status moves on). Rejects when it fails. */
   runTimer(name: string): Promise<void>;
   /** The next time a timer fires. */
   nextRun(name: string): Date | undefined;
@@ -233,7 +233,7 @@ export async function startHost(options: HostOptions = {}): Promise<Host> {
         throw new HostError(`No timer or queue function named '${name}'.`);
       }
     },
-    runTimer: (name) => need(timers, name, "timer").fire(false, false),
+    runTimer: (name) => need(timers, name, "timer").fire(false, true),
     nextRun: (name) => timers.get(name)?.status.next,
     async pollQueue(name) {
       let count = 0;
