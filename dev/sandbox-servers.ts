@@ -100,7 +100,7 @@ export const DEFAULT_PORTS: Readonly<SandboxPorts> = {
   azuriteQueue: 10001,
   azuriteTable: 10002,
 };
-/** `func start`'s default port; PUBLIC_BASE_URL is http://localhost:<this>. */
+/** `func start`'s default port, and the dev host's; PUBLIC_BASE_URL is http://localhost:<this>. */
 export const DEFAULT_APP_PORT = 7071;
 
 /** How each port is named in messages, and how to change it. */
@@ -112,7 +112,7 @@ export const PORT_INFO: Record<keyof SandboxPorts | "app", { label: string; flag
   azuriteBlob: { label: "Azurite blob service", flag: "--azurite-port", env: "SANDBOX_AZURITE_PORT" },
   azuriteQueue: { label: "Azurite queue service (azurite port + 1)", flag: "--azurite-port", env: "SANDBOX_AZURITE_PORT" },
   azuriteTable: { label: "Azurite table service (azurite port + 2)", flag: "--azurite-port", env: "SANDBOX_AZURITE_PORT" },
-  app: { label: "Functions host (func start)", flag: "--app-port", env: "SANDBOX_APP_PORT" },
+  app: { label: "the app (func start or the dev host)", flag: "--app-port", env: "SANDBOX_APP_PORT" },
 };
 
 export interface TakenPort {
@@ -179,7 +179,7 @@ export interface SandboxOptions {
   ports?: Partial<SandboxPorts>;
   /** Port of the Functions host, for PUBLIC_BASE_URL and the redirect URI (default 7071). */
   appPort?: number;
-  /** Also refuse to start when the app port is taken (set when `func start` is launched here). */
+  /** Also refuse to start when the app port is taken (set when `func start` or the dev host is launched here). */
   checkAppPort?: boolean;
   /** Alerts per tenant at start (default 300). */
   alertsPerTenant?: number;

@@ -77,12 +77,12 @@ export interface AppHost {
   stop(): Promise<void>;
 }
 
-/** Starts an in-process dev host for the app: free port, timers and queues only when the test says so. */
-export async function startAppHost(settings: Record<string, string | undefined>, logs: string[] = []): Promise<AppHost> {
+/** Starts an in-process dev host for the app (default: a free port); timers and queues run only when the test says so. */
+export async function startAppHost(settings: Record<string, string | undefined>, logs: string[] = [], port = 0): Promise<AppHost> {
   const host = await startHost({
     root: ROOT,
     settings,
-    port: 0,
+    port,
     timers: "manual",
     queues: "manual",
     log: (entry) => {
