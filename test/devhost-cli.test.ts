@@ -1,8 +1,12 @@
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { request as httpRequest } from "node:http";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { after, before, describe, it } from "node:test";
+import { NO_FUNC_LINE } from "../dev/func-path.js";
 import { readLocalSettings, splitArgs, workerEnv } from "../dev/host/local-settings.js";
 import { repoRoot } from "../simulators/https.js";
 import { type FixtureApp, writeFixtureApp } from "./support/fixture-app.js";
@@ -13,7 +17,8 @@ import { type FixtureApp, writeFixtureApp } from "./support/fixture-app.js";
  * and HTTP streaming for an app that calls `app.setup({ enableHttpStream: true })`.
  */
 
-const CLI = join(repoRoot(import.meta.url), "dist", "dev", "host", "cli.js");
+const DIST = join(repoRoot(import.meta.url), "dist", "dev");
+const CLI = join(DIST, "host", "cli.js");
 const KEY = "fixture-key-0123456789abcdef";
 
 const STREAMING_APP = {
@@ -56,8 +61,8 @@ interface Running {
   url: string;
 }
 
-function startCli(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<Running> {
-  const child = spawn(process.execPath, [CLI, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
+function startCli(args: string[], env: NodeJS.ProcessEnv = process.env, entry = CLI): Promise<Running> {
+  const child = spawn(process.execPath, [entry, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
   const output: string[] = [];
   return new Promise((resolve, reject) => {
     const onData = (chunk: Buffer) => {
@@ -105,7 +110,6 @@ before(async () => {
       languageWorkers__node__arguments: `--require "${join(fixture.root, "preload.cjs")}"`,
     },
   };
-  const { writeFileSync } = await import("node:fs");
   writeFileSync(join(fixture.root, "local.settings.json"), JSON.stringify(settings));
   running = await startCli(["--root", fixture.root, "--port", "0"], { ...process.env, SHADOWED: "from the environment" });
 });
@@ -167,6 +171,44 @@ describe("dev host command", () => {
     } finally {
       broken.remove();
       empty.remove();
+    }
+  });
+
+  it("lets a process that hosts a streaming app in-process exit once the host stopped", () => {
+    const hostModule = pathToFileURL(join(DIST, "host", "host.js")).href;
+    const script =
+      `const { startHost } = await import(${JSON.stringify(hostModule)});` +
+      `const host = await startHost({ root: ${JSON.stringify(fixture.root)}, port: 0, settings: {}, timers: "manual", queues: "manual", log: () => {} });` +
+      "if (!host.streaming) process.exit(3);" +
+      "await host.stop();";
+    const result = spawnSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8", timeout: 60_000 });
+    assert.equal(result.signal, null, "it exited by itself (the proxy of @azure/functions does not hold it)");
+    assert.equal(result.status, 0, result.stderr);
+  });
+
+  it("npm start: runs func start when func is on PATH, else says so in one line and runs the dev host", async () => {
+    const bin = mkdtempSync(join(tmpdir(), "fake-func-"));
+    try {
+      writeFileSync(join(bin, "func"), '#!/bin/sh\necho "fake func: $*"\n');
+      chmodSync(join(bin, "func"), 0o755);
+      const withFunc = spawnSync(process.execPath, [join(DIST, "start.js"), "--port", "7099"], {
+        env: { ...process.env, PATH: `${bin}:${dirname(process.execPath)}` },
+        encoding: "utf8",
+      });
+      assert.equal(withFunc.status, 0, withFunc.stderr);
+      assert.equal(withFunc.stdout, "fake func: start --port 7099\n", "func start, with the arguments, and nothing else");
+
+      const started = await startCli(["--root", fixture.root, "--port", "0"], { ...process.env, PATH: dirname(process.execPath) }, join(DIST, "start.js"));
+      try {
+        assert.equal(started.output[0], NO_FUNC_LINE);
+        assert.equal((await send(`${started.url}/api/empty`, "GET")).status, 204);
+      } finally {
+        const exited = new Promise((resolve) => started.child.once("exit", resolve));
+        started.child.kill("SIGTERM");
+        await exited;
+      }
+    } finally {
+      rmSync(bin, { recursive: true, force: true });
     }
   });
 

@@ -9,6 +9,7 @@
  * One app per process: `@azure/functions` keeps its registrations and setup per process.
  */
 import { globSync, readFileSync } from "node:fs";
+import { Server } from "node:http";
 import { createRequire } from "node:module";
 import { extname, isAbsolute, join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -114,7 +115,7 @@ async function load(root: string): Promise<LoadedApp> {
 
   const model = worker.programmingModel;
   let capabilities: Record<string, string> = { ...WORKER_CAPABILITIES };
-  if (model?.getCapabilities) capabilities = await model.getCapabilities(capabilities);
+  if (model?.getCapabilities) capabilities = await unrefServersOf(() => model.getCapabilities!(capabilities));
 
   const functions = [...worker.functions.values()].map(describe);
   return {
@@ -127,6 +128,26 @@ async function load(root: string): Promise<LoadedApp> {
     capabilities,
     ...(capabilities.HttpUri ? { httpUri: capabilities.HttpUri } : {}),
   };
+}
+
+/**
+ * Runs `work` and unrefs the HTTP servers it starts: with `enableHttpStream`,
+ * `@azure/functions` starts its HTTP proxy here and never closes it, which must not keep a
+ * process that hosts the app in-process (a test) alive once everything else is done.
+ */
+async function unrefServersOf<T>(work: () => Promise<T> | T): Promise<T> {
+  const listen = Server.prototype.listen;
+  const started: Server[] = [];
+  Server.prototype.listen = function (this: Server, ...args: unknown[]) {
+    started.push(this);
+    return (listen as (...a: unknown[]) => Server).apply(this, args);
+  } as typeof listen;
+  try {
+    return await work();
+  } finally {
+    Server.prototype.listen = listen;
+    for (const server of started) server.unref();
+  }
 }
 
 function isEsm(path: string, packageJson: LoadedApp["packageJson"]): boolean {
