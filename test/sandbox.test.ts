@@ -226,7 +226,7 @@ before(async () => {
   Object.assign(process.env, values);
   resetServices();
   resetHealthCache();
-  app = await startAppHost(values, logs, sandbox.appPort);
+  app = await startAppHost(values, { logs, port: sandbox.appPort });
   (await services()).sleep = async (ms) => {
     slept.push(ms);
   };

@@ -77,14 +77,29 @@ export interface AppHost {
   stop(): Promise<void>;
 }
 
-/** Starts an in-process dev host for the app (default: a free port); timers and queues run only when the test says so. */
-export async function startAppHost(settings: Record<string, string | undefined>, logs: string[] = [], port = 0): Promise<AppHost> {
+export interface AppHostOptions {
+  /** Where log lines go (default: a new array, AppHost.logs). */
+  logs?: string[];
+  /** HTTP port (default: a free one). */
+  port?: number;
+  /**
+   * `manual` (default): the queue listener polls only when the test calls
+   * `host.pollQueue()` / `host.drainQueues()`; `auto`: it polls on its own, as under func start.
+   */
+  queues?: "auto" | "manual";
+  /** `manual` (default): timers fire only through `host.runTimer()`; `auto`: on their schedule. */
+  timers?: "auto" | "manual";
+}
+
+/** Starts an in-process dev host for the app. */
+export async function startAppHost(settings: Record<string, string | undefined>, options: AppHostOptions = {}): Promise<AppHost> {
+  const logs = options.logs ?? [];
   const host = await startHost({
     root: ROOT,
     settings,
-    port,
-    timers: "manual",
-    queues: "manual",
+    port: options.port ?? 0,
+    timers: options.timers ?? "manual",
+    queues: options.queues ?? "manual",
     log: (entry) => {
       const line = logLine(entry);
       if (line !== undefined) logs.push(line);
@@ -148,7 +163,7 @@ export async function sendHttp(host: Host, name: string, call: HttpCall): Promis
  * current process.env as its settings; the log lines land in `logs`.
  */
 export async function callHttp(name: string, call: HttpCall, logs: string[], _baseUrl?: string): Promise<HttpResult> {
-  const app = await startAppHost(process.env, logs);
+  const app = await startAppHost(process.env, { logs });
   try {
     return await app.http(name, call);
   } finally {

@@ -8,7 +8,7 @@ import { resetHealthCache } from "../../shared/platform/health.js";
 import { resetServices } from "../../shared/platform/services.js";
 import { type Azurite, startAzurite } from "./azurite.js";
 import type { Host } from "../../dev/host/host.js";
-import { type AppHost, type HttpCall, type HttpResult, startAppHost } from "./functions.js";
+import { type AppHost, type AppHostOptions, type HttpCall, type HttpResult, startAppHost } from "./functions.js";
 
 /**
  * The whole app against real Azurite and local HTTPS fakes of Entra ID, Key Vault, the
@@ -43,7 +43,14 @@ export interface Harness {
   stop(): Promise<void>;
 }
 
-export async function startHarness(extraSettings: Record<string, string> = {}): Promise<Harness> {
+/**
+ * `hostOptions.queues` / `.timers` switch the host's queue listener and timers on (`auto`);
+ * by default they are off and tests run them explicitly.
+ */
+export async function startHarness(
+  extraSettings: Record<string, string> = {},
+  hostOptions: Pick<AppHostOptions, "queues" | "timers"> = {},
+): Promise<Harness> {
   loadLoopbackDns();
   for (const name of INTERFERING_ENV) delete process.env[name];
   const certs = testCerts();
@@ -92,7 +99,7 @@ export async function startHarness(extraSettings: Record<string, string> = {}): 
   const logs: string[] = [];
   let app: AppHost;
   try {
-    app = await startAppHost(settings, logs);
+    app = await startAppHost(settings, { ...hostOptions, logs });
   } catch (err) {
     await Promise.all([defender.stop(), entra.stop(), vault.stop(), identity.stop()]);
     await azurite.stop();
