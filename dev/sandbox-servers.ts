@@ -38,6 +38,9 @@ export const SANDBOX_IDENTITY_HEADER = "sandbox-identity-header";
 export const SANDBOX_VAULT_HOST = "sandbox.vault.localhost";
 export const SANDBOX_VAULT_RESOURCE = "https://vault.localhost";
 export const SANDBOX_PULL_SCHEDULE = "0 */5 * * * *";
+/** Overrides host.json's queue polling interval in both hosts (the Functions host reads AzureFunctionsJobHost__* settings). */
+export const QUEUE_POLLING_SETTING = "AzureFunctionsJobHost__extensions__queues__maxPollingInterval";
+export const SANDBOX_QUEUE_POLLING = "00:00:02";
 /** The app setting that holds the sandbox's function key (the dev host checks it; Core Tools ignores keys locally). */
 export const DEV_KEY_SETTING = "DEV_FUNCTION_KEY";
 /** Azurite's published development account and key (only valid for the emulator). */
@@ -378,6 +381,8 @@ export async function startSandboxServers(options: SandboxOptions = {}): Promise
       NODE_EXTRA_CA_CERTS: certs.caPath,
       // Extra node arguments of the worker `func start` spawns: resolve *.localhost (the vault) to loopback.
       languageWorkers__node__arguments: `--require ${quoteArg(join(root, "dev", "loopback-dns.cjs"))}`,
+      // An idle queue is polled at most every 2 s (host.json says 1 min), so "pull now" shows at once.
+      [QUEUE_POLLING_SETTING]: SANDBOX_QUEUE_POLLING,
     };
 
     let settingsPath: string | undefined;

@@ -50,9 +50,6 @@ interface Reply {
   text: string;
 }
 
-/** The dev host's queue polling in the walkthrough: a pull shows within a second (host.json says 1 minute). */
-const POLLING_OVERRIDE = { AzureFunctionsJobHost__extensions__queues__maxPollingInterval: "00:00:01" };
-
 export async function runWalkthrough(options: WalkthroughOptions = {}): Promise<WalkthroughSummary> {
   const out = options.out ?? ((line: string) => console.log(line));
   const started = Date.now();
@@ -61,7 +58,7 @@ export async function runWalkthrough(options: WalkthroughOptions = {}): Promise<
     root: options.root ?? repoRoot(import.meta.url),
     port: sandbox.appPort,
     ...(sandbox.settingsPath ? { settingsPath: sandbox.settingsPath } : {}),
-    env: { ...hostProcessEnv(sandbox.settings, INTERFERING_ENV), ...POLLING_OVERRIDE },
+    env: hostProcessEnv(sandbox.settings, INTERFERING_ENV),
     stdio: "pipe",
     ...(options.verbose ? { onLine: (line: string) => out(`  [dev host] ${line}`) } : {}),
   });

@@ -256,6 +256,8 @@ describe("sandbox", () => {
     assert.equal(values.AzureWebJobsStorage, values.ALERTS_STORAGE);
     assert.match(values.ALERTS_STORAGE!, new RegExp(`QueueEndpoint=http://127\\.0\\.0\\.1:${sandbox.ports.azuriteQueue}/devstoreaccount1;`));
     assert.equal(values.PULL_SCHEDULE, "0 */5 * * * *");
+    assert.equal(values.AzureFunctionsJobHost__extensions__queues__maxPollingInterval, "00:00:02");
+    assert.equal(app.host.config.queues.maxPollingIntervalMs, 2000, "the host applies it over host.json");
     assert.match(values[DEV_KEY_SETTING]!, /^[A-Za-z0-9_-]{43}$/);
     assert.equal(app.host.key, values[DEV_KEY_SETTING], "the dev host checks the key the sandbox wrote");
     assert.equal(values.NODE_EXTRA_CA_CERTS, join(root, ".cache", "tls", "ca.pem"));
