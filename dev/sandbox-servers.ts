@@ -22,6 +22,7 @@ import { repoRoot } from "../simulators/https.js";
 import { FakeKeyVault } from "../simulators/keyvault.js";
 import { FakeManagedIdentity } from "../simulators/managed-identity.js";
 import { ensureCerts } from "../simulators/tls.js";
+import { isFunctionKey, newFunctionKey } from "./host/keys.js";
 
 // ---------------------------------------------------------------------------------------
 // Fixed dev values. Stable across runs, so local.settings.json, dev/sandbox.http and the
@@ -37,6 +38,11 @@ export const SANDBOX_IDENTITY_HEADER = "sandbox-identity-header";
 export const SANDBOX_VAULT_HOST = "sandbox.vault.localhost";
 export const SANDBOX_VAULT_RESOURCE = "https://vault.localhost";
 export const SANDBOX_PULL_SCHEDULE = "0 */5 * * * *";
+/** Overrides host.json's queue polling interval in both hosts (the Functions host reads AzureFunctionsJobHost__* settings). */
+export const QUEUE_POLLING_SETTING = "AzureFunctionsJobHost__extensions__queues__maxPollingInterval";
+export const SANDBOX_QUEUE_POLLING = "00:00:02";
+/** The app setting that holds the sandbox's function key (the dev host checks it; Core Tools ignores keys locally). */
+export const DEV_KEY_SETTING = "DEV_FUNCTION_KEY";
 /** Azurite's published development account and key (only valid for the emulator). */
 const AZURITE_ACCOUNT = "devstoreaccount1";
 const AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
@@ -97,7 +103,7 @@ export const DEFAULT_PORTS: Readonly<SandboxPorts> = {
   azuriteQueue: 10001,
   azuriteTable: 10002,
 };
-/** `func start`'s default port; PUBLIC_BASE_URL is http://localhost:<this>. */
+/** `func start`'s default port, and the dev host's; PUBLIC_BASE_URL is http://localhost:<this>. */
 export const DEFAULT_APP_PORT = 7071;
 
 /** How each port is named in messages, and how to change it. */
@@ -109,7 +115,7 @@ export const PORT_INFO: Record<keyof SandboxPorts | "app", { label: string; flag
   azuriteBlob: { label: "Azurite blob service", flag: "--azurite-port", env: "SANDBOX_AZURITE_PORT" },
   azuriteQueue: { label: "Azurite queue service (azurite port + 1)", flag: "--azurite-port", env: "SANDBOX_AZURITE_PORT" },
   azuriteTable: { label: "Azurite table service (azurite port + 2)", flag: "--azurite-port", env: "SANDBOX_AZURITE_PORT" },
-  app: { label: "Functions host (func start)", flag: "--app-port", env: "SANDBOX_APP_PORT" },
+  app: { label: "the app (func start or the dev host)", flag: "--app-port", env: "SANDBOX_APP_PORT" },
 };
 
 export interface TakenPort {
@@ -176,7 +182,7 @@ export interface SandboxOptions {
   ports?: Partial<SandboxPorts>;
   /** Port of the Functions host, for PUBLIC_BASE_URL and the redirect URI (default 7071). */
   appPort?: number;
-  /** Also refuse to start when the app port is taken (set when `func start` is launched here). */
+  /** Also refuse to start when the app port is taken (set when `func start` or the dev host is launched here). */
   checkAppPort?: boolean;
   /** Alerts per tenant at start (default 300). */
   alertsPerTenant?: number;
@@ -192,6 +198,8 @@ export interface SandboxOptions {
   largeAlertMiB?: number;
   /** Where to write local.settings.json (default `<root>/local.settings.json`; null = do not write). */
   settingsPath?: string | null;
+  /** Write a new DEV_FUNCTION_KEY instead of keeping the one of the existing sandbox settings. */
+  newKey?: boolean;
   /** Log sink (default: console.log with a `[sandbox]` prefix). */
   log?: (line: string) => void;
 }
@@ -233,6 +241,8 @@ export interface Sandbox {
   /** One round of simulated SOC activity now (also runs on the timer). `at` is the new lastUpdateTime. */
   tick(at?: Date): ActivityReport[];
   revocationState(): RevocationState;
+  /** One step of the revocation watch (it also runs every second) as if the time were `at`. */
+  checkRevocation(at?: Date): RevocationState;
   stop(): Promise<void>;
 }
 
@@ -371,13 +381,18 @@ export async function startSandboxServers(options: SandboxOptions = {}): Promise
       NODE_EXTRA_CA_CERTS: certs.caPath,
       // Extra node arguments of the worker `func start` spawns: resolve *.localhost (the vault) to loopback.
       languageWorkers__node__arguments: `--require ${quoteArg(join(root, "dev", "loopback-dns.cjs"))}`,
+      // An idle queue is polled at most every 2 s (host.json says 1 min), so "pull now" shows at once.
+      [QUEUE_POLLING_SETTING]: SANDBOX_QUEUE_POLLING,
     };
 
     let settingsPath: string | undefined;
     let settingsBackup: string | undefined;
     if (options.settingsPath !== null) {
       settingsPath = options.settingsPath ?? join(root, "local.settings.json");
+      settings[DEV_KEY_SETTING] = chooseFunctionKey(settingsPath, options.newKey === true);
       settingsBackup = writeLocalSettings(settingsPath, settings, appPort, join(root, ".cache", "sandbox"));
+    } else {
+      settings[DEV_KEY_SETTING] = newFunctionKey();
     }
 
     const activity = createActivity(defender, createRng(`sandbox-activity:${now}`));
@@ -396,35 +411,36 @@ export async function startSandboxServers(options: SandboxOptions = {}): Promise
     }
 
     let revocation: RevocationState = "off";
+    let codes = 0;
+    let revokeAt = 0;
+    const checkRevocation = (now: number) => {
+      if (stopped || revocation === "off") return;
+      const redeemed = entra.tokenCount(revokeTenant.id).authorizationCode;
+      if (redeemed > codes) {
+        codes = redeemed;
+        if (revocation === "waiting-for-consent") {
+          revocation = "scheduled";
+          revokeAt = now + (options.revokeAfterMinutes ?? 0) * 60_000;
+          log(`${revokeTenant.name} consented; its grant will be revoked in ${options.revokeAfterMinutes} min.`);
+        } else if (revocation === "revoked") {
+          entra.restoreTenant(revokeTenant.id);
+          revocation = "restored";
+          log(`${revokeTenant.name} consented again; its grant works again.`);
+        }
+      }
+      if (revocation === "scheduled" && now >= revokeAt) {
+        entra.revokeTenant(revokeTenant.id, 70043);
+        revocation = "revoked";
+        log(
+          `${revokeTenant.name}'s grant is now revoked (refresh tokens fail with AADSTS70043). Once its cached access ` +
+            "token expires (at most 10 min), the next pull marks the tenant reconsent-required. Re-onboard it with " +
+            "POST /api/tenants and consent again.",
+        );
+      }
+    };
     if (options.revokeAfterMinutes !== undefined) {
       revocation = "waiting-for-consent";
-      let codes = 0;
-      let revokeAt = 0;
-      const watch = setInterval(() => {
-        if (stopped) return;
-        const redeemed = entra.tokenCount(revokeTenant.id).authorizationCode;
-        if (redeemed > codes) {
-          codes = redeemed;
-          if (revocation === "waiting-for-consent") {
-            revocation = "scheduled";
-            revokeAt = Date.now() + (options.revokeAfterMinutes ?? 0) * 60_000;
-            log(`${revokeTenant.name} consented; its grant will be revoked in ${options.revokeAfterMinutes} min.`);
-          } else if (revocation === "revoked") {
-            entra.restoreTenant(revokeTenant.id);
-            revocation = "restored";
-            log(`${revokeTenant.name} consented again; its grant works again.`);
-          }
-        }
-        if (revocation === "scheduled" && Date.now() >= revokeAt) {
-          entra.revokeTenant(revokeTenant.id, 70043);
-          revocation = "revoked";
-          log(
-            `${revokeTenant.name}'s grant is now revoked (refresh tokens fail with AADSTS70043). Once its cached access ` +
-              "token expires (at most 10 min), the next pull marks the tenant reconsent-required. Re-onboard it with " +
-              "POST /api/tenants and consent again.",
-          );
-        }
-      }, 1000);
+      const watch = setInterval(() => checkRevocation(Date.now()), 1000);
       watch.unref();
       timers.push(watch);
     }
@@ -456,6 +472,10 @@ export async function startSandboxServers(options: SandboxOptions = {}): Promise
       azurite,
       tick: (at = new Date()) => activity(at),
       revocationState: () => revocation,
+      checkRevocation(at = new Date()) {
+        checkRevocation(at.getTime());
+        return revocation;
+      },
       stop: stopAll,
     };
   } catch (err) {
@@ -496,6 +516,22 @@ export function isSandboxSettings(path: string): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * The function key for local.settings.json: the one the existing sandbox settings hold, so
+ * `export KEY=...` stays valid across runs, unless a new one is asked for (`--new-key`).
+ */
+export function chooseFunctionKey(path: string, renew: boolean): string {
+  if (!renew && isSandboxSettings(path)) {
+    try {
+      const existing = (JSON.parse(readFileSync(path, "utf8")) as { Values?: Record<string, unknown> }).Values?.[DEV_KEY_SETTING];
+      if (typeof existing === "string" && isFunctionKey(existing)) return existing;
+    } catch {
+      // unreadable: a new key
+    }
+  }
+  return newFunctionKey();
 }
 
 /**

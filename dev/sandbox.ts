@@ -2,18 +2,20 @@
  * `npm run sandbox`: the whole product on a simulated cloud, on this machine.
  *
  * Starts the simulators (dev/sandbox-servers.ts), writes local.settings.json for them,
- * then runs `func start` in this terminal. Without Azure Functions Core Tools it explains
- * how to install them and keeps the simulators running for a `func start` elsewhere.
- * Ctrl-C stops everything. Options: `npm run sandbox -- --help`, or docs/sandbox.md.
+ * then runs `func start` in this terminal; without Azure Functions Core Tools it says so
+ * in one line and runs the app on the dev host (dev/host) instead. `--walkthrough` runs
+ * the README journey by itself on the dev host and exits. Ctrl-C stops everything.
+ * Options: `npm run sandbox -- --help`, or docs/sandbox.md.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { accessSync, constants, statSync } from "node:fs";
-import { delimiter, dirname, join } from "node:path";
 import { parseArgs } from "node:util";
-import { INTERFERING_ENV } from "../simulators/managed-identity.js";
 import { repoRoot } from "../simulators/https.js";
+import { INTERFERING_ENV } from "../simulators/managed-identity.js";
+import { findOnPath, NO_FUNC_LINE } from "./func-path.js";
+import { type DevHostProcess, hostProcessEnv, spawnDevHost } from "./host-process.js";
 import {
   DEFAULT_APP_PORT,
+  DEV_KEY_SETTING,
   DEFAULT_PORTS,
   PortInUseError,
   type Sandbox,
@@ -21,11 +23,13 @@ import {
   type SandboxPorts,
   startSandboxServers,
 } from "./sandbox-servers.js";
+import { formatSummary, runWalkthrough } from "./walkthrough.js";
 
 const HELP = `Usage: npm run sandbox -- [options]
 
 Runs the collector locally against simulated Entra ID, Key Vault, managed identity,
-Defender API and Azurite, then starts \`func start\`. Ctrl-C stops everything.
+Defender API and Azurite, then starts \`func start\` (Azure Functions Core Tools), or the
+dev host (dev/host) when func is not on PATH. Ctrl-C stops everything.
 Every option can also be set as an environment variable (shown in brackets).
 
 Ports (all listen on 127.0.0.1 only; the sandbox refuses to start if one is taken):
@@ -34,7 +38,7 @@ Ports (all listen on 127.0.0.1 only; the sandbox refuses to start if one is take
   --defender-port <n>  Defender API simulator (HTTPS)          [SANDBOX_DEFENDER_PORT]  ${DEFAULT_PORTS.defender}
   --identity-port <n>  managed identity endpoint (HTTP)        [SANDBOX_IDENTITY_PORT]  ${DEFAULT_PORTS.identity}
   --azurite-port <n>   Azurite blob; queue = n+1, table = n+2  [SANDBOX_AZURITE_PORT]   ${DEFAULT_PORTS.azuriteBlob}
-  --app-port <n>       func start (PUBLIC_BASE_URL)            [SANDBOX_APP_PORT]       ${DEFAULT_APP_PORT}
+  --app-port <n>       the app (PUBLIC_BASE_URL)               [SANDBOX_APP_PORT]       ${DEFAULT_APP_PORT}
 
 Simulation:
   --alerts <n>                 alerts per tenant at start                 [SANDBOX_ALERTS]                300
@@ -47,6 +51,9 @@ Simulation:
   --large-alert-mib <n>        add one alert of n MiB to Contoso          [SANDBOX_LARGE_ALERT_MIB]       off
 
 Other:
+  --walkthrough                run the README journey by itself on the dev host, print a summary, exit
+  --verbose                    with --walkthrough: also print the dev host's output
+  --new-key                    write a new DEV_FUNCTION_KEY (the function key; kept across runs otherwise)
   --no-func                    only the simulators; run func start yourself [SANDBOX_NO_FUNC=1]
   -h, --help
 `;
@@ -56,6 +63,8 @@ interface Cli {
   ports: SandboxPorts;
   appPort: number;
   noFunc: boolean;
+  walkthrough: boolean;
+  verbose: boolean;
 }
 
 function parseCli(argv: string[], env: NodeJS.ProcessEnv): Cli {
@@ -76,6 +85,9 @@ function parseCli(argv: string[], env: NodeJS.ProcessEnv): Cli {
       "rate-limit": { type: "string" },
       "large-alert-mib": { type: "string" },
       "no-func": { type: "boolean" },
+      walkthrough: { type: "boolean" },
+      verbose: { type: "boolean" },
+      "new-key": { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -120,6 +132,7 @@ function parseCli(argv: string[], env: NodeJS.ProcessEnv): Cli {
     alertsPerTenant: number("alerts", "SANDBOX_ALERTS", 0, 20_000) ?? 300,
     activityMinutes: number("activity-minutes", "SANDBOX_ACTIVITY_MINUTES", 0, 1440, false) ?? 2,
     throttle: flag("throttle", "SANDBOX_THROTTLE"),
+    newKey: values["new-key"] === true,
   };
   const revoke = number("revoke-after-minutes", "SANDBOX_REVOKE_AFTER_MINUTES", 0, 1440, false);
   if (revoke !== undefined) options.revokeAfterMinutes = revoke;
@@ -127,40 +140,14 @@ function parseCli(argv: string[], env: NodeJS.ProcessEnv): Cli {
   if (rateLimit !== undefined) options.rateLimitPerMinute = rateLimit;
   const large = number("large-alert-mib", "SANDBOX_LARGE_ALERT_MIB", 0, 64, false);
   if (large !== undefined) options.largeAlertMiB = large;
-  return { options, ports, appPort, noFunc };
+  return { options, ports, appPort, noFunc, walkthrough: values.walkthrough === true, verbose: values.verbose === true };
 }
 
 class UsageError extends Error {}
 
-/** The executable `func` on PATH, if any (func.cmd / func.exe on Windows). */
-function findOnPath(command: string): string | undefined {
-  const windows = process.platform === "win32";
-  const exts = windows ? (process.env.PATHEXT ?? ".EXE;.CMD;.BAT").split(";").filter(Boolean) : [""];
-  for (const dir of (process.env.PATH ?? process.env.Path ?? "").split(delimiter)) {
-    if (!dir) continue;
-    for (const ext of exts) {
-      const candidate = join(dir, command + ext.toLowerCase());
-      try {
-        if (!statSync(candidate).isFile()) continue;
-        if (!windows) accessSync(candidate, constants.X_OK);
-        return candidate;
-      } catch {
-        // not here
-      }
-    }
-  }
-  return undefined;
-}
+type AppHost = "func" | "dev host" | "none";
 
-const INSTALL_HELP = `Azure Functions Core Tools v4 ("func") is not on PATH. Install them with one of:
-  npm i -g azure-functions-core-tools@4 --unsafe-perm true
-  macOS:   brew tap azure/functions && brew install azure-functions-core-tools@4
-  Windows: winget install Microsoft.Azure.FunctionsCoreTools
-  Linux:   the azure-functions-core-tools-4 package from Microsoft's apt/dnf repository
-  (https://learn.microsoft.com/azure/azure-functions/functions-run-local)
-The simulators keep running. In another terminal, from the repository root, run:  func start`;
-
-function printSummary(sandbox: Sandbox, cli: Cli, willRunFunc: boolean): void {
+function printSummary(sandbox: Sandbox, cli: Cli, host: AppHost): void {
   const p = sandbox.ports;
   const base = `http://localhost:${sandbox.appPort}`;
   const first = sandbox.tenants[0]!;
@@ -197,22 +184,27 @@ function printSummary(sandbox: Sandbox, cli: Cli, willRunFunc: boolean): void {
   lines.push(
     "",
     `TLS: the simulators use a local CA${sandbox.caCreated ? ", generated just now" : ""}: ${sandbox.caPath}`,
-    "  The Functions worker trusts it through NODE_EXTRA_CA_CERTS in local.settings.json.",
+    "  The app trusts it through NODE_EXTRA_CA_CERTS in local.settings.json.",
     `  Your browser only visits the Entra consent page (${sandbox.settings.ENTRA_AUTHORITY_HOST}). Either click through`,
     '  the certificate warning (Chrome/Edge: "Advanced" > "Proceed to 127.0.0.1 (unsafe)"; Firefox: "Advanced..." >',
     '  "Accept the Risk and Continue"), or trust the CA (see docs/sandbox.md#trusting-the-ca for the risks), e.g.',
     `    ${trustCommand(sandbox.caPath)}`,
     "",
-    "Next steps (func start does not check function keys locally):",
+    "Next steps, in a second terminal (the dev host checks the function key; func start ignores it locally):",
+    `  export KEY=${sandbox.settings[DEV_KEY_SETTING]}`,
     "  1. Onboard a tenant:",
-    `     curl -X POST ${base}/api/tenants -H 'content-type: application/json' -d '{"tenantId":"${first.id}"}'`,
+    `     curl -X POST ${base}/api/tenants -H "x-functions-key: $KEY" -H 'content-type: application/json' -d '{"tenantId":"${first.id}"}'`,
     `  2. Open the "consentUrl" of the answer in a browser, pick a user and click Accept.`,
-    `  3. See the tenants:     curl ${base}/api/tenants`,
-    `  4. Pull now:            curl -X POST ${base}/api/tenants/${first.id}/pull   (the timer pulls every 5 min)`,
-    `  5. Read the alerts:     curl '${base}/api/alerts?tenantId=${first.id}&top=10'`,
-    "  The same requests for editor REST clients: dev/sandbox.http",
+    `  3. See the tenants:     curl ${base}/api/tenants -H "x-functions-key: $KEY"`,
+    `  4. Pull now:            curl -X POST ${base}/api/tenants/${first.id}/pull -H "x-functions-key: $KEY"   (the timer pulls every 5 min)`,
+    `  5. Read the alerts:     curl '${base}/api/alerts?tenantId=${first.id}&top=10' -H "x-functions-key: $KEY"`,
+    "  The same requests for editor REST clients: dev/sandbox.http (set @key there)",
     "",
-    willRunFunc ? "Starting func start... Ctrl-C stops it and the simulators." : "Ctrl-C stops the simulators.",
+    host === "func"
+      ? "Starting func start... Ctrl-C stops it and the simulators."
+      : host === "dev host"
+        ? "Starting the dev host... Ctrl-C stops it and the simulators."
+        : "Ctrl-C stops the simulators.",
     "",
   );
   console.log(lines.join("\n"));
@@ -228,26 +220,6 @@ function trustCommand(caPath: string): string {
     default:
       return `certutil -d sql:$HOME/.pki/nssdb -A -t "C,," -n "MSSP collector sandbox CA" -i "${caPath}"   (Chrome/Chromium/Edge)`;
   }
-}
-
-/**
- * The environment for func. Core Tools applies local.settings.json only to variables the
- * environment does not already have ("Skipping 'X' from local settings as it's already
- * defined"), so the shell's copies of our settings are removed, and so are the variables
- * that would make DefaultAzureCredential pick something other than the managed identity.
- */
-function funcEnv(settings: Record<string, string>): NodeJS.ProcessEnv {
-  const remove = new Set([...Object.keys(settings), ...INTERFERING_ENV].map((n) => normName(n)));
-  const env: NodeJS.ProcessEnv = {};
-  for (const [name, value] of Object.entries(process.env)) if (!remove.has(normName(name))) env[name] = value;
-  // The worker runs `node` from PATH: make it this Node.
-  const pathKey = Object.keys(env).find((k) => k.toUpperCase() === "PATH") ?? "PATH";
-  env[pathKey] = `${dirname(process.execPath)}${delimiter}${env[pathKey] ?? ""}`;
-  return env;
-}
-
-function normName(name: string): string {
-  return process.platform === "win32" ? name.toUpperCase() : name;
 }
 
 /** Shell variables that get in the way of a `func start` run from this shell. */
@@ -267,28 +239,32 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   const root = repoRoot(import.meta.url);
+  if (cli.walkthrough) return walkthrough(cli, root);
   const funcPath = cli.noFunc ? undefined : findOnPath("func");
-  const runFunc = funcPath !== undefined;
+  const host: AppHost = cli.noFunc ? "none" : funcPath ? "func" : "dev host";
+  if (host === "dev host") console.log(NO_FUNC_LINE);
 
   let sandbox: Sandbox;
   try {
-    sandbox = await startSandboxServers({ ...cli.options, root, checkAppPort: runFunc });
+    sandbox = await startSandboxServers({ ...cli.options, root, checkAppPort: host !== "none" });
   } catch (err) {
     if (err instanceof PortInUseError) {
       console.error(`\nThe sandbox did not start:\n${err.message}`);
-      console.error("Is another sandbox, Azurite (e.g. the VS Code extension) or func start still running?");
+      console.error("Is another sandbox, Azurite (e.g. the VS Code extension), func start or the dev host still running?");
       process.exit(1);
     }
     throw err;
   }
-  printSummary(sandbox, cli, runFunc);
+  printSummary(sandbox, cli, host);
 
   let func: ChildProcess | undefined;
+  let devHost: DevHostProcess | undefined;
   let stopping = false;
   const shutdown = async (signal: NodeJS.Signals | undefined, code: number) => {
     if (stopping) {
       // A second Ctrl-C: do not wait any longer.
       func?.kill("SIGKILL");
+      devHost?.child.kill("SIGKILL");
       process.exit(130);
     }
     stopping = true;
@@ -303,6 +279,7 @@ async function main(): Promise<void> {
       clearTimeout(term);
       clearTimeout(kill);
     }
+    await devHost?.stop();
     console.log("[sandbox] stopping the simulators...");
     await sandbox.stop();
     console.log("[sandbox] stopped.");
@@ -312,9 +289,8 @@ async function main(): Promise<void> {
   process.on("SIGTERM", () => void shutdown("SIGTERM", 143));
   process.on("SIGHUP", () => void shutdown("SIGHUP", 129));
 
-  if (!runFunc) {
-    if (!cli.noFunc) console.log(`${INSTALL_HELP}\n`);
-    else console.log("--no-func: run `func start` in another terminal, from the repository root.\n");
+  if (host === "none") {
+    console.log("--no-func: run `func start` (or `node dist/dev/host/cli.js`) in another terminal, from the repository root.\n");
     const { shadowing, credentials } = shellConflicts(sandbox.settings);
     if (shadowing.length > 0) {
       console.log(
@@ -331,16 +307,34 @@ async function main(): Promise<void> {
     return;
   }
 
+  if (host === "dev host") {
+    devHost = spawnDevHost({
+      root,
+      port: sandbox.appPort,
+      ...(sandbox.settingsPath ? { settingsPath: sandbox.settingsPath } : {}),
+      env: hostProcessEnv(sandbox.settings, INTERFERING_ENV),
+      stdio: "inherit",
+    });
+    devHost.child.once("exit", (code, signal) => {
+      if (stopping) return;
+      console.log(
+        `\n[sandbox] the dev host exited (${signal ?? `code ${code}`}). The simulators keep running: run ` +
+          "`node dist/dev/host/cli.js` in another terminal, or Ctrl-C and npm run sandbox again.",
+      );
+    });
+    return;
+  }
+
   const windows = process.platform === "win32";
   const args = ["start", "--port", String(sandbox.appPort)];
-  func = spawn(windows ? `"${funcPath}"` : funcPath, args, {
+  func = spawn(windows ? `"${funcPath}"` : funcPath!, args, {
     cwd: root,
     stdio: "inherit",
-    env: funcEnv(sandbox.settings),
+    env: hostProcessEnv(sandbox.settings, INTERFERING_ENV),
     shell: windows,
   });
   func.once("error", (err) => {
-    console.error(`[sandbox] could not run ${funcPath}: ${err.message}\n${INSTALL_HELP}`);
+    console.error(`[sandbox] could not run ${funcPath}: ${err.message}`);
   });
   func.once("exit", (code, signal) => {
     if (stopping) return;
@@ -349,6 +343,31 @@ async function main(): Promise<void> {
         "again (here after Ctrl-C and npm run sandbox, or in another terminal). Ctrl-C stops the simulators.",
     );
   });
+}
+
+/** --walkthrough: the README journey on the dev host; exit 0 with a summary, or 1 naming the failed step. */
+async function walkthrough(cli: Cli, root: string): Promise<void> {
+  console.log("Walkthrough: onboard, consent, pull, read alerts and check health, on the simulators and the dev host.\n");
+  try {
+    const summary = await runWalkthrough({
+      ...cli.options,
+      root,
+      verbose: cli.verbose,
+      log: (line) => {
+        if (cli.verbose) console.log(`[sandbox] ${line}`);
+      },
+    });
+    console.log(formatSummary(summary));
+    process.exit(0);
+  } catch (err) {
+    if (err instanceof PortInUseError) {
+      console.error(`\nThe walkthrough did not start:\n${err.message}`);
+      console.error("Is a sandbox, Azurite, func start or the dev host still running? Stop it, or pick other ports.");
+    } else {
+      console.error(`\nThe walkthrough failed: ${err instanceof Error ? err.message : String(err)}`);
+    }
+    process.exit(1);
+  }
 }
 
 main().catch((err: unknown) => {

@@ -232,8 +232,9 @@ describe("pulling alerts", () => {
   });
 
   it("stops cleanly when the per-minute budget runs out, and the next run in that minute makes no call", async () => {
-    // PAGE*12 alerts in 40-item pages need far more than the 30 calls a minute allowed here.
-    const tenantId = await activeTenant(recent(PAGE * 12, "budget"));
+    // PAGE*30 alerts in 40-item pages need at least 30 leaves plus the splitting calls: more
+    // than the 30 calls a minute allowed here.
+    const tenantId = await activeTenant(recent(PAGE * 30, "budget"));
     const minute = Math.floor(Date.now() / 60_000) * 60_000 + 1000;
     const listCalls = () => h.defender.requests(tenantId).filter((r) => r.path === "/api/alerts" && r.query.$filter).length;
     await withClock(minute, () => pull(tenantId));
@@ -244,7 +245,7 @@ describe("pulling alerts", () => {
     // The budget is kept on the sync-state row: a second run in the same minute makes no call.
     await withClock(minute + 20_000, () => pull(tenantId));
     assert.equal(listCalls(), 30, "the persisted budget stops a new run in the same minute");
-    for (let i = 1; i <= 12 && (await status(tenantId)).lastError !== undefined; i++) {
+    for (let i = 1; i <= 20 && (await status(tenantId)).lastError !== undefined; i++) {
       await withClock(minute + i * 61_000, () => pull(tenantId));
     }
     await assertInSync(tenantId);

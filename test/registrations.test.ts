@@ -3,7 +3,11 @@ import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
 import { loadFunctions } from "./support/functions.js";
 
-/** The contract with the Functions host: every route, method, auth level and trigger. */
+/**
+ * The contract with the Functions host: every route, method, auth level and trigger, as
+ * `@azure/functions` registers them with the host (recorded by the dev host's loader, the
+ * one the tests, `npm start` without Core Tools and the sandbox share).
+ */
 describe("function registrations", () => {
   it("registers every HTTP route with its method and auth level", async () => {
     const fns = await loadFunctions();
@@ -37,6 +41,15 @@ describe("function registrations", () => {
     assert.equal(worker?.kind, "storageQueue");
     assert.equal(worker?.options.queueName, "tenant-pulls");
     assert.equal(worker?.options.connection, "ALERTS_STORAGE");
+  });
+
+  it("binds only what the Functions host and the dev host both run: one trigger, and an HTTP output for HTTP functions", async () => {
+    const fns = await loadFunctions();
+    for (const fn of fns.values()) {
+      const bindings = Object.values(fn.bindings).map((b) => `${b.direction} ${b.type}`).sort();
+      const expected = { http: ["in httpTrigger", "out http"], timer: ["in timerTrigger"], storageQueue: ["in queueTrigger"] }[fn.kind];
+      assert.deepEqual(bindings, expected, fn.name);
+    }
   });
 
   it("has one file per function, loaded by the package.json main glob, and host.json settings", async () => {

@@ -1,6 +1,5 @@
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { createServer, type Server } from "node:http";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer as createNetServer } from "node:net";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
@@ -8,6 +7,8 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { QueueServiceClient } from "@azure/storage-queue";
 import {
+  chooseFunctionKey,
+  DEV_KEY_SETTING,
   PortInUseError,
   portTaken,
   SANDBOX_TENANTS,
@@ -18,35 +19,40 @@ import {
 } from "../dev/sandbox-servers.js";
 import { loadConfig } from "../shared/platform/config.js";
 import { resetHealthCache } from "../shared/platform/health.js";
-import { resetServices } from "../shared/platform/services.js";
+import { resetServices, services } from "../shared/platform/services.js";
 import { PULL_QUEUE } from "../shared/platform/storage.js";
 import { loadLoopbackDns, repoRoot } from "../simulators/https.js";
 import { INTERFERING_ENV } from "../simulators/managed-identity.js";
-import { callHttp, callTrigger, type HttpCall, type HttpResult, loadFunctions } from "./support/functions.js";
+import { type AppHost, type HttpCall, type HttpResult, startAppHost } from "./support/functions.js";
 
 /**
- * `npm run sandbox` without `func start`: the simulators are started exactly as
- * dev/sandbox.ts starts them (on free ports), the local.settings.json they produce is put
- * into process.env as Core Tools would, and the product runs through its registered
- * handlers: consent through the simulated consent page, the timer, the queue worker, the
- * read API, plus the sandbox's knobs (activity, throttling, a large alert, revocation).
+ * `npm run sandbox`: the simulators are started exactly as dev/sandbox.ts starts them (on
+ * free ports), the local.settings.json they produce is put into process.env as Core Tools
+ * would, and the app runs on the dev host in this process, on the app port, so requests
+ * are real HTTP and the browser reaches the app at PUBLIC_BASE_URL: consent through the
+ * simulated consent page, the timer, the queue worker (through the host's queue listener),
+ * the read API, plus the sandbox's knobs (activity, throttling, a large alert,
+ * revocation). Waits (Retry-After, the revocation delay) are recorded or stepped, never slept.
  */
 
 const FREE: SandboxPorts = { entra: 0, keyVault: 0, defender: 0, identity: 0, azuriteBlob: 0, azuriteQueue: 0, azuriteTable: 0 };
 const ALERTS = 120;
 const LARGE_MIB = 2;
+const REVOKE_MINUTES = 10;
 const [CONTOSO, FABRIKAM, NORTHWIND] = SANDBOX_TENANTS as [SandboxTenant, SandboxTenant, SandboxTenant];
 
 let sandbox: Sandbox;
-let bridge: Server;
+let app: AppHost;
 let dir: string;
 let values: Record<string, string>;
 let file: { IsEncrypted: boolean; Values: Record<string, string>; Host?: { LocalHttpPort?: number } };
 const logs: string[] = [];
 const sandboxLog: string[] = [];
+/** Waits the app asked for (Retry-After, backoff), recorded instead of slept. */
+const slept: number[] = [];
 
 function http(name: string, call: HttpCall): Promise<HttpResult> {
-  return callHttp(name, call, logs, values.PUBLIC_BASE_URL);
+  return app.http(name, call);
 }
 
 function pathOf(url: string): string {
@@ -179,69 +185,38 @@ function pullQueue() {
   return QueueServiceClient.fromConnectionString(values.ALERTS_STORAGE!).getQueueClient(PULL_QUEUE);
 }
 
-/** Runs the queue-triggered worker for every queued message (JSON, as the host hands it over). */
+/** Lets the dev host's queue listener run the worker on every queued pull; returns the tenants queued. */
 async function drainPulls(): Promise<string[]> {
   const queue = pullQueue();
-  const pulled: string[] = [];
-  for (;;) {
-    const batch = await queue.receiveMessages({ numberOfMessages: 32, visibilityTimeout: 120 });
-    if (batch.receivedMessageItems.length === 0) return pulled;
-    for (const message of batch.receivedMessageItems) {
-      const parsed = JSON.parse(Buffer.from(message.messageText, "base64").toString("utf8")) as { tenantId: string };
-      await callTrigger("pull-worker", parsed, logs);
-      await queue.deleteMessage(message.messageId, message.popReceipt);
-      pulled.push(parsed.tenantId);
-    }
-  }
+  const peeked = await queue.peekMessages({ numberOfMessages: 32 });
+  const queued = peeked.peekedMessageItems.map(
+    (m) => (JSON.parse(Buffer.from(m.messageText, "base64").toString("utf8")) as { tenantId: string }).tenantId,
+  );
+  await app.host.drainQueues("pull-worker");
+  assert.equal((await queue.getProperties()).approximateMessagesCount, 0, `every pull was handled${recentLogs()}`);
+  return queued;
 }
 
-async function waitFor(what: string, check: () => boolean, timeoutMs = 15_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}${recentLogs()}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
-
-// -----------------------------------------------------------------------------------------
-// A tiny stand-in for func start's HTTP front end, only for the browser: it serves the two
-// anonymous consent routes at PUBLIC_BASE_URL through the registered handlers.
-
-function startBridge(): Promise<Server> {
-  const server = createServer((req, res) => {
-    const url = new URL(req.url ?? "/", "http://localhost");
-    const name = { "/api/consent/start": "consent-start", "/api/consent/callback": "consent-callback" }[url.pathname];
-    if (!name || req.method !== "GET") {
-      res.writeHead(404).end();
-      return;
-    }
-    http(name, { path: `${url.pathname.replace(/^\/api\//, "")}${url.search}` }).then(
-      (result) => {
-        res.writeHead(result.status, result.headers);
-        res.end(result.text);
-      },
-      (err: unknown) => {
-        res.writeHead(500, { "content-type": "text/plain" });
-        res.end(String(err));
-      },
-    );
-  });
-  return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve(server)));
+async function freePort(): Promise<number> {
+  const server = createNetServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()));
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
 }
 
 before(async () => {
   loadLoopbackDns();
   for (const name of INTERFERING_ENV) delete process.env[name];
   dir = mkdtempSync(join(tmpdir(), "sandbox-test-"));
-  bridge = await startBridge();
   sandbox = await startSandboxServers({
     ports: FREE,
-    appPort: (bridge.address() as AddressInfo).port,
+    appPort: await freePort(),
     settingsPath: join(dir, "local.settings.json"),
     alertsPerTenant: ALERTS,
     activityMinutes: 0,
     largeAlertMiB: LARGE_MIB,
-    revokeAfterMinutes: 0.01,
+    revokeAfterMinutes: REVOKE_MINUTES,
     throttle: true,
     log: (line) => sandboxLog.push(line),
   });
@@ -251,13 +226,16 @@ before(async () => {
   Object.assign(process.env, values);
   resetServices();
   resetHealthCache();
-  await loadFunctions();
+  app = await startAppHost(values, { logs, port: sandbox.appPort });
+  (await services()).sleep = async (ms) => {
+    slept.push(ms);
+  };
 });
 
 after(async () => {
   const ports = sandbox ? Object.values(sandbox.ports) : [];
+  await app?.stop();
   await sandbox?.stop();
-  await new Promise<void>((resolve) => (bridge ? bridge.close(() => resolve()) : resolve()));
   resetServices();
   if (dir) rmSync(dir, { recursive: true, force: true });
   for (const port of ports) assert.equal(await portTaken(port), false, `port ${port} still in use after stop()`);
@@ -278,6 +256,10 @@ describe("sandbox", () => {
     assert.equal(values.AzureWebJobsStorage, values.ALERTS_STORAGE);
     assert.match(values.ALERTS_STORAGE!, new RegExp(`QueueEndpoint=http://127\\.0\\.0\\.1:${sandbox.ports.azuriteQueue}/devstoreaccount1;`));
     assert.equal(values.PULL_SCHEDULE, "0 */5 * * * *");
+    assert.equal(values.AzureFunctionsJobHost__extensions__queues__maxPollingInterval, "00:00:02");
+    assert.equal(app.host.config.queues.maxPollingIntervalMs, 2000, "the host applies it over host.json");
+    assert.match(values[DEV_KEY_SETTING]!, /^[A-Za-z0-9_-]{43}$/);
+    assert.equal(app.host.key, values[DEV_KEY_SETTING], "the dev host checks the key the sandbox wrote");
     assert.equal(values.NODE_EXTRA_CA_CERTS, join(root, ".cache", "tls", "ca.pem"));
     assert.ok(existsSync(values.NODE_EXTRA_CA_CERTS!));
     // The test runner trusts the same CA, the way the worker trusts it from local.settings.json.
@@ -289,6 +271,25 @@ describe("sandbox", () => {
     const config = loadConfig(values);
     assert.equal(config.redirectUri, `http://localhost:${sandbox.appPort}/api/consent/callback`);
     assert.equal(config.storage.kind, "connectionString");
+  });
+
+  it("keeps the function key across runs, and writes a new one on --new-key", () => {
+    const path = join(dir, "local.settings.json");
+    const key = values[DEV_KEY_SETTING]!;
+    assert.equal(chooseFunctionKey(path, false), key);
+    const renewed = chooseFunctionKey(path, true);
+    assert.notEqual(renewed, key);
+    assert.match(renewed, /^[A-Za-z0-9_-]{43}$/);
+    const foreign = join(dir, "foreign.settings.json");
+    writeFileSync(foreign, JSON.stringify({ Values: { KEY_VAULT_URL: "https://mine.vault.azure.net", [DEV_KEY_SETTING]: "k".repeat(30) } }));
+    assert.notEqual(chooseFunctionKey(foreign, false), "k".repeat(30), "only a sandbox-written file's key is kept");
+  });
+
+  it("answers operator routes only with the function key, as the README's curl steps send it", async () => {
+    assert.equal((await http("tenants-list", { path: "tenants", key: null })).status, 401);
+    assert.equal((await http("tenants-list", { path: "tenants", key: "not-the-key-but-long-enough" })).status, 401);
+    assert.equal((await http("tenants-list", { path: "tenants" })).status, 200);
+    assert.equal((await http("health", { path: "health", key: null })).status, 200, "health is anonymous");
   });
 
   it("refuses to start when a port is taken, naming the port and how to change it", async () => {
@@ -304,7 +305,7 @@ describe("sandbox", () => {
       });
       await assert.rejects(
         startSandboxServers({ ports: FREE, appPort: port, checkAppPort: true, settingsPath: null, log: () => {} }),
-        /Port \d+ \(Functions host \(func start\)\) is already in use/,
+        /Port \d+ \(the app \(func start or the dev host\)\) is already in use/,
       );
     } finally {
       await new Promise<void>((resolve) => busy.close(() => resolve()));
@@ -367,7 +368,7 @@ describe("sandbox", () => {
     const fabrikam = await onboard(FABRIKAM);
     assert.equal(fabrikam.status, 200, fabrikam.text + recentLogs());
 
-    await callTrigger("pull-timer", { isPastDue: false }, logs);
+    await app.host.runTimer("pull-timer");
     const pulled = await drainPulls();
     assert.deepEqual(pulled.sort(), [CONTOSO.id, FABRIKAM.id].sort(), recentLogs());
 
@@ -383,6 +384,7 @@ describe("sandbox", () => {
       // --throttle: the fake answered 429 to every other request and the pull retried.
       assert.ok(sandbox.defender.requests(tenant.id).some((r) => r.status === 429));
     }
+    assert.ok(slept.some((ms) => ms >= 2000), `the pulls waited out Retry-After: 2 (recorded: ${slept.join(", ")})`);
     const list = await http("tenants-list", { path: "tenants" });
     const tenants = (list.json as { tenants: { tenantId: string; status: string }[] }).tenants;
     assert.deepEqual(
@@ -427,17 +429,19 @@ describe("sandbox", () => {
     assert.equal(sandbox.revocationState(), "waiting-for-consent");
     const consented = await onboard(NORTHWIND);
     assert.equal(consented.status, 200, consented.text + recentLogs());
-    await waitFor("the revocation", () => sandbox.revocationState() === "revoked");
+    assert.equal(sandbox.checkRevocation(), "scheduled");
+    assert.equal(sandbox.checkRevocation(new Date(Date.now() + (REVOKE_MINUTES - 1) * 60_000)), "scheduled");
+    assert.equal(sandbox.checkRevocation(new Date(Date.now() + REVOKE_MINUTES * 60_000 + 1000)), "revoked");
 
-    await callTrigger("pull-worker", { tenantId: NORTHWIND.id }, logs);
+    await app.trigger("pull-worker", { tenantId: NORTHWIND.id });
     let status = await tenantStatus(NORTHWIND.id);
     assert.equal(status.status, "reconsent-required", recentLogs());
     assert.equal((status.lastError as { code: string }).code, "AADSTS70043");
 
     const again = await onboard(NORTHWIND);
     assert.equal(again.status, 200, again.text + recentLogs());
-    await waitFor("the restore", () => sandbox.revocationState() === "restored");
-    await callTrigger("pull-worker", { tenantId: NORTHWIND.id }, logs);
+    assert.equal(sandbox.checkRevocation(), "restored");
+    await app.trigger("pull-worker", { tenantId: NORTHWIND.id });
     status = await tenantStatus(NORTHWIND.id);
     assert.equal(status.status, "active", recentLogs());
     assert.equal(status.alertsStored, sandbox.defender.getAlerts(NORTHWIND.id).length);

@@ -7,12 +7,16 @@ import { FakeManagedIdentity, INTERFERING_ENV } from "../../simulators/managed-i
 import { resetHealthCache } from "../../shared/platform/health.js";
 import { resetServices } from "../../shared/platform/services.js";
 import { type Azurite, startAzurite } from "./azurite.js";
-import { callHttp, callTrigger, type HttpCall, type HttpResult, loadFunctions } from "./functions.js";
+import type { Host } from "../../dev/host/host.js";
+import { type AppHost, type AppHostOptions, type HttpCall, type HttpResult, startAppHost } from "./functions.js";
 import { watch } from "./leaks.js";
 
 /**
  * The whole app against real Azurite and local HTTPS fakes of Entra ID, Key Vault, the
- * managed-identity endpoint and the Defender API, configured only through app settings.
+ * managed-identity endpoint and the Defender API, configured only through app settings,
+ * served by the dev host (dev/host) in this process: HTTP functions get real HTTP requests,
+ * timer and queue functions the invocation data the Functions host sends. The host's queue
+ * listener and timers stay off unless a test runs them (`h.host.drainQueues()`, `h.host.runTimer()`).
  */
 export const CLIENT_ID = "5f0c8c1e-7c2b-4e0a-9a57-3d2b8f6a1c11";
 export const CLIENT_SECRET = "client-secret-value-that-must-never-leak";
@@ -24,10 +28,14 @@ export interface Harness {
   vault: FakeKeyVault;
   identity: FakeManagedIdentity;
   defender: FakeDefender;
-  /** Every log line any function wrote. */
+  /** The dev host serving the app (its queue listener and timers are manual). */
+  host: Host;
+  /** Every log line any function wrote (`[level] message`), and the host's failure lines (`[host] ...`). */
   logs: string[];
   settings: Record<string, string>;
+  /** A real HTTP request to the route of HTTP function `name` (with the function key where the route needs one). */
   http(name: string, call: HttpCall): Promise<HttpResult>;
+  /** Invokes timer or queue function `name` through the host; `input` is the queue message (or `{isPastDue}`). */
   trigger(name: string, input: unknown): Promise<void>;
   /** Registers a tenant with one user in the fake Entra and returns its id. */
   newTenant(): string;
@@ -36,7 +44,14 @@ export interface Harness {
   stop(): Promise<void>;
 }
 
-export async function startHarness(extraSettings: Record<string, string> = {}): Promise<Harness> {
+/**
+ * `hostOptions.queues` / `.timers` switch the host's queue listener and timers on (`auto`);
+ * by default they are off and tests run them explicitly.
+ */
+export async function startHarness(
+  extraSettings: Record<string, string> = {},
+  hostOptions: Pick<AppHostOptions, "queues" | "timers"> = {},
+): Promise<Harness> {
   loadLoopbackDns();
   for (const name of INTERFERING_ENV) delete process.env[name];
   const certs = testCerts();
@@ -81,19 +96,27 @@ export async function startHarness(extraSettings: Record<string, string> = {}): 
   Object.assign(process.env, settings);
   resetServices();
   resetHealthCache();
-  await loadFunctions();
 
   const logs: string[] = [];
+  let app: AppHost;
+  try {
+    app = await startAppHost(settings, { ...hostOptions, logs });
+  } catch (err) {
+    await Promise.all([defender.stop(), entra.stop(), vault.stop(), identity.stop()]);
+    await azurite.stop();
+    throw err;
+  }
   const harness: Harness = {
     azurite,
     entra,
     vault,
     identity,
     defender,
+    host: app.host,
     logs,
     settings,
-    http: (name, call) => callHttp(name, call, logs, PUBLIC_BASE_URL),
-    trigger: (name, input) => callTrigger(name, input, logs),
+    http: (name, call) => app.http(name, call),
+    trigger: (name, input) => app.trigger(name, input),
     newTenant() {
       const tenantId = randomUUID();
       entra.addTenant(tenantId, { users: [{ oid: randomUUID(), upn: `admin@${tenantId.slice(0, 8)}.example` }] });
@@ -111,6 +134,7 @@ export async function startHarness(extraSettings: Record<string, string> = {}): 
       return harness.http("consent-callback", { path: pathOf(callback) });
     },
     async stop() {
+      await app.stop();
       await Promise.all([defender.stop(), entra.stop(), vault.stop(), identity.stop()]);
       await azurite.stop();
       resetServices();

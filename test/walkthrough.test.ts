@@ -1,0 +1,58 @@
+import assert from "node:assert/strict";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
+import type { SandboxPorts } from "../dev/sandbox-servers.js";
+import { formatSummary, runWalkthrough } from "../dev/walkthrough.js";
+import { loadLoopbackDns } from "../simulators/https.js";
+import { INTERFERING_ENV } from "../simulators/managed-identity.js";
+
+/**
+ * `npm run sandbox -- --walkthrough`, end to end, as the command runs it (on free ports):
+ * the simulators, the app on the dev host in its own process (started as the command
+ * starts it), and the README journey over HTTP, consent through the simulated Entra page.
+ */
+const FREE: SandboxPorts = { entra: 0, keyVault: 0, defender: 0, identity: 0, azuriteBlob: 0, azuriteQueue: 0, azuriteTable: 0 };
+const dir = mkdtempSync(join(tmpdir(), "walkthrough-test-"));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()));
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+describe("sandbox walkthrough", () => {
+  it("onboards, consents on the simulated Entra page, pulls, reads alerts and checks health without Core Tools", async () => {
+    loadLoopbackDns();
+    for (const name of INTERFERING_ENV) delete process.env[name];
+    const out: string[] = [];
+    const settingsPath = join(dir, "local.settings.json");
+    const summary = await runWalkthrough({
+      ports: FREE,
+      appPort: await freePort(),
+      settingsPath,
+      alertsPerTenant: 60,
+      out: (line) => out.push(line),
+      log: () => {},
+    });
+    assert.deepEqual(
+      out.map((l) => l.slice(0, 4)),
+      ["1/5 ", "2/5 ", "3/5 ", "4/5 ", "5/5 "],
+    );
+    assert.equal(summary.tenantId, "82711ecb-9800-42be-9851-28415aa57e9f");
+    assert.equal(summary.alertsInSimulator, 60);
+    assert.equal(summary.alertsStored, 60, "every alert of the simulated tenant was pulled");
+    assert.equal(summary.alertsRead, 10);
+    assert.equal(summary.health, "ok");
+    assert.match(summary.consentedBy, /@contoso-sandbox\.onmicrosoft\.com$/);
+    assert.match(formatSummary(summary), /Walkthrough passed in [\d.]+ s, without Azure Functions Core Tools/);
+    const written = JSON.parse(readFileSync(settingsPath, "utf8")) as { Values: Record<string, string> };
+    assert.match(written.Values.DEV_FUNCTION_KEY ?? "", /^[A-Za-z0-9_-]{43}$/);
+  });
+});
