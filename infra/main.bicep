@@ -1,7 +1,7 @@
 // Entry point for `azd up` / `azd provision`: one resource group with the MSSP Defender
 // collector (Flex Consumption function app, storage, Key Vault, monitoring, alert rules).
-// Validate without deploying: `az bicep build --file infra/main.bicep` and
-// `azd provision --preview`.
+// `npm test` compiles and lints it (test/bicep.test.ts); `azd provision --preview` shows
+// what a deployment would change.
 
 targetScope = 'subscription'
 
@@ -22,8 +22,11 @@ param location string
 @description('Resource group name. Default: rg-<environmentName>.')
 param resourceGroupName string = ''
 
-@description('Object id of the deploying user (azd sets AZURE_PRINCIPAL_ID). Gets the same data roles as the app, for local runs against the cloud resources. Empty: none.')
+@description('Object id of the deploying user. azd always fills it (AZURE_PRINCIPAL_ID) with whoever runs it, so it grants nothing by itself: see grantDeployerDataAccess.')
 param principalId string = ''
+
+@description('Give principalId the app\'s data roles (Key Vault Secrets Officer, storage blob/queue/table data roles): read and write access to every customer\'s refresh token. Only for a development environment that runs the app locally against these resources (DEPLOYER_DATA_ACCESS=true).')
+param grantDeployerDataAccess bool = false
 
 @description('Type of principalId.')
 @allowed([
@@ -87,8 +90,21 @@ param alertEmail string = ''
 @maxValue(1440)
 param stalePullThresholdMinutes int = 60
 
-@description('Keep traces out of Application Insights sampling so the alert rules see every log line.')
-param excludeTracesFromSampling bool = true
+@description('Private networking: VNet integration for the app, private endpoints and private DNS for blob, queue, table and Key Vault, public network access off on storage and Key Vault. The function app itself stays reachable from the internet (consent routes).')
+param vnetEnabled bool = false
+
+@description('With vnetEnabled: a NAT gateway with a static public IP carries the app\'s outbound traffic (Entra ID, Defender, Graph, delivery destinations). Off: the subnet\'s default outbound access, switched on explicitly.')
+param natGatewayEnabled bool = true
+
+@description('Daily ingestion cap of the Log Analytics workspace, in GB (0: no cap). docs/deploy.md gives the volume per 100 tenants.')
+@minValue(0)
+@maxValue(1000)
+param logDailyCapGb int = 5
+
+@description('Days the Key Vault audit log (AZKVAuditLogs) is kept.')
+@minValue(30)
+@maxValue(730)
+param auditRetentionDays int = 365
 
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = {
@@ -105,7 +121,10 @@ var names = {
   functionApp: 'func-${resourceToken}'
   actionGroup: 'ag-${resourceToken}'
   alertPrefix: 'alert-${resourceToken}'
+  vnet: 'vnet-${resourceToken}'
+  natGateway: 'ng-${resourceToken}'
 }
+var clientSecretName = 'mssp-client-secret'
 var deploymentContainerName = 'app-package'
 var effectivePullSchedule = empty(pullSchedule) ? '0 */5 * * * *' : pullSchedule
 
@@ -134,6 +153,7 @@ module storage 'modules/storage.bicep' = {
     tags: tags
     deploymentContainerName: deploymentContainerName
     pullQueueName: 'tenant-pulls'
+    vnetEnabled: vnetEnabled
   }
 }
 
@@ -146,6 +166,8 @@ module keyVault 'modules/keyvault.bicep' = {
     tags: tags
     enablePurgeProtection: enablePurgeProtection
     softDeleteRetentionInDays: keyVaultSoftDeleteRetentionInDays
+    vnetEnabled: vnetEnabled
+    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsId
   }
 }
 
@@ -157,6 +179,22 @@ module monitoring 'modules/monitoring.bicep' = {
     applicationInsightsName: names.applicationInsights
     location: location
     tags: tags
+    logDailyCapGb: logDailyCapGb
+    auditRetentionDays: auditRetentionDays
+  }
+}
+
+module network 'modules/network.bicep' = if (vnetEnabled) {
+  name: 'network'
+  scope: rg
+  params: {
+    name: names.vnet
+    location: location
+    tags: tags
+    natGatewayEnabled: natGatewayEnabled
+    natGatewayName: names.natGateway
+    storageAccountName: storage.outputs.name
+    keyVaultName: keyVault.outputs.name
   }
 }
 
@@ -165,7 +203,8 @@ module rbac 'modules/rbac.bicep' = {
   scope: rg
   params: {
     identityPrincipalId: identity.outputs.principalId
-    principalId: principalId
+    // azd fills principalId on every run: only the explicit switch grants anything.
+    principalId: grantDeployerDataAccess ? principalId : ''
     principalType: principalType
     storageAccountName: storage.outputs.name
     keyVaultName: keyVault.outputs.name
@@ -194,7 +233,8 @@ module app 'modules/app.bicep' = {
     msspClientId: msspClientId
     defenderCloud: defenderCloud
     pullSchedule: effectivePullSchedule
-    excludeTracesFromSampling: excludeTracesFromSampling
+    clientSecretName: clientSecretName
+    virtualNetworkSubnetId: vnetEnabled ? network!.outputs.appSubnetId : ''
   }
   // The identity must hold its storage and Key Vault roles before the host starts.
   dependsOn: [
@@ -207,6 +247,7 @@ module alerts 'modules/alerts.bicep' = {
   scope: rg
   params: {
     applicationInsightsId: monitoring.outputs.applicationInsightsId
+    logAnalyticsId: monitoring.outputs.logAnalyticsId
     location: location
     tags: tags
     namePrefix: names.alertPrefix
@@ -225,6 +266,10 @@ output SERVICE_API_NAME string = app.outputs.name
 output FUNCTION_APP_URL string = app.outputs.url
 output CONSENT_REDIRECT_URI string = '${app.outputs.url}/api/consent/callback'
 output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
+output AZURE_KEY_VAULT_ID string = keyVault.outputs.id
+output MSSP_CLIENT_SECRET_NAME string = clientSecretName
+output VNET_ENABLED bool = vnetEnabled
+output OUTBOUND_PUBLIC_IP string = vnetEnabled && natGatewayEnabled ? network!.outputs.natPublicIp : ''
 output AZURE_KEY_VAULT_ENDPOINT string = keyVault.outputs.uri
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output AZURE_MANAGED_IDENTITY_CLIENT_ID string = identity.outputs.clientId
@@ -232,3 +277,5 @@ output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsN
 output APPLICATIONINSIGHTS_CONNECTION_STRING string = monitoring.outputs.connectionString
 output ALERT_RULE_RECONSENT string = alerts.outputs.reconsentRuleName
 output ALERT_RULE_STALE_PULL string = alerts.outputs.stalePullRuleName
+output ALERT_RULE_DAILY_CAP string = alerts.outputs.dailyCapRuleName
+output ALERT_RULE_CREDENTIAL_EXPIRING string = alerts.outputs.credentialRuleName

@@ -71,8 +71,11 @@ param defenderCloud string = 'commercial'
 @description('NCRONTAB schedule (six fields) of the timer that queues tenant pulls.')
 param pullSchedule string = '0 */5 * * * *'
 
-@description('Keep trace telemetry out of adaptive sampling, so the alert rules see every pull.succeeded / tenant.status line.')
-param excludeTracesFromSampling bool = true
+@description('Key Vault secret holding the MSSP app\'s client secret (register-app.sh writes it). The app reads its expiry to warn before it runs out.')
+param clientSecretName string = 'mssp-client-secret'
+
+@description('Subnet for VNet integration (network.bicep, with vnetEnabled). Empty: no VNet integration.')
+param virtualNetworkSubnetId string = ''
 
 @description('Extra app settings (for example PULL_OVERLAP_MINUTES). They cannot override the settings defined here.')
 param additionalAppSettings object = {}
@@ -119,7 +122,12 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
+    // Inbound stays public even with VNet integration: customers' browsers must reach the
+    // consent routes, and the operator API is protected by function keys.
     publicNetworkAccess: 'Enabled'
+    // Outbound through the app subnet (storage, Key Vault and Key Vault references over
+    // private endpoints; the internet through the NAT gateway) when vnetEnabled.
+    virtualNetworkSubnetId: empty(virtualNetworkSubnetId) ? null : virtualNetworkSubnetId
     // Key Vault references (MSSP_CLIENT_SECRET) resolve with the user-assigned identity;
     // without this the platform would look for a system-assigned identity.
     keyVaultReferenceIdentity: identityId
@@ -191,11 +199,12 @@ var appSettings = {
   // Telemetry with Entra ID authentication (local auth is disabled on the component).
   APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
-  AzureFunctionsJobHost__logging__applicationInsights__samplingSettings__excludedTypes: excludeTracesFromSampling ? 'Request;Exception;Trace' : 'Request;Exception'
+  // Sampling is configured in host.json only (requests and dependencies; never traces).
 
   // The app's own settings (shared/platform/config.ts).
   MSSP_CLIENT_ID: msspClientId
-  MSSP_CLIENT_SECRET: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=mssp-client-secret)'
+  MSSP_CLIENT_SECRET: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${clientSecretName})'
+  MSSP_CLIENT_SECRET_NAME: clientSecretName
   PUBLIC_BASE_URL: 'https://${functionApp.properties.defaultHostName}'
   KEY_VAULT_URL: vault.properties.vaultUri
   PULL_SCHEDULE: pullSchedule

@@ -20,6 +20,12 @@ param enablePurgeProtection bool = true
 @maxValue(90)
 param softDeleteRetentionInDays int = 90
 
+@description('Private networking (main.bicep vnetEnabled): public network access off; the app reaches the vault through its private endpoint (network.bicep). infra/scripts/register-app.sh opens it to the deployer\'s IP address only while it runs.')
+param vnetEnabled bool = false
+
+@description('Log Analytics workspace that receives the vault\'s AuditEvent log (every read and write of a secret, with the caller).')
+param logAnalyticsWorkspaceId string
+
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   name: name
   location: location
@@ -38,11 +44,30 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     enabledForDeployment: false
     enabledForDiskEncryption: false
     enabledForTemplateDeployment: false
-    publicNetworkAccess: 'Enabled'
+    publicNetworkAccess: vnetEnabled ? 'Disabled' : 'Enabled'
     networkAcls: {
-      defaultAction: 'Allow'
-      bypass: 'AzureServices'
+      defaultAction: vnetEnabled ? 'Deny' : 'Allow'
+      bypass: vnetEnabled ? 'None' : 'AzureServices'
+      ipRules: []
+      virtualNetworkRules: []
     }
+  }
+}
+
+// Audit trail of every secret access (who read which customer's refresh token, and when),
+// in the resource-specific table AZKVAuditLogs (retention: monitoring.bicep).
+resource audit 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'audit-to-log-analytics'
+  scope: vault
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logAnalyticsDestinationType: 'Dedicated'
+    logs: [
+      {
+        category: 'AuditEvent'
+        enabled: true
+      }
+    ]
   }
 }
 

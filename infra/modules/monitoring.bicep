@@ -20,6 +20,16 @@ param tags object = {}
 @maxValue(730)
 param retentionInDays int = 30
 
+@description('Daily ingestion cap of the workspace, in GB (0: no cap). Reaching it stops data collection until the next day, which silences the alert rules; alerts.bicep has a rule for that.')
+@minValue(0)
+@maxValue(1000)
+param logDailyCapGb int = 5
+
+@description('Days the workspace keeps the Key Vault audit log (table AZKVAuditLogs).')
+@minValue(30)
+@maxValue(730)
+param auditRetentionDays int = 365
+
 resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
   name: logAnalyticsName
   location: location
@@ -29,8 +39,22 @@ resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
       name: 'PerGB2018'
     }
     retentionInDays: retentionInDays
+    workspaceCapping: {
+      dailyQuotaGb: logDailyCapGb == 0 ? -1 : logDailyCapGb
+    }
     publicNetworkAccessForIngestion: 'Enabled'
     publicNetworkAccessForQuery: 'Enabled'
+  }
+}
+
+// The resource-specific table Key Vault's AuditEvent diagnostic setting writes to
+// (logAnalyticsDestinationType 'Dedicated'), kept longer than the workspace default.
+resource vaultAuditTable 'Microsoft.OperationalInsights/workspaces/tables@2022-10-01' = {
+  parent: workspace
+  name: 'AZKVAuditLogs'
+  properties: {
+    retentionInDays: auditRetentionDays
+    totalRetentionInDays: auditRetentionDays
   }
 }
 
@@ -51,6 +75,7 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
 
 output logAnalyticsId string = workspace.id
 output logAnalyticsName string = workspace.name
+output vaultAuditTableName string = vaultAuditTable.name
 output applicationInsightsId string = appInsights.id
 output applicationInsightsName string = appInsights.name
 output connectionString string = appInsights.properties.ConnectionString

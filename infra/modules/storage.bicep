@@ -20,6 +20,9 @@ param deploymentContainerName string
 @description('Storage queue the timer fans tenant pulls out to (the host adds <name>-poison itself).')
 param pullQueueName string = 'tenant-pulls'
 
+@description('Private networking (main.bicep vnetEnabled): public network access off; the app and the host reach the account through private endpoints (network.bicep).')
+param vnetEnabled bool = false
+
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: name
   location: location
@@ -36,11 +39,11 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     defaultToOAuthAuthentication: true
     minimumTlsVersion: 'TLS1_2'
     supportsHttpsTrafficOnly: true
-    publicNetworkAccess: 'Enabled'
+    publicNetworkAccess: vnetEnabled ? 'Disabled' : 'Enabled'
     dnsEndpointType: 'Standard'
     networkAcls: {
-      defaultAction: 'Allow'
-      bypass: 'AzureServices'
+      defaultAction: vnetEnabled ? 'Deny' : 'Allow'
+      bypass: vnetEnabled ? 'None' : 'AzureServices'
     }
   }
 }

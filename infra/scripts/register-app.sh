@@ -1,28 +1,40 @@
 #!/usr/bin/env bash
 # Creates or updates the multi-tenant app registration the collector signs customers in
-# with, and keeps its client secret in Key Vault (secret mssp-client-secret). Idempotent:
-# run it again at any time; it only changes what is missing.
+# with, and keeps its client secret in Key Vault. Idempotent: run it again at any time; it
+# only changes what is missing, and ends with a summary of what it did.
 #
-#   - app registration, sign-in audience AzureADMultipleOrgs (any Entra ID tenant)
+#   - app registration, sign-in audience AzureADMultipleOrgs (any Entra ID tenant), found
+#     by its exact display name AND the tag azd-env:<environment> it gets at creation; a
+#     registration without that tag is never adopted unless --client-id names it
 #   - Web redirect URI https://<function app host>/api/consent/callback
 #   - delegated permission Alert.Read on WindowsDefenderATP (Defender for Endpoint API)
 #   - a client secret, piped from Entra ID straight into Key Vault (never printed or
-#     written to disk), only when the vault has none yet or with --rotate
+#     written to disk) with its expiry as the secret's `expires` attribute, only when the
+#     vault has none yet or with --rotate; a vault secret of another client ID is never
+#     overwritten
 #   - MSSP_CLIENT_ID in the azd environment and in the function app's settings
 #
+# Access to the vault is temporary. The deployer has no standing data role (main.bicep
+# grantDeployerDataAccess is off), so when the script cannot read the vault's secrets it
+# grants the signed-in principal Key Vault Secrets Officer, scoped to the client secret
+# when that exists (to the vault only for the very first secret), and deletes the
+# assignment when it exits. With vnetEnabled the vault refuses public traffic; the script
+# then opens it to this machine's public IP address alone and closes it again on exit.
+# Both need the right to change the vault and its role assignments (Owner, or Contributor
+# plus Role Based Access Control Administrator), which deploying the template needs anyway.
+#
 # Defaults come from the azd environment (outputs of infra/main.bicep), so after
-# `azd up` it needs no arguments. Needs: az (logged in with the right to create app
-# registrations, e.g. Application Developer) and Key Vault Secrets Officer on the vault
-# (infra/main.bicep grants it to the deploying user). Runs on bash 3.2+ (macOS).
+# `azd up` it needs no arguments. Needs: az, logged in with the right to create app
+# registrations (e.g. Application Developer). Runs on bash 3.2+ (macOS).
 #
 # Usage: infra/scripts/register-app.sh [options]   (see --help)
 set -euo pipefail
 
 readonly DEFENDER_APP_ID="fc780465-2017-40d4-a0c5-307022471b92" # WindowsDefenderATP
 readonly DEFENDER_SCOPE="Alert.Read"
-readonly SECRET_NAME="mssp-client-secret"
 readonly CREDENTIAL_PREFIX="mssp-collector"
 readonly CALLBACK_PATH="/api/consent/callback"
+readonly SECRETS_OFFICER_ROLE="b86a8fe4-44ce-4948-aee5-eccb2c155cd7" # Key Vault Secrets Officer
 
 usage() {
   cat <<'USAGE'
@@ -31,11 +43,15 @@ Usage: infra/scripts/register-app.sh [options]
 Options (each defaults to the azd environment value in brackets):
   --redirect-uri URI     consent callback URI [CONSENT_REDIRECT_URI]
   --vault-name NAME      Key Vault for the client secret [AZURE_KEY_VAULT_NAME]
+  --secret-name NAME     vault secret of the client secret [MSSP_CLIENT_SECRET_NAME, mssp-client-secret]
   --function-app NAME    function app to update MSSP_CLIENT_ID on [AZURE_FUNCTION_APP_NAME]
   --resource-group NAME  its resource group [AZURE_RESOURCE_GROUP]
-  --client-id GUID       use this existing app registration [MSSP_CLIENT_ID]
-  --name NAME            display name when creating one ["MSSP Defender collector (<env>)"]
+  --env-name NAME        environment the registration is tagged with (azd-env:NAME) [AZURE_ENV_NAME]
+  --client-id GUID       use (and adopt) this existing app registration [MSSP_CLIENT_ID]
+  --name NAME            display name ["MSSP Defender collector (<env>)"]
   --secret-years N       lifetime of a new client secret, in years (default 1)
+  --deployer-ip IP       this machine's public IP, opened on a private vault while the
+                         script runs [DEPLOYER_IP; otherwise looked up with curl]
   --rotate               add a new client secret and store it as a new vault version
   --prune-old-secrets    delete this script's older client secrets of the app and disable
                          older vault versions (run after the app runs on the new secret)
@@ -47,6 +63,14 @@ USAGE
 }
 
 log() { printf 'register-app: %s\n' "$*" >&2; }
+
+# What the script changed, printed at the end (also after a failure).
+done_list=()
+did() {
+  done_list+=("$*")
+  log "$*"
+}
+
 die() {
   log "error: $*"
   exit 1
@@ -54,26 +78,34 @@ die() {
 
 redirect_uri=""
 vault_name=""
+secret_name=""
 function_app=""
 resource_group=""
+env_name=""
 client_id=""
+client_id_explicit=false
 display_name=""
 secret_years="1"
+deployer_ip="${DEPLOYER_IP:-}"
 rotate=false
 prune=false
 use_azd=true
 from_hook=false
+retry_seconds="${REGISTER_APP_RETRY_SECONDS:-15}"
 
 need_value() { [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value"; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
   --redirect-uri) need_value "$@"; redirect_uri="$2"; shift 2 ;;
   --vault-name) need_value "$@"; vault_name="$2"; shift 2 ;;
+  --secret-name) need_value "$@"; secret_name="$2"; shift 2 ;;
   --function-app) need_value "$@"; function_app="$2"; shift 2 ;;
   --resource-group) need_value "$@"; resource_group="$2"; shift 2 ;;
-  --client-id) need_value "$@"; client_id="$2"; shift 2 ;;
+  --env-name) need_value "$@"; env_name="$2"; shift 2 ;;
+  --client-id) need_value "$@"; client_id="$2"; client_id_explicit=true; shift 2 ;;
   --name) need_value "$@"; display_name="$2"; shift 2 ;;
   --secret-years) need_value "$@"; secret_years="$2"; shift 2 ;;
+  --deployer-ip) need_value "$@"; deployer_ip="$2"; shift 2 ;;
   --rotate) rotate=true; shift ;;
   --prune-old-secrets) prune=true; shift ;;
   --no-azd) use_azd=false; shift ;;
@@ -89,6 +121,7 @@ if $from_hook && [[ "${MSSP_SKIP_APP_REGISTRATION:-}" == "true" ]]; then
 fi
 
 [[ "$secret_years" =~ ^[1-9][0-9]?$ ]] || die "--secret-years must be a whole number of years"
+[[ "$retry_seconds" =~ ^[0-9]+$ ]] || die "REGISTER_APP_RETRY_SECONDS must be a whole number"
 command -v az >/dev/null 2>&1 || die "the Azure CLI (az) is not installed"
 if $use_azd && ! command -v azd >/dev/null 2>&1; then
   log "azd not found: using only the options and environment variables"
@@ -125,46 +158,218 @@ env_value() {
 
 [[ -n "$redirect_uri" ]] || redirect_uri="$(env_value CONSENT_REDIRECT_URI)"
 [[ -n "$vault_name" ]] || vault_name="$(env_value AZURE_KEY_VAULT_NAME)"
+[[ -n "$secret_name" ]] || secret_name="$(env_value MSSP_CLIENT_SECRET_NAME)"
+[[ -n "$secret_name" ]] || secret_name="mssp-client-secret"
 [[ -n "$function_app" ]] || function_app="$(env_value AZURE_FUNCTION_APP_NAME)"
 [[ -n "$resource_group" ]] || resource_group="$(env_value AZURE_RESOURCE_GROUP)"
-[[ -n "$client_id" ]] || client_id="$(env_value MSSP_CLIENT_ID)"
-if [[ -z "$display_name" ]]; then
-  env_name="$(env_value AZURE_ENV_NAME)"
-  display_name="MSSP Defender collector${env_name:+ ($env_name)}"
+[[ -n "$env_name" ]] || env_name="$(env_value AZURE_ENV_NAME)"
+if [[ -z "$client_id" ]]; then
+  # Set by an earlier run of this script (or by hand): as good as --client-id.
+  client_id="$(env_value MSSP_CLIENT_ID)"
+  [[ -z "$client_id" ]] || client_id_explicit=true
 fi
+[[ -n "$display_name" ]] || display_name="MSSP Defender collector${env_name:+ ($env_name)}"
+env_tag="azd-env:${env_name}"
 
 [[ -n "$redirect_uri" ]] || die "no redirect URI: run 'azd provision' first or pass --redirect-uri https://<app host>$CALLBACK_PATH"
 [[ "$redirect_uri" == https://* ]] || die "the redirect URI must use https: $redirect_uri"
 [[ "$redirect_uri" == *"$CALLBACK_PATH" ]] || log "warning: the app's callback is $CALLBACK_PATH; $redirect_uri does not end with it"
 [[ -n "$vault_name" ]] || die "no Key Vault: run 'azd provision' first or pass --vault-name"
+[[ "$secret_name" =~ ^[0-9A-Za-z-]{1,127}$ ]] || die "--secret-name must be a Key Vault secret name"
+[[ -n "$env_name" || -n "$client_id" ]] || die "no environment name to tag the app registration with: pass --env-name (or --client-id of an existing registration)"
 
 az account show --output none 2>/dev/null || die "not logged in: run 'az login' (the tenant that should own the app registration)"
 
+# --- Temporary access to the vault, undone on exit ---------------------------------------
+
+vault_id=""
+temp_role_id=""
+opened_ip=""
+reenable_private=false
+
+cleanup() {
+  local status=$?
+  set +eu
+  if [[ -n "$temp_role_id" ]]; then
+    if az role assignment delete --ids "$temp_role_id" --output none; then
+      did "removed the temporary Key Vault Secrets Officer assignment"
+    else
+      log "warning: could not remove the role assignment $temp_role_id: delete it (az role assignment delete --ids $temp_role_id)"
+    fi
+  fi
+  if [[ -n "$opened_ip" ]]; then
+    if az keyvault network-rule remove --name "$vault_name" --ip-address "$opened_ip" --output none; then
+      did "closed the vault firewall to $opened_ip again"
+    else
+      log "warning: could not remove $opened_ip from the firewall of $vault_name: remove it (or run azd provision)"
+    fi
+  fi
+  if $reenable_private; then
+    if az keyvault update --name "$vault_name" --public-network-access Disabled --output none; then
+      did "turned public network access of $vault_name off again"
+    else
+      log "warning: public network access of $vault_name is still on: turn it off (or run azd provision)"
+    fi
+  fi
+  if [[ ${#done_list[@]} -eq 0 ]]; then
+    log "summary: nothing changed"
+  else
+    log "summary of what this run did:"
+    for item in "${done_list[@]}"; do log "  - $item"; done
+  fi
+  [[ $status -eq 0 ]] || log "stopped with an error (exit $status); the steps above were done, the rest was not"
+  exit $status
+}
+trap cleanup EXIT
+
+# This machine's public IP address (for the vault firewall).
+public_ip() {
+  if [[ -n "$deployer_ip" ]]; then
+    printf '%s' "$deployer_ip"
+    return 0
+  fi
+  command -v curl >/dev/null 2>&1 || return 1
+  curl -fsS --max-time 10 https://api.ipify.org 2>/dev/null
+}
+
+# Opens a private vault to this machine only (main.bicep vnetEnabled).
+open_vault_firewall() {
+  local info access action ip
+  info="$(az_tsv keyvault show --name "$vault_name" --query "[id, properties.publicNetworkAccess, properties.networkAcls.defaultAction]")" ||
+    die "cannot read the Key Vault $vault_name (az keyvault show)"
+  IFS=$'\t' read -r vault_id access action <<<"$info"
+  if [[ "$access" != "Disabled" && "$action" != "Deny" ]]; then
+    return 0
+  fi
+  ip="$(public_ip)" || die "the vault $vault_name is private and this machine's public IP is unknown: pass --deployer-ip"
+  [[ "$ip" =~ ^[0-9]{1,3}(\.[0-9]{1,3}){3}$ ]] || die "not an IPv4 address: $ip (pass --deployer-ip)"
+  if [[ "$access" == "Disabled" ]]; then
+    az keyvault update --name "$vault_name" --public-network-access Enabled --default-action Deny --output none
+    reenable_private=true
+    did "turned public network access of $vault_name on, limited to its firewall, while this script runs"
+  fi
+  az keyvault network-rule add --name "$vault_name" --ip-address "$ip/32" --output none
+  opened_ip="$ip/32"
+  did "opened the vault firewall to $ip while this script runs"
+}
+
+# The signed-in principal's object id and type, for the temporary role assignment.
+signed_in_principal() {
+  local type name
+  type="$(az_tsv account show --query user.type)"
+  if [[ "$type" == "user" ]]; then
+    printf '%s\tUser' "$(az_tsv ad signed-in-user show --query id)"
+  else
+    name="$(az_tsv account show --query user.name)"
+    printf '%s\tServicePrincipal' "$(az_tsv ad sp show --id "$name" --query id)"
+  fi
+}
+
+# Grants the signed-in principal Key Vault Secrets Officer on the client secret (on the
+# vault while no secret exists yet), removed on exit.
+grant_temporary_role() {
+  local principal object_id principal_type scope
+  principal="$(signed_in_principal)"
+  IFS=$'\t' read -r object_id principal_type <<<"$principal"
+  [[ -n "$object_id" ]] || die "cannot find the object id of the signed-in principal"
+  if az resource show --ids "$vault_id/secrets/$secret_name" --query id --output none 2>/dev/null; then
+    scope="$vault_id/secrets/$secret_name"
+  else
+    scope="$vault_id"
+  fi
+  temp_role_id="$(az_tsv role assignment create --assignee-object-id "$object_id" --assignee-principal-type "$principal_type" \
+    --role "$SECRETS_OFFICER_ROLE" --scope "$scope" --query id)" ||
+    die "cannot grant yourself Key Vault Secrets Officer on $scope: ask someone with Owner or Role Based Access Control Administrator, or deploy with DEPLOYER_DATA_ACCESS=true"
+  did "granted you Key Vault Secrets Officer on ${scope#"$vault_id"/} of $vault_name while this script runs"
+}
+
+# Waits until the client secret can be read: opens the firewall, grants the role
+# when the deployer has none, and retries while both propagate (usually seconds, at worst
+# a few minutes).
+ensure_vault_access() {
+  local attempt err granted=false
+  open_vault_firewall
+  for attempt in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+    # The client secret itself is the probe: a role scoped to it cannot list the vault.
+    if err="$(az keyvault secret show --vault-name "$vault_name" --name "$secret_name" --query id --output none 2>&1)"; then
+      return 0
+    fi
+    case "$err" in
+    *SecretNotFound* | *"was not found"*) return 0 ;;
+    *ForbiddenByFirewall* | *"Client address is not authorized"* | *"Public network access is disabled"*)
+      log "the vault firewall change has not reached $vault_name yet; retrying ($attempt/20)"
+      ;;
+    *Forbidden* | *"not authorized"* | *"does not have secrets"*)
+      if ! $granted; then
+        granted=true
+        grant_temporary_role
+      fi
+      log "waiting for the role assignment to reach $vault_name ($attempt/20)"
+      ;;
+    *) die "cannot read $vault_name/$secret_name: $err" ;;
+    esac
+    sleep "$retry_seconds"
+  done
+  die "still no access to $vault_name/$secret_name; run the script again in a few minutes"
+}
+
 # --- App registration -----------------------------------------------------------------
+
+# OData string literal: single quotes doubled.
+odata_quote() {
+  local q="'"
+  printf "'%s'" "${1//$q/$q$q}"
+}
+
+app_tags() { az_tsv ad app show --id "$1" --query "join(',', tags)" 2>/dev/null || true; }
+has_env_tag() { [[ ",$(app_tags "$1")," == *",$env_tag,"* ]]; }
 
 if [[ -n "$client_id" ]]; then
   az ad app show --id "$client_id" --output none 2>/dev/null ||
-    die "MSSP_CLIENT_ID=$client_id is no app registration in this tenant (az account show); pass --client-id or clear it with 'azd env set MSSP_CLIENT_ID \"\"'"
+    die "the app registration $client_id does not exist in this tenant (az account show): pass --client-id or clear MSSP_CLIENT_ID ('azd env set MSSP_CLIENT_ID \"\"')"
+  log "using the app registration $client_id"
+  if [[ -n "$env_name" ]] && ! has_env_tag "$client_id"; then
+    az ad app update --id "$client_id" --add tags "$env_tag" --output none
+    did "adopted the app registration $client_id for environment $env_name (tag $env_tag)"
+  fi
 else
-  matches="$(az_tsv ad app list --display-name "$display_name" --query "[].appId")"
-  count="$(printf '%s\n' "$matches" | grep -c . || true)"
-  [[ "$count" -le 1 ]] || die "$count app registrations are named '$display_name': pass --client-id"
-  client_id="$matches"
+  # Exact display name (a prefix search could find another environment's app), then the tag.
+  tagged=""
+  untagged=""
+  while IFS=$'\t' read -r app_id tags; do
+    [[ -n "$app_id" ]] || continue
+    if [[ ",$tags," == *",$env_tag,"* ]]; then
+      tagged="${tagged:+$tagged }$app_id"
+    else
+      untagged="${untagged:+$untagged }$app_id"
+    fi
+  done < <(az_tsv ad app list --filter "displayName eq $(odata_quote "$display_name")" --query "[].[appId, join(',', tags)]")
+  case "$tagged" in
+  *" "*) die "several app registrations named '$display_name' carry $env_tag ($tagged): pass --client-id" ;;
+  "")
+    if [[ -n "$untagged" ]]; then
+      die "an app registration named '$display_name' exists ($untagged) but lacks the tag $env_tag, so this script did not create it: refusing to adopt it. Pass --client-id <appId> to adopt it, or --name for a new registration"
+    fi
+    ;;
+  *)
+    client_id="$tagged"
+    log "using the app registration $client_id ($env_tag)"
+    ;;
+  esac
 fi
 
 if [[ -z "$client_id" ]]; then
-  log "creating the app registration '$display_name'"
   client_id="$(az_tsv ad app create --display-name "$display_name" \
     --sign-in-audience AzureADMultipleOrgs --web-redirect-uris "$redirect_uri" --query appId)"
   [[ -n "$client_id" ]] || die "az ad app create returned no appId"
-else
-  log "using the app registration $client_id"
+  az ad app update --id "$client_id" --add tags "$env_tag" --output none
+  did "created the app registration '$display_name' ($client_id), tagged $env_tag"
 fi
 
 audience="$(az_tsv ad app show --id "$client_id" --query signInAudience)"
 if [[ "$audience" != "AzureADMultipleOrgs" ]]; then
-  log "setting the sign-in audience to AzureADMultipleOrgs (was $audience)"
   az ad app update --id "$client_id" --sign-in-audience AzureADMultipleOrgs --output none
+  did "set the sign-in audience to AzureADMultipleOrgs (was $audience)"
 fi
 
 redirect_uris=()
@@ -176,8 +381,8 @@ for uri in ${redirect_uris[@]+"${redirect_uris[@]}"}; do
   [[ "$uri" == "$redirect_uri" ]] && has_redirect=true
 done
 if ! $has_redirect; then
-  log "adding the Web redirect URI $redirect_uri"
   az ad app update --id "$client_id" --web-redirect-uris ${redirect_uris[@]+"${redirect_uris[@]}"} "$redirect_uri" --output none
+  did "added the Web redirect URI $redirect_uri"
 fi
 
 # --- Defender for Endpoint delegated permission ---------------------------------------
@@ -185,9 +390,9 @@ fi
 scope_query="oauth2PermissionScopes[?value=='$DEFENDER_SCOPE'].id | [0]"
 scope_id="$(az_tsv ad sp show --id "$DEFENDER_APP_ID" --query "$scope_query" 2>/dev/null || true)"
 if [[ -z "$scope_id" ]]; then
-  log "WindowsDefenderATP has no service principal in this tenant yet; creating it"
   az ad sp create --id "$DEFENDER_APP_ID" --output none ||
     die "cannot create the WindowsDefenderATP service principal ($DEFENDER_APP_ID); ask an administrator, or add the $DEFENDER_SCOPE delegated permission in the portal"
+  did "created the WindowsDefenderATP service principal in this tenant"
   scope_id="$(az_tsv ad sp show --id "$DEFENDER_APP_ID" --query "$scope_query")"
 fi
 [[ -n "$scope_id" ]] || die "WindowsDefenderATP publishes no delegated permission named $DEFENDER_SCOPE"
@@ -195,97 +400,113 @@ fi
 granted="$(az_tsv ad app show --id "$client_id" \
   --query "requiredResourceAccess[?resourceAppId=='$DEFENDER_APP_ID'].resourceAccess[] | [?id=='$scope_id'].id | [0]")"
 if [[ -z "$granted" ]]; then
-  log "requesting the delegated permission WindowsDefenderATP $DEFENDER_SCOPE ($scope_id)"
   az ad app permission add --id "$client_id" --api "$DEFENDER_APP_ID" \
     --api-permissions "$scope_id=Scope" --output none
-  log "(no 'az ad app permission grant' needed: each customer's admin consents in their own tenant)"
+  did "requested the delegated permission WindowsDefenderATP $DEFENDER_SCOPE (each customer's admin consents in their own tenant)"
 fi
 
 if ! az ad sp show --id "$client_id" --output none 2>/dev/null; then
-  log "creating the app's service principal in this tenant"
-  az ad sp create --id "$client_id" --output none || log "warning: could not create the service principal (not needed for customer tenants)"
+  if az ad sp create --id "$client_id" --output none; then
+    did "created the app's service principal in this tenant"
+  else
+    log "warning: could not create the service principal (not needed for customer tenants)"
+  fi
 fi
 
 # --- Client secret in Key Vault -------------------------------------------------------
 
-# present | absent; waits while a fresh role assignment propagates (403 Forbidden).
+# present:<clientId tag> | absent
 secret_state() {
-  local attempt err
-  for attempt in 1 2 3 4 5 6 7 8 9 10; do
-    if err="$(az keyvault secret show --vault-name "$vault_name" --name "$SECRET_NAME" --query id --output none 2>&1)"; then
-      echo present
-      return 0
-    fi
-    case "$err" in
-    *NotFound* | *"was not found"*) echo absent; return 0 ;;
-    *Forbidden* | *"not authorized"*)
-      log "no access to $vault_name yet (role assignments can take minutes); retrying ($attempt/10)"
-      sleep 20
-      ;;
-    *) log "$err"; return 1 ;;
-    esac
-  done
-  log "still no access to the secrets of $vault_name: you need Key Vault Secrets Officer on it"
-  return 1
+  local out err errfile
+  errfile="$(mktemp)"
+  # Only the clientId tag is printed; the error text holds no secret.
+  if out="$(az_tsv keyvault secret show --vault-name "$vault_name" --name "$secret_name" --query "tags.clientId" 2>"$errfile")"; then
+    rm -f "$errfile"
+    [[ "$out" == "None" ]] && out=""
+    printf 'present:%s' "$out"
+    return 0
+  fi
+  err="$(cat "$errfile")"
+  rm -f "$errfile"
+  case "$err" in
+  *NotFound* | *"was not found"*) printf 'absent' ;;
+  *) log "$err"; return 1 ;;
+  esac
 }
 
-# Reads a password on stdin and stores it as a new version of the vault secret. Refuses an
-# empty input, so a failed `credential reset` can never overwrite the secret with "".
-# The value stays in a local shell variable and reaches az through a pipe (printf is a
-# builtin): it is never printed, passed as an argument, or written to a file.
+# Expiry of a new client secret, now + N years, ISO 8601 UTC (GNU or BSD date).
+secret_end_date() {
+  date -u -d "+$secret_years years" +%Y-%m-%dT%H:%M:%SZ 2>/dev/null || date -u -v+"$secret_years"y +%Y-%m-%dT%H:%M:%SZ
+}
+
+# Reads a password on stdin and stores it as a new version of the vault secret, with the
+# client secret's expiry as `expires`. Refuses an empty input, so a failed `credential
+# reset` can never overwrite the secret with "". The value stays in a local shell variable
+# and reaches az through a pipe (printf is a builtin): it is never printed, passed as an
+# argument, or written to a file.
 store_secret() {
-  local credential_name="$1" password=""
+  local credential_name="$1" expires="$2" password=""
   IFS= read -r password || true
   password="${password%$'\r'}"
   [[ -n "$password" ]] || return 1
   printf '%s' "$password" |
-    az keyvault secret set --vault-name "$vault_name" --name "$SECRET_NAME" --file /dev/stdin \
-      --content-type "client secret of app $client_id" \
+    az keyvault secret set --vault-name "$vault_name" --name "$secret_name" --file /dev/stdin \
+      --expires "$expires" --content-type "client secret of app $client_id" \
       --tags "clientId=$client_id" "credential=$credential_name" --output none
 }
 
 new_credential() {
-  local credential_name
+  local credential_name end_date
   credential_name="$CREDENTIAL_PREFIX $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  log "adding a client secret ($credential_name, $secret_years year(s)) and storing it in $vault_name/$SECRET_NAME"
+  end_date="$(secret_end_date)"
   if ! az ad app credential reset --id "$client_id" --append --display-name "$credential_name" \
-    --years "$secret_years" --query password --output tsv | store_secret "$credential_name"; then
+    --end-date "$end_date" --query password --output tsv | store_secret "$credential_name" "$end_date"; then
     log "storing the secret failed; removing the new client secret from the app registration"
     local key_id
     key_id="$(az_tsv ad app credential list --id "$client_id" --query "[?displayName=='$credential_name'].keyId | [0]" || true)"
     [[ -z "$key_id" ]] || az ad app credential delete --id "$client_id" --key-id "$key_id" --output none || true
     die "could not store the client secret in $vault_name"
   fi
+  did "added a client secret ($credential_name, expires $end_date) and stored it in $vault_name/$secret_name with that expiry"
 }
 
-secret_written=false
-state="$(secret_state)" || die "cannot read $vault_name/$SECRET_NAME"
-if [[ "$state" == "absent" ]]; then
+ensure_vault_access
+state="$(secret_state)" || die "cannot read $vault_name/$secret_name"
+case "$state" in
+absent)
   new_credential
-  secret_written=true
-elif $rotate; then
-  new_credential
-  secret_written=true
-else
-  log "$vault_name/$SECRET_NAME exists; keeping it (use --rotate for a new one)"
-fi
+  ;;
+present:*)
+  owner="${state#present:}"
+  if [[ -z "$owner" ]]; then
+    die "$vault_name/$secret_name exists without a clientId tag, so it is not known to belong to $client_id: refusing to replace it. If it does, tag it (az keyvault secret set-attributes --vault-name $vault_name --name $secret_name --tags clientId=$client_id) and run again"
+  fi
+  if [[ "$owner" != "$client_id" ]]; then
+    die "$vault_name/$secret_name holds the client secret of app $owner, not of $client_id: refusing to overwrite it. Use that app (--client-id $owner) or another vault or --secret-name"
+  fi
+  if $rotate; then
+    new_credential
+  else
+    log "$vault_name/$secret_name exists for $client_id; keeping it (use --rotate for a new one)"
+  fi
+  ;;
+esac
 
 if $prune; then
-  current="$(az_tsv keyvault secret show --vault-name "$vault_name" --name "$SECRET_NAME" --query "tags.credential")"
+  current="$(az_tsv keyvault secret show --vault-name "$vault_name" --name "$secret_name" --query "tags.credential")"
   [[ -n "$current" && "$current" != "None" ]] || die "the current vault version has no credential tag; prune by hand (az ad app credential list)"
-  log "keeping the client secret '$current'; deleting this script's older ones"
   while IFS=$'\t' read -r key_id name; do
     [[ -n "$key_id" ]] || continue
-    log "deleting the client secret '$name'"
     az ad app credential delete --id "$client_id" --key-id "$key_id" --output none
+    did "deleted the older client secret '$name'"
   done < <(az_tsv ad app credential list --id "$client_id" \
     --query "[?starts_with(displayName || '', '$CREDENTIAL_PREFIX ') && displayName != '$current'].[keyId, displayName]")
-  latest="$(az_tsv keyvault secret show --vault-name "$vault_name" --name "$SECRET_NAME" --query "id")"
+  latest="$(az_tsv keyvault secret show --vault-name "$vault_name" --name "$secret_name" --query "id")"
   while IFS= read -r version_id; do
     [[ -n "$version_id" && "$version_id" != "$latest" ]] || continue
-    log "disabling the old vault version ${version_id##*/}"
     az keyvault secret set-attributes --id "$version_id" --enabled false --output none
-  done < <(az_tsv keyvault secret list-versions --vault-name "$vault_name" --name "$SECRET_NAME" \
+    did "disabled the old vault version ${version_id##*/}"
+  done < <(az_tsv keyvault secret list-versions --vault-name "$vault_name" --name "$secret_name" \
     --query "[?attributes.enabled].id")
 fi
 
@@ -293,24 +514,24 @@ fi
 
 if $use_azd && [[ "$(azd_value MSSP_CLIENT_ID)" != "$client_id" ]]; then
   azd env set MSSP_CLIENT_ID "$client_id"
-  log "azd environment: MSSP_CLIENT_ID=$client_id (the next 'azd provision' keeps it in the app settings)"
+  did "set MSSP_CLIENT_ID=$client_id in the azd environment (the next 'azd provision' keeps it in the app settings)"
 fi
 
-settings_changed=false
 if [[ -n "$function_app" && -n "$resource_group" ]]; then
   deployed="$(az_tsv functionapp config appsettings list --resource-group "$resource_group" --name "$function_app" \
     --query "[?name=='MSSP_CLIENT_ID'].value | [0]" 2>/dev/null || true)"
   if [[ "$deployed" != "$client_id" ]]; then
-    log "setting MSSP_CLIENT_ID on $function_app"
     az functionapp config appsettings set --resource-group "$resource_group" --name "$function_app" \
       --settings "MSSP_CLIENT_ID=$client_id" --output none
-    settings_changed=true
-  fi
-  if $secret_written && ! $settings_changed; then
-    # A settings change re-reads Key Vault references anyway; otherwise ask for it.
+    did "set MSSP_CLIENT_ID on $function_app (which also re-reads Key Vault references)"
+  elif [[ "$state" == "absent" ]] || $rotate; then
+    # No settings change to trigger it: ask App Service to re-read the Key Vault references.
     site_id="$(az_tsv functionapp show --resource-group "$resource_group" --name "$function_app" --query id)"
-    az rest --method post --url "$site_id/config/configreferences/appsettings/refresh?api-version=2022-03-01" --output none ||
+    if az rest --method post --url "$site_id/config/configreferences/appsettings/refresh?api-version=2022-03-01" --output none; then
+      did "asked $function_app to re-read its Key Vault references"
+    else
       log "warning: could not refresh Key Vault references; the app picks up the new secret within 24 hours or on restart with a settings change"
+    fi
   fi
 else
   log "no function app given: set MSSP_CLIENT_ID=$client_id in its app settings yourself"

@@ -38,9 +38,17 @@ export async function enqueuePull(svc: Services, message: PullMessage): Promise<
   await svc.storage.pullQueue.sendMessage(encodeMessage(message));
 }
 
-/** Queues a pull for every active tenant; returns how many were queued. */
+/**
+ * Queues a pull for every active tenant; returns how many were queued. Every run also logs
+ * `tenant.state tenantId=<guid> status=<status>` for each tenant that is neither active nor
+ * offboarded: the re-consent alert rule (infra/modules/alerts.bicep) reads the latest such
+ * line per tenant, so it stays fired exactly while a tenant is reconsent-required.
+ */
 export async function enqueueActiveTenants(svc: Services, log: Logger): Promise<number> {
   const rows = await listTenants(svc.storage.table(TABLES.tenants));
+  for (const row of rows) {
+    if (row.status !== "active" && row.status !== "offboarded") log.info(`tenant.state tenantId=${row.rowKey} status=${row.status}`);
+  }
   const active = rows.filter((row) => row.status === "active");
   await Promise.all(active.map((row) => enqueuePull(svc, { tenantId: row.rowKey, reason: "schedule" })));
   log.info(`schedule.queued tenants=${active.length}`);

@@ -118,6 +118,12 @@ const ncrontab = z
 const rawSchema = z.object({
   MSSP_CLIENT_ID: required(z.string().trim().pipe(z.guid("must be a GUID"))),
   MSSP_CLIENT_SECRET: required(z.string().min(1)),
+  MSSP_CLIENT_SECRET_NAME: optional(
+    z
+      .string()
+      .trim()
+      .regex(/^[0-9A-Za-z-]{1,127}$/, "must be a Key Vault secret name (letters, digits and dashes)"),
+  ),
   PUBLIC_BASE_URL: required(publicUrl),
   KEY_VAULT_URL: required(httpsUrl),
   ALERTS_STORAGE: optional(connectionString),
@@ -167,6 +173,8 @@ export type StorageConnection =
 export interface AppConfig {
   clientId: string;
   clientSecret: string;
+  /** Key Vault secret that holds the client secret (its `expires` is watched); it may not exist. */
+  clientSecretName: string;
   publicBaseUrl: string;
   redirectUri: string;
   keyVaultUrl: string;
@@ -269,6 +277,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   return {
     clientId: s.MSSP_CLIENT_ID.toLowerCase(),
     clientSecret: s.MSSP_CLIENT_SECRET,
+    clientSecretName: s.MSSP_CLIENT_SECRET_NAME ?? "mssp-client-secret",
     publicBaseUrl: s.PUBLIC_BASE_URL,
     redirectUri: `${s.PUBLIC_BASE_URL}/api/consent/callback`,
     keyVaultUrl: s.KEY_VAULT_URL,

@@ -9,6 +9,8 @@ export interface Services {
   config: AppConfig;
   storage: Storage;
   vault: TokenVault;
+  /** The Key Vault client behind `vault` (the app's own secrets, e.g. the client secret's expiry). */
+  secrets: SecretClient;
   now: () => Date;
   sleep: (ms: number) => Promise<void>;
   random: () => number;
@@ -24,10 +26,12 @@ export function createServices(config: AppConfig): Services {
   const credential = new DefaultAzureCredential(
     config.managedIdentityClientId ? { managedIdentityClientId: config.managedIdentityClientId } : {},
   );
+  const secrets = new SecretClient(config.keyVaultUrl, credential);
   return {
     config,
     storage: createStorage(config.storage),
-    vault: new TokenVault(new SecretClient(config.keyVaultUrl, credential)),
+    vault: new TokenVault(secrets),
+    secrets,
     now: () => new Date(),
     sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
     random: Math.random,
@@ -57,15 +61,35 @@ export function resetServices(): void {
   current = undefined;
 }
 
+let announced = false;
+
+/**
+ * `app.started node=<version>`, once per process (one Functions worker per instance): the
+ * first invocation that gets a logger writes it, so the logs say which Node.js release
+ * each instance runs (Flex Consumption pins only the major version).
+ */
+function announceStart(log: Logger): void {
+  if (announced) return;
+  announced = true;
+  log.info(`app.started node=${process.version}`);
+}
+
+/** Lets the next logger announce the start again (tests). */
+export function resetStartAnnouncement(): void {
+  announced = false;
+}
+
 /** Adapts a Functions InvocationContext (or anything with log/warn/error) to a Logger. */
 export function loggerFrom(context: {
   log(...args: unknown[]): void;
   warn(...args: unknown[]): void;
   error(...args: unknown[]): void;
 }): Logger {
-  return {
+  const logger: Logger = {
     info: (message) => context.log(message),
     warn: (message) => context.warn(message),
     error: (message) => context.error(message),
   };
+  announceStart(logger);
+  return logger;
 }

@@ -1,7 +1,12 @@
 /**
- * Pure checks over the text of infra/ and azure.yaml (no Bicep compiler here). Each check
- * takes the file texts and returns a list of problems (empty = fine), so a test can run it
- * on the real files and on mutated copies to prove it notices what it is meant to notice.
+ * Pure checks over the text of infra/ (and the parsed azure.yaml) that relate the Bicep to
+ * the rest of the project: the app settings shared/platform/config.ts reads, the roles the
+ * app needs, the log lines the alert rules match, the tag azd deploys to. The Bicep
+ * compiler (test/bicep.test.ts) covers syntax, types and references, and
+ * test/infra.test.ts asserts the security properties on the compiled template; these
+ * checks also run where no Bicep CLI is installed. Each takes the file texts and returns a
+ * list of problems (empty = fine), so a test can run it on the real files and on mutated
+ * copies to prove it notices what it is meant to notice.
  *
  * The Bicep "parser" is deliberately small: comments are stripped (a commented-out
  * setting does not count), strings and nested brackets are skipped correctly, and
@@ -597,64 +602,42 @@ export function checkSecurityProperties(files: InfraFiles): string[] {
 // azure.yaml, parameters, outputs, alert rules
 // ---------------------------------------------------------------------------------------
 
-/** Direct children (key -> scalar, "" for a parent) of the map at `path` in simple YAML. */
-export function yamlMap(yaml: string, path: readonly string[]): Map<string, string> | undefined {
-  const lines = yaml
-    .split(/\r?\n/)
-    .map((line) => line.replace(/\s+#.*$/, ""))
-    .filter((line) => line.trim() !== "" && !line.trimStart().startsWith("#"));
-  let start = 0;
-  let end = lines.length;
-  let indent = -1;
-  for (const key of path) {
-    let found = -1;
-    for (let i = start; i < end; i++) {
-      const line = lines[i] ?? "";
-      const lineIndent = line.length - line.trimStart().length;
-      if (lineIndent <= indent) break;
-      if (line.trimStart().startsWith(`${key}:`) && (indent < 0 ? lineIndent === 0 : true)) {
-        found = i;
-        indent = lineIndent;
-        break;
-      }
-    }
-    if (found < 0) return undefined;
-    start = found + 1;
-    end = lines.length;
-    for (let i = start; i < lines.length; i++) {
-      const line = lines[i] ?? "";
-      if (line.length - line.trimStart().length <= indent) {
-        end = i;
-        break;
-      }
-    }
-  }
-  const children = new Map<string, string>();
-  let childIndent = -1;
-  for (let i = start; i < end; i++) {
-    const line = lines[i] ?? "";
-    const lineIndent = line.length - line.trimStart().length;
-    if (childIndent < 0) childIndent = lineIndent;
-    if (lineIndent !== childIndent) continue;
-    const m = /^\s*([^:\s]+):\s*(.*)$/.exec(line);
-    if (m) children.set(m[1] ?? "", (m[2] ?? "").replace(/^['"]|['"]$/g, ""));
-  }
-  return children;
+/** azure.yaml as the `yaml` package parses it (only the fields the checks read). */
+export interface AzureYaml {
+  name?: unknown;
+  requiredVersions?: { azd?: unknown };
+  infra?: { provider?: unknown; path?: unknown; module?: unknown };
+  services?: Record<
+    string,
+    Record<string, unknown> & { hooks?: Record<string, Record<string, { run?: unknown; shell?: unknown }>> }
+  >;
 }
 
-/** (g) azure.yaml deploys service `api` (project ., ts/js, host function) to the tagged app. */
-export function checkAzureYaml(azureYaml: string, files: InfraFiles, service = "api"): string[] {
+/**
+ * (g) azure.yaml deploys service `api` (project ., ts, host function) from the staged
+ * `.deploy/` folder (dist, prepackage `npm run package`, no remote build) to the app that
+ * carries the azd-service-name tag.
+ */
+export function checkAzureYaml(doc: AzureYaml, files: InfraFiles, service = "api"): string[] {
   const problems: string[] = [];
-  const svc = yamlMap(azureYaml, ["services", service]);
-  if (!svc) return [`azure.yaml has no service '${service}'`];
-  if (svc.get("host") !== "function") problems.push(`azure.yaml: services.${service}.host must be function`);
-  if (!["ts", "js", "typescript", "javascript"].includes(svc.get("language") ?? ""))
+  if (typeof doc.name !== "string" || !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(doc.name))
+    problems.push("azure.yaml: name is missing or invalid");
+  const svc = doc.services?.[service];
+  if (!svc) return [...problems, `azure.yaml has no service '${service}'`];
+  if (svc.host !== "function") problems.push(`azure.yaml: services.${service}.host must be function`);
+  if (!["ts", "js", "typescript", "javascript"].includes(String(svc.language)))
     problems.push(`azure.yaml: services.${service}.language must be ts or js`);
-  if (!["."].includes(svc.get("project") ?? "")) problems.push(`azure.yaml: services.${service}.project must be .`);
-  if (svc.get("remoteBuild") === "true") problems.push("azure.yaml: remoteBuild would rebuild without tsconfig.json (.funcignore)");
-  const infra = yamlMap(azureYaml, ["infra"]);
-  const infraPath = infra?.get("path") ?? "infra";
-  const module = infra?.get("module") ?? "main";
+  if (svc.project !== ".") problems.push(`azure.yaml: services.${service}.project must be .`);
+  if (svc.dist !== ".deploy") problems.push(`azure.yaml: services.${service}.dist must be .deploy (the folder npm run package stages)`);
+  if (svc.remoteBuild !== false)
+    problems.push("azure.yaml: remoteBuild must be false (a remote build would rebuild without tsconfig.json and dev dependencies)");
+  for (const os of ["posix", "windows"]) {
+    const run = svc.hooks?.prepackage?.[os]?.run;
+    if (typeof run !== "string" || !/\bnpm run package\b/.test(run))
+      problems.push(`azure.yaml: services.${service}.hooks.prepackage.${os} must run npm run package`);
+  }
+  const infraPath = String(doc.infra?.path ?? "infra");
+  const module = String(doc.infra?.module ?? "main");
   if (!(`${infraPath}/${module}.bicep` in files)) problems.push(`azure.yaml: infra ${infraPath}/${module}.bicep does not exist`);
   const tagged = allResources(files).filter(
     (r) => r.type === "Microsoft.Web/sites" && /'azd-service-name'\s*:\s*(\w+|'[^']*')/.test(r.entries.get("tags") ?? ""),
@@ -665,7 +648,10 @@ export function checkAzureYaml(azureYaml: string, files: InfraFiles, service = "
     const literal = /^'(.*)'$/.exec(value)?.[1];
     if (literal !== undefined && literal !== service) problems.push(`${site.symbol}: azd-service-name is '${literal}', not '${service}'`);
     if (literal === undefined) {
+      // Only the files that deploy this module pass its parameter.
+      const modulePath = site.file.replace(/^infra\//, "");
       const passed = bicepFiles(files)
+        .filter(([, text]) => text.includes(`'${modulePath}'`))
         .flatMap(([, text]) => [...stripBicepComments(text).matchAll(new RegExp(`\\b${value}\\s*:\\s*'([^']*)'`, "g"))])
         .map((m) => m[1]);
       const declared = new RegExp(`param\\s+${value}\\s+string\\s*=\\s*'([^']*)'`).exec(files[site.file] ?? "")?.[1];
@@ -678,49 +664,13 @@ export function checkAzureYaml(azureYaml: string, files: InfraFiles, service = "
   return problems;
 }
 
-/** main.parameters.json only names parameters main.bicep declares, and fills the required ones. */
-export function checkParameters(mainBicep: string, parametersJson: string): string[] {
-  const problems: string[] = [];
-  const declared = new Map<string, boolean>();
-  for (const m of stripBicepComments(mainBicep).matchAll(/^\s*param\s+(\w+)\s+\w+(\s*=)?/gm)) {
-    declared.set(m[1] ?? "", Boolean(m[2]));
-  }
-  const parsed = JSON.parse(parametersJson) as { parameters?: Record<string, unknown> };
-  const given = Object.keys(parsed.parameters ?? {});
-  for (const name of given) if (!declared.has(name)) problems.push(`main.parameters.json: ${name} is not a parameter of main.bicep`);
-  for (const [name, hasDefault] of declared) {
-    if (!hasDefault && !given.includes(name)) problems.push(`main.parameters.json: required parameter ${name} is missing`);
-  }
-  return problems;
-}
-
-/** The outputs azd, register-app.sh and docs/deploy.md rely on. */
-export function checkOutputs(mainBicep: string): string[] {
-  const t = stripBicepComments(mainBicep);
-  const problems: string[] = [];
-  const outputs = new Map<string, string>();
-  for (const m of t.matchAll(/^\s*output\s+(\w+)\s+\w+\s*=\s*(.+)$/gm)) outputs.set(m[1] ?? "", (m[2] ?? "").trim());
-  for (const name of [
-    "AZURE_LOCATION",
-    "AZURE_TENANT_ID",
-    "AZURE_RESOURCE_GROUP",
-    "AZURE_FUNCTION_APP_NAME",
-    "FUNCTION_APP_URL",
-    "CONSENT_REDIRECT_URI",
-    "AZURE_KEY_VAULT_NAME",
-  ]) {
-    if (!outputs.has(name)) problems.push(`output ${name} is missing`);
-  }
-  const redirect = outputs.get("CONSENT_REDIRECT_URI") ?? "";
-  if (redirect && !/\/api\/consent\/callback'$/.test(redirect)) problems.push("CONSENT_REDIRECT_URI must end with /api/consent/callback");
-  return problems;
-}
-
-/** The exact log line prefixes the alert rules depend on. */
+/** The exact log lines the alert rules depend on (docs/deploy.md names each). */
 export const ALERT_LOG_LINES = {
+  state: "tenant.state tenantId=<guid> status=<status>",
   reconsent: "tenant.status tenantId=<guid> status=reconsent-required code=<AADSTS code>",
   succeeded: "pull.succeeded tenantId=<guid> alerts=<n> watermark=<iso>",
   failed: "pull.failed tenantId=<guid> code=<code>",
+  expiring: "app.credential.expiring days=<n>",
 } as const;
 
 /** KQL queries of the scheduled query rules (resolving vars and replace() templates). */
@@ -730,7 +680,8 @@ export function alertQueries(files: InfraFiles): string[] {
     const vars = parseVars(text);
     const resolve = (expr: string, depth = 0): string => {
       const e = expr.trim();
-      if (e.startsWith("'''")) return e.slice(3, -3);
+      // Like Bicep, drop the line break that follows the opening quotes.
+      if (e.startsWith("'''")) return e.slice(3, -3).replace(/^\r?\n/, "");
       if (depth > 5) return "";
       const replaced = /^replace\((\w+),/.exec(e);
       if (replaced) return resolve(vars.get(replaced[1] ?? "") ?? "", depth + 1);
@@ -745,17 +696,29 @@ export function alertQueries(files: InfraFiles): string[] {
   return queries;
 }
 
-/** The rules: one on the reconsent-required line, one on missing pull.succeeded lines. */
+/**
+ * The rules: re-consent on each tenant's latest tenant.state / tenant.status line, missing
+ * pull.succeeded lines, the workspace's daily cap, and the expiring client secret.
+ */
 export function checkAlertRules(files: InfraFiles): string[] {
   const queries = alertQueries(files);
   const problems: string[] = [];
-  if (!queries.some((q) => q.includes('"tenant.status ') && q.includes('"reconsent-required"')))
-    problems.push("no alert rule on 'tenant.status ... status=reconsent-required'");
-  if (!queries.some((q) => q.includes('"pull.succeeded ') && /ago\(/.test(q)))
-    problems.push("no alert rule on missing 'pull.succeeded' lines");
-  for (const q of queries) {
-    if (!/\btraces\b/.test(q)) problems.push("alert queries must read the traces table");
-    if (!q.includes("tenantId")) problems.push("alert queries must split by tenantId");
+  const reconsent = queries.find((q) => q.includes('"tenant.state "'));
+  if (!reconsent) problems.push("no alert rule on 'tenant.state' lines");
+  else {
+    if (!reconsent.includes('"tenant.status "'))
+      problems.push("the re-consent rule must also read 'tenant.status' lines (consenting again resolves it)");
+    if (!/arg_max\(timestamp, status\) by tenantId/.test(reconsent)) problems.push("the re-consent rule must take each tenant's latest line");
+    if (!reconsent.includes('status == "reconsent-required"')) problems.push("the re-consent rule must fire on status reconsent-required");
+    if (!/ago\(30m\)/.test(reconsent)) problems.push("the re-consent rule must look at the last 30 minutes");
+  }
+  if (!queries.some((q) => q.includes('"pull.succeeded ') && /ago\(/.test(q))) problems.push("no alert rule on missing 'pull.succeeded' lines");
+  if (!queries.some((q) => /_LogOperation/.test(q) && q.includes("OverQuota")))
+    problems.push("no alert rule on the workspace's daily cap (_LogOperation OverQuota)");
+  if (!queries.some((q) => q.includes('"app.credential.expiring "'))) problems.push("no alert rule on 'app.credential.expiring' lines");
+  for (const q of queries.filter((x) => x.includes('"tenant.') || x.includes('"pull.'))) {
+    if (!/\btraces\b/.test(q)) problems.push("tenant alert queries must read the traces table");
+    if (!q.includes("tenantId")) problems.push("tenant alert queries must split by tenantId");
   }
   return problems;
 }
@@ -763,7 +726,7 @@ export function checkAlertRules(files: InfraFiles): string[] {
 /** The `extract(@"...", 1, message)` regexes of a KQL query, as JavaScript RegExps. */
 export function kqlExtracts(query: string): Map<string, RegExp> {
   const found = new Map<string, RegExp>();
-  for (const m of query.matchAll(/(\w+)\s*=\s*extract\(@"((?:[^"]|"")*)",\s*1,\s*message\)/g)) {
+  for (const m of query.matchAll(/(\w+)\s*=\s*(?:\w+\()?extract\(@"((?:[^"]|"")*)",\s*1,\s*message\)/g)) {
     found.set(m[1] ?? "", new RegExp((m[2] ?? "").replace(/""/g, '"')));
   }
   return found;

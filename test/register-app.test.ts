@@ -1,0 +1,232 @@
+/**
+ * infra/scripts/register-app.sh against a fake `az` (test/support/fake-az.ts): which app
+ * registration it adopts, what it refuses, the temporary vault access it grants and always
+ * takes back, the secret's expiry, and that it says what it did.
+ */
+import assert from "node:assert/strict";
+import { spawn, spawnSync } from "node:child_process";
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { delimiter, join } from "node:path";
+import { after, describe, it } from "node:test";
+import { ROOT } from "../dev/package.js";
+import { azWrapper, DEFENDER_APP_ID, type FakeApp, type FakeAzCall, type FakeAzState, startFakeAz } from "./support/fake-az.js";
+
+const SCRIPT = join(ROOT, "infra", "scripts", "register-app.sh");
+const REDIRECT = "https://func-abc.azurewebsites.net/api/consent/callback";
+const VAULT_ID = "/subscriptions/s/resourceGroups/rg-prod/providers/Microsoft.KeyVault/vaults/kv-abc";
+const ME = "99999999-9999-4999-8999-999999999999";
+const dirs: string[] = [];
+after(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+function initialState(change: (s: FakeAzState) => void = () => {}): FakeAzState {
+  const state: FakeAzState = {
+    loggedIn: true,
+    userType: "user",
+    objectId: ME,
+    callerIp: "203.0.113.7",
+    defenderScopeId: "a1b2c3d4-0000-4000-8000-000000000001",
+    apps: [],
+    servicePrincipals: [DEFENDER_APP_ID],
+    vault: { name: "kv-abc", id: VAULT_ID, publicNetworkAccess: "Enabled", defaultAction: "Allow", ipRules: [] },
+    standingAccess: false,
+    roleAssignments: [],
+    counter: 0,
+  };
+  change(state);
+  return state;
+}
+
+function app(displayName: string, tags: string[], appId = "aaaaaaaa-1111-4111-8111-111111111111"): FakeApp {
+  return { appId, displayName, tags, signInAudience: "AzureADMultipleOrgs", redirectUris: [REDIRECT], scopes: [], credentials: [] };
+}
+
+interface Run {
+  status: number | null;
+  stderr: string;
+  stdout: string;
+  state: FakeAzState;
+  calls: FakeAzCall[];
+}
+
+/** Runs the script (asynchronously: the fake az answers from this process). */
+async function runScript(state: FakeAzState, args: string[] = [], env: Record<string, string> = {}): Promise<Run> {
+  const dir = mkdtempSync(join(tmpdir(), "register-app-"));
+  dirs.push(dir);
+  const fake = await startFakeAz(state);
+  try {
+    writeFileSync(join(dir, "az"), azWrapper(fake.port));
+    chmodSync(join(dir, "az"), 0o755);
+    const child = spawn("bash", [SCRIPT, "--no-azd", "--redirect-uri", REDIRECT, "--vault-name", "kv-abc", "--env-name", "prod", ...args], {
+      env: { PATH: `${dir}${delimiter}${process.env.PATH ?? ""}`, HOME: dir, REGISTER_APP_RETRY_SECONDS: "0", ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (c: Buffer) => {
+      stdout += c.toString("utf8");
+    });
+    child.stderr.on("data", (c: Buffer) => {
+      stderr += c.toString("utf8");
+    });
+    const status = await new Promise<number | null>((resolve) => child.on("close", resolve));
+    return { status, stdout, stderr, state: fake.state, calls: fake.calls };
+  } finally {
+    await fake.close();
+  }
+}
+
+const called = (run: Run, ...words: string[]) => run.calls.filter((c) => words.every((w, i) => c.argv[i] === w));
+const noSecretLeaked = (run: Run) => assert.doesNotMatch(run.stdout + run.stderr, /FAKE-CLIENT-SECRET/, "the client secret never appears in the output");
+
+describe("register-app.sh", { skip: spawnSync("bash", ["--version"]).error ? "no bash on this machine" : false }, () => {
+  it("first run: creates a registration tagged azd-env:<env>, stores the secret with its expiry, takes back the temporary role, and says so", async () => {
+    const run = await runScript(initialState());
+    assert.equal(run.status, 0, run.stderr);
+    noSecretLeaked(run);
+    const [created] = run.state.apps;
+    assert.ok(created && run.state.apps.length === 1);
+    assert.equal(created.displayName, "MSSP Defender collector (prod)");
+    assert.deepEqual(created.tags, ["azd-env:prod"]);
+    assert.deepEqual(created.scopes, ["a1b2c3d4-0000-4000-8000-000000000001"]);
+    const [list] = called(run, "ad", "app", "list");
+    assert.ok(list, "looked for an existing registration");
+    assert.equal(list.argv[list.argv.indexOf("--filter") + 1], "displayName eq 'MSSP Defender collector (prod)'", "exact name, not a prefix");
+
+    const secret = run.state.secret;
+    assert.ok(secret, "the secret is stored");
+    assert.equal(secret.tags.clientId, created.appId);
+    assert.ok(secret.valueLength > 0);
+    const expires = Date.parse(secret.expires ?? "");
+    const inAYear = Date.now() + 365 * 24 * 3600 * 1000;
+    assert.ok(Math.abs(expires - inAYear) < 3 * 24 * 3600 * 1000, `expires ${secret.expires} is about a year away`);
+    assert.equal(created.credentials[0]?.endDateTime, secret.expires, "the vault expiry is the client secret's own");
+    assert.ok(called(run, "keyvault", "secret", "set").every((c) => c.stdin), "the value came on stdin");
+
+    const grants = called(run, "role", "assignment", "create");
+    assert.equal(grants.length, 1);
+    assert.equal(grants[0]?.argv[grants[0].argv.indexOf("--scope") + 1], VAULT_ID, "the first secret needs the vault scope");
+    assert.deepEqual(run.state.roleAssignments, [], "the temporary role is gone");
+    assert.match(run.stderr, /summary of what this run did:/);
+    assert.match(run.stderr, /- created the app registration 'MSSP Defender collector \(prod\)'/);
+    assert.match(run.stderr, /- added a client secret .* expires /);
+    assert.match(run.stderr, /- removed the temporary Key Vault Secrets Officer assignment/);
+  });
+
+  it("second run changes nothing but the temporary access, which is scoped to the secret", async () => {
+    const first = await runScript(initialState());
+    assert.equal(first.status, 0, first.stderr);
+    const again = await runScript(first.state);
+    assert.equal(again.status, 0, again.stderr);
+    assert.equal(again.state.apps.length, 1);
+    assert.equal(again.state.secret?.versions, 1, "the secret is kept");
+    assert.equal(again.state.apps[0]?.credentials.length, 1, "no new client secret");
+    assert.equal(called(again, "ad", "app", "create").length, 0);
+    const grant = called(again, "role", "assignment", "create")[0];
+    assert.equal(grant?.argv[grant.argv.indexOf("--scope") + 1], `${VAULT_ID}/secrets/mssp-client-secret`);
+    assert.deepEqual(again.state.roleAssignments, []);
+    assert.match(again.stderr, /exists for .*; keeping it/);
+  });
+
+  it("uses standing data access when the deployer has it, without granting anything", async () => {
+    const run = await runScript(initialState((s) => (s.standingAccess = true)));
+    assert.equal(run.status, 0, run.stderr);
+    assert.equal(called(run, "role", "assignment", "create").length, 0);
+  });
+
+  it("refuses to adopt a registration of the same name without its tag, unless --client-id names it", async () => {
+    const foreign = app("MSSP Defender collector (prod)", []);
+    const refused = await runScript(initialState((s) => s.apps.push(foreign)));
+    assert.notEqual(refused.status, 0);
+    assert.match(refused.stderr, /lacks the tag azd-env:prod.*refusing to adopt it/);
+    assert.equal(refused.state.apps.length, 1, "nothing created");
+    assert.deepEqual(refused.state.apps[0]?.redirectUris, [REDIRECT]);
+    assert.equal(refused.state.secret, undefined, "no secret added to someone else's app");
+
+    const adopted = await runScript(initialState((s) => s.apps.push(foreign)), ["--client-id", foreign.appId]);
+    assert.equal(adopted.status, 0, adopted.stderr);
+    assert.deepEqual(adopted.state.apps[0]?.tags, ["azd-env:prod"]);
+    assert.match(adopted.stderr, /- adopted the app registration/);
+  });
+
+  it("uses the registration carrying its tag, and ignores another environment's", async () => {
+    const mine = app("MSSP Defender collector (prod)", ["azd-env:prod"], "bbbbbbbb-2222-4222-8222-222222222222");
+    const other = app("MSSP Defender collector (prod)", ["azd-env:test"], "cccccccc-3333-4333-8333-333333333333");
+    const run = await runScript(initialState((s) => s.apps.push(other, mine)));
+    assert.equal(run.status, 0, run.stderr);
+    assert.equal(run.state.secret?.tags.clientId, mine.appId);
+    assert.equal(run.state.apps.find((a) => a.appId === other.appId)?.credentials.length, 0);
+  });
+
+  it("refuses to overwrite a vault secret of another client ID (or one without a clientId tag)", async () => {
+    const mine = app("MSSP Defender collector (prod)", ["azd-env:prod"]);
+    const foreignSecret = (tags: Record<string, string>) =>
+      initialState((s) => {
+        s.apps.push(mine);
+        s.secret = { name: "mssp-client-secret", tags, valueLength: 10, versions: 3 };
+      });
+    for (const [state, message] of [
+      [foreignSecret({ clientId: "dddddddd-4444-4444-8444-444444444444" }), /holds the client secret of app dddddddd-.*refusing to overwrite it/],
+      [foreignSecret({}), /without a clientId tag.*refusing to replace it/],
+    ] as const) {
+      const run = await runScript(state, ["--rotate"]);
+      assert.notEqual(run.status, 0);
+      assert.match(run.stderr, message);
+      assert.equal(run.state.secret?.versions, 3, "the secret is untouched");
+      assert.equal(run.state.apps[0]?.credentials.length, 0, "no client secret was created");
+      assert.deepEqual(run.state.roleAssignments, [], "temporary access is taken back after a failure too");
+      assert.match(run.stderr, /stopped with an error/);
+    }
+  });
+
+  it("with a private vault: opens it to the deployer's IP only while it runs, and closes it again", async () => {
+    const privateVault = (s: FakeAzState) => {
+      s.vault.publicNetworkAccess = "Disabled";
+      s.vault.defaultAction = "Deny";
+    };
+    const run = await runScript(initialState(privateVault), ["--deployer-ip", "203.0.113.7"]);
+    assert.equal(run.status, 0, run.stderr);
+    assert.ok(run.state.secret, "the secret is stored through the temporary opening");
+    assert.deepEqual(run.state.vault, { name: "kv-abc", id: VAULT_ID, publicNetworkAccess: "Disabled", defaultAction: "Deny", ipRules: [] });
+    assert.equal(called(run, "keyvault", "network-rule", "add")[0]?.argv.includes("203.0.113.7/32"), true);
+    assert.match(run.stderr, /- opened the vault firewall to 203\.0\.113\.7/);
+    assert.match(run.stderr, /- closed the vault firewall to 203\.0\.113\.7\/32 again/);
+    assert.match(run.stderr, /- turned public network access of kv-abc off again/);
+
+    const failing = await runScript(
+      initialState((s) => {
+        privateVault(s);
+        s.apps.push(app("MSSP Defender collector (prod)", ["azd-env:prod"]));
+        s.secret = { name: "mssp-client-secret", tags: { clientId: "dddddddd-4444-4444-8444-444444444444" }, valueLength: 10, versions: 1 };
+      }),
+      ["--deployer-ip", "203.0.113.7"],
+    );
+    assert.notEqual(failing.status, 0);
+    assert.equal(failing.state.vault.publicNetworkAccess, "Disabled", "closed again after a failure");
+    assert.deepEqual(failing.state.vault.ipRules, []);
+    assert.deepEqual(failing.state.roleAssignments, []);
+  });
+
+  it("without an environment name it creates nothing, and the hook can be skipped", () => {
+    const dir = mkdtempSync(join(tmpdir(), "register-app-"));
+    dirs.push(dir);
+    const noEnv = spawnSync("bash", [SCRIPT, "--no-azd", "--redirect-uri", REDIRECT, "--vault-name", "kv-abc"], {
+      encoding: "utf8",
+      env: { PATH: `${dir}${delimiter}${process.env.PATH ?? ""}` },
+    });
+    writeFileSync(join(dir, "az"), "#!/bin/sh\nexit 0\n");
+    chmodSync(join(dir, "az"), 0o755);
+    const again = spawnSync("bash", [SCRIPT, "--no-azd", "--redirect-uri", REDIRECT, "--vault-name", "kv-abc"], {
+      encoding: "utf8",
+      env: { PATH: `${dir}${delimiter}${process.env.PATH ?? ""}` },
+    });
+    assert.notEqual(again.status, 0);
+    assert.match(again.stderr, /no environment name to tag the app registration with/);
+    assert.ok(noEnv.status !== 0);
+    const skipped = spawnSync("bash", [SCRIPT, "--from-azd-hook"], { encoding: "utf8", env: { PATH: process.env.PATH ?? "", MSSP_SKIP_APP_REGISTRATION: "true" } });
+    assert.equal(skipped.status, 0);
+    assert.match(skipped.stderr, /skipping the app registration/);
+  });
+});

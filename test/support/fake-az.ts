@@ -1,0 +1,326 @@
+/**
+ * A stand-in for the Azure CLI, for test/register-app.test.ts: it runs
+ * infra/scripts/register-app.sh without Azure. `startFakeAz` listens on a loopback port;
+ * `azWrapper` is the `az` the test puts first on PATH, a few lines of bash that send the
+ * arguments (and stdin, for `keyvault secret set`) over /dev/tcp and replay the answer.
+ * The fake keeps a small model of Entra ID app registrations, one Key Vault (firewall,
+ * secret, RBAC) and role assignments, answers the commands and `--query` forms the script
+ * uses, enforces the vault's firewall and RBAC on data-plane calls as Key Vault does, and
+ * records every call (never stdin's content). Any other command exits 2, so a new call in
+ * the script is noticed.
+ */
+import { createServer, type Server } from "node:net";
+
+export interface FakeApp {
+  appId: string;
+  displayName: string;
+  tags: string[];
+  signInAudience: string;
+  redirectUris: string[];
+  scopes: string[];
+  credentials: { keyId: string; displayName: string; endDateTime: string }[];
+}
+
+export interface FakeAzState {
+  loggedIn: boolean;
+  userType: "user" | "servicePrincipal";
+  /** Object id of the signed-in principal. */
+  objectId: string;
+  callerIp: string;
+  defenderScopeId: string;
+  apps: FakeApp[];
+  servicePrincipals: string[];
+  vault: { name: string; id: string; publicNetworkAccess: "Enabled" | "Disabled"; defaultAction: "Allow" | "Deny"; ipRules: string[] };
+  /** The deployer already holds a data role on the vault (grantDeployerDataAccess). */
+  standingAccess: boolean;
+  secret?: { name: string; tags: Record<string, string>; expires?: string; contentType?: string; valueLength: number; versions: number };
+  roleAssignments: { id: string; principalId: string; scope: string; role: string }[];
+  counter: number;
+}
+
+export const DEFENDER_APP_ID = "fc780465-2017-40d4-a0c5-307022471b92";
+
+class AzError extends Error {
+  constructor(
+    message: string,
+    readonly exitCode = 1,
+  ) {
+    super(message);
+  }
+}
+
+function parseArgs(argv: string[]): { command: string[]; options: Map<string, string[]> } {
+  const command: string[] = [];
+  const options = new Map<string, string[]>();
+  let i = 0;
+  while (i < argv.length && !(argv[i] ?? "").startsWith("-")) command.push(argv[i++] ?? "");
+  while (i < argv.length) {
+    const name = argv[i++] ?? "";
+    const values: string[] = [];
+    while (i < argv.length && !(argv[i] ?? "").startsWith("--")) values.push(argv[i++] ?? "");
+    options.set(name === "-o" ? "--output" : name, [...(options.get(name) ?? []), ...values]);
+  }
+  return { command, options };
+}
+
+function run(state: FakeAzState, argv: string[], stdin: () => string): string {
+  const { command, options } = parseArgs(argv);
+  const opt = (name: string) => options.get(name)?.[0] ?? "";
+  const has = (name: string) => options.has(name);
+  const query = opt("--query");
+  const cmd = command.join(" ");
+  const newId = (): string => `${(++state.counter).toString(16).padStart(8, "0")}-0000-4000-8000-${state.counter.toString().padStart(12, "0")}`;
+  const app = (id: string) => {
+    const found = state.apps.find((a) => a.appId === id);
+    if (!found) throw new AzError(`Resource '${id}' does not exist or one of its queried reference-property objects are not present.`);
+    return found;
+  };
+  const vault = (name: string) => {
+    if (name !== state.vault.name) throw new AzError(`(ResourceNotFound) The Resource 'Microsoft.KeyVault/vaults/${name}' was not found.`);
+    return state.vault;
+  };
+  /** Key Vault data plane: firewall first, then RBAC (scope: vault or the secret). */
+  const dataPlane = (secretName: string) => {
+    vault(opt("--vault-name") || state.vault.name);
+    if (state.vault.publicNetworkAccess === "Disabled")
+      throw new AzError("(Forbidden) Public network access is disabled and request is not from a trusted service nor via an approved private link.\nCode: Forbidden\nInner error: {'code': 'ForbiddenByConnection'}");
+    if (state.vault.defaultAction === "Deny" && !state.vault.ipRules.includes(`${state.callerIp}/32`))
+      throw new AzError(`(Forbidden) Client address is not authorized and caller is not a trusted service.\nClient address: ${state.callerIp}\nInner error: {'code': 'ForbiddenByFirewall'}`);
+    const scopes = [state.vault.id, `${state.vault.id}/secrets/${secretName}`];
+    const allowed = state.standingAccess || state.roleAssignments.some((r) => r.principalId === state.objectId && scopes.includes(r.scope));
+    if (!allowed)
+      throw new AzError(`(Forbidden) Caller is not authorized to perform action on resource.\nAction: 'Microsoft.KeyVault/vaults/secrets/getSecret/action'\nInner error: {'code': 'ForbiddenByRbac'}`);
+  };
+  const secret = (name: string) => {
+    if (!state.secret || state.secret.name !== name) throw new AzError(`(SecretNotFound) A secret with (name/id) ${name} was not found in this key vault.`);
+    return state.secret;
+  };
+
+  switch (cmd) {
+    case "account show":
+      if (!state.loggedIn) throw new AzError("Please run 'az login' to setup account.");
+      if (query === "user.type") return state.userType;
+      if (query === "user.name") return "deployer-app-id";
+      return "";
+    case "ad signed-in-user show":
+      return state.objectId;
+    case "ad sp show": {
+      const id = opt("--id");
+      if (id === DEFENDER_APP_ID) return query.includes("oauth2PermissionScopes") ? state.defenderScopeId : "";
+      if (id === "deployer-app-id") return state.objectId;
+      if (!state.servicePrincipals.includes(id)) throw new AzError(`Service principal '${id}' doesn't exist`);
+      return "";
+    }
+    case "ad sp create":
+      state.servicePrincipals.push(opt("--id"));
+      return "";
+    case "ad app show": {
+      const a = app(opt("--id"));
+      if (query === "signInAudience") return a.signInAudience;
+      if (query === "web.redirectUris[]") return a.redirectUris.join("\n");
+      if (query === "join(',', tags)") return a.tags.join(",");
+      if (query.startsWith("requiredResourceAccess")) return a.scopes.find((s) => query.includes(`'${s}'`)) ?? "";
+      if (!query) return "";
+      throw new AzError(`fake az: unsupported query for ad app show: ${query}`, 2);
+    }
+    case "ad app list": {
+      const m = /^displayName eq '((?:[^']|'')*)'$/.exec(opt("--filter"));
+      if (!m) throw new AzError(`fake az: unsupported filter: ${opt("--filter")}`, 2);
+      const name = (m[1] ?? "").replace(/''/g, "'");
+      if (query !== "[].[appId, join(',', tags)]") throw new AzError(`fake az: unsupported query for ad app list: ${query}`, 2);
+      return state.apps
+        .filter((a) => a.displayName === name)
+        .map((a) => `${a.appId}\t${a.tags.join(",")}`)
+        .join("\n");
+    }
+    case "ad app create": {
+      const a: FakeApp = {
+        appId: newId(),
+        displayName: opt("--display-name"),
+        tags: [],
+        signInAudience: opt("--sign-in-audience"),
+        redirectUris: options.get("--web-redirect-uris") ?? [],
+        scopes: [],
+        credentials: [],
+      };
+      state.apps.push(a);
+      return a.appId;
+    }
+    case "ad app update": {
+      const a = app(opt("--id"));
+      if (has("--add")) {
+        const [field, value] = options.get("--add") ?? [];
+        if (field !== "tags" || !value) throw new AzError(`fake az: unsupported --add ${field}`, 2);
+        if (!a.tags.includes(value)) a.tags.push(value);
+      }
+      if (has("--sign-in-audience")) a.signInAudience = opt("--sign-in-audience");
+      if (has("--web-redirect-uris")) a.redirectUris = options.get("--web-redirect-uris") ?? [];
+      return "";
+    }
+    case "ad app permission add": {
+      const a = app(opt("--id"));
+      a.scopes.push(opt("--api-permissions").replace(/=Scope$/, ""));
+      return "";
+    }
+    case "ad app credential reset": {
+      const a = app(opt("--id"));
+      if (!has("--append")) throw new AzError("fake az: reset without --append would delete the other credentials", 2);
+      const keyId = newId();
+      a.credentials.push({ keyId, displayName: opt("--display-name"), endDateTime: opt("--end-date") });
+      if (query !== "password") throw new AzError("fake az: the password must be queried alone", 2);
+      return `FAKE-CLIENT-SECRET-${keyId}`;
+    }
+    case "ad app credential list": {
+      const a = app(opt("--id"));
+      const byName = /displayName=='([^']*)'\]\.keyId \| \[0\]$/.exec(query);
+      if (byName) return a.credentials.find((c) => c.displayName === byName[1])?.keyId ?? "";
+      const keep = /displayName != '([^']*)'/.exec(query)?.[1];
+      return a.credentials
+        .filter((c) => c.displayName.startsWith("mssp-collector ") && c.displayName !== keep)
+        .map((c) => `${c.keyId}\t${c.displayName}`)
+        .join("\n");
+    }
+    case "ad app credential delete": {
+      const a = app(opt("--id"));
+      a.credentials = a.credentials.filter((c) => c.keyId !== opt("--key-id"));
+      return "";
+    }
+    case "keyvault show": {
+      const v = vault(opt("--name"));
+      if (query !== "[id, properties.publicNetworkAccess, properties.networkAcls.defaultAction]") throw new AzError(`fake az: unsupported query ${query}`, 2);
+      return `${v.id}\t${v.publicNetworkAccess}\t${v.defaultAction}`;
+    }
+    case "keyvault update": {
+      const v = vault(opt("--name"));
+      if (has("--public-network-access")) v.publicNetworkAccess = opt("--public-network-access") as "Enabled" | "Disabled";
+      if (has("--default-action")) v.defaultAction = opt("--default-action") as "Allow" | "Deny";
+      return "";
+    }
+    case "keyvault network-rule add": {
+      const v = vault(opt("--name"));
+      if (!v.ipRules.includes(opt("--ip-address"))) v.ipRules.push(opt("--ip-address"));
+      return "";
+    }
+    case "keyvault network-rule remove": {
+      const v = vault(opt("--name"));
+      v.ipRules = v.ipRules.filter((ip) => ip !== opt("--ip-address"));
+      return "";
+    }
+    case "keyvault secret show": {
+      const name = opt("--name");
+      dataPlane(name);
+      const s = secret(name);
+      if (query === "id") return `${state.vault.id}/secrets/${name}/v${s.versions}`;
+      if (query === "tags.clientId") return s.tags.clientId ?? "";
+      if (query === "tags.credential") return s.tags.credential ?? "";
+      throw new AzError(`fake az: unsupported query for secret show: ${query}`, 2);
+    }
+    case "keyvault secret set": {
+      const name = opt("--name");
+      dataPlane(name);
+      if (opt("--file") !== "/dev/stdin") throw new AzError("fake az: the secret must come on stdin", 2);
+      if (has("--value")) throw new AzError("fake az: --value puts the secret on the command line", 2);
+      const value = stdin();
+      const tags = Object.fromEntries((options.get("--tags") ?? []).map((t) => t.split("=", 2) as [string, string]));
+      const expires = opt("--expires");
+      state.secret = {
+        name,
+        tags,
+        ...(expires ? { expires } : {}),
+        contentType: opt("--content-type"),
+        valueLength: value.length,
+        versions: (state.secret?.name === name ? state.secret.versions : 0) + 1,
+      };
+      return "";
+    }
+    case "resource show": {
+      const id = opt("--ids");
+      if (state.secret && id === `${state.vault.id}/secrets/${state.secret.name}`) return "";
+      throw new AzError(`(ResourceNotFound) The Resource '${id}' was not found.`);
+    }
+    case "role assignment create": {
+      const assignment = { id: `/role-assignments/${newId()}`, principalId: opt("--assignee-object-id"), scope: opt("--scope"), role: opt("--role") };
+      state.roleAssignments.push(assignment);
+      return assignment.id;
+    }
+    case "role assignment delete": {
+      const before = state.roleAssignments.length;
+      state.roleAssignments = state.roleAssignments.filter((r) => r.id !== opt("--ids"));
+      if (state.roleAssignments.length === before) throw new AzError("role assignment not found");
+      return "";
+    }
+    default:
+      throw new AzError(`fake az: unsupported command: ${cmd}`, 2);
+  }
+}
+
+export interface FakeAzCall {
+  argv: string[];
+  code: number;
+  /** Whether the command read stdin (its content is not kept). */
+  stdin: boolean;
+}
+
+export interface FakeAz {
+  port: number;
+  state: FakeAzState;
+  calls: FakeAzCall[];
+  close(): Promise<void>;
+}
+
+const quote = (text: string) => `'${text.replace(/'/g, "'\\''")}'`;
+
+/** Serves the fake az on 127.0.0.1; `state` may be replaced between runs. */
+export async function startFakeAz(state: FakeAzState): Promise<FakeAz> {
+  const fake: FakeAz = { port: 0, state, calls: [], close: async () => {} };
+  const server: Server = createServer((socket) => {
+    let buffer = Buffer.alloc(0);
+    socket.on("data", (chunk: Buffer) => {
+      buffer = Buffer.concat([buffer, chunk]);
+      if (buffer[buffer.length - 1] !== 1) return;
+      const parts = buffer.subarray(0, buffer.length - 1).toString("utf8").split("\0");
+      parts.pop(); // after the last NUL
+      const input = (parts.pop() ?? "").replace(/^--fake-stdin=/, "");
+      const argv = parts;
+      let stdinRead = false;
+      let code = 0;
+      let out = "";
+      let err = "";
+      const before = JSON.stringify(fake.state);
+      try {
+        out = run(fake.state, argv, () => {
+          stdinRead = true;
+          return input;
+        });
+        const output = argv.includes("--output") ? argv[argv.indexOf("--output") + 1] : argv.includes("-o") ? argv[argv.indexOf("-o") + 1] : "json";
+        if (output === "none") out = "";
+      } catch (e) {
+        fake.state = JSON.parse(before) as FakeAzState; // a failed command changes nothing
+        const azError = e instanceof AzError ? e : new AzError(String(e), 2);
+        err = `ERROR: ${azError.message}\n`;
+        code = azError.exitCode;
+      }
+      fake.calls.push({ argv, code, stdin: stdinRead });
+      const reply = `${out ? `printf '%s\\n' ${quote(out)}\n` : ""}${err ? `printf '%s' ${quote(err)} >&2\n` : ""}exit ${code}\n`;
+      socket.end(reply);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  fake.port = (server.address() as { port: number }).port;
+  fake.close = () => new Promise((resolve) => server.close(() => resolve()));
+  return fake;
+}
+
+/** The `az` executable: bash that forwards to the fake on `port`. */
+export function azWrapper(port: number): string {
+  return [
+    "#!/usr/bin/env bash",
+    "input=''",
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: bash parameter expansion, not a template
+    'if [ "${1:-} ${2:-} ${3:-}" = "keyvault secret set" ]; then input="$(cat)"; fi',
+    `exec 3<>/dev/tcp/127.0.0.1/${port}`,
+    "{ printf '%s\\0' \"$@\" \"--fake-stdin=$input\"; printf '\\001'; } >&3",
+    'eval "$(cat <&3)"',
+    "",
+  ].join("\n");
+}
