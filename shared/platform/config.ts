@@ -1,6 +1,8 @@
 import { TableServiceClient } from "@azure/data-tables";
 import { QueueServiceClient } from "@azure/storage-queue";
 import { z } from "zod";
+import type { DestinationConfig } from "../delivery/config.js";
+import { DESTINATION_TYPES, type DestinationType } from "../delivery/destination.js";
 
 /**
  * App settings, validated once with a schema. Every problem is reported in a single
@@ -155,6 +157,95 @@ const rawSchema = z.object({
   ALERTS_RESUME_MARGIN_SECONDS: optional(positiveInt(0, 24 * 3600)),
 });
 
+/**
+ * Delivery destinations: `DESTINATIONS__<name>__<FIELD>` (see shared/delivery/config.ts).
+ * Field names are upper case; unknown fields and bad values are named like any setting.
+ */
+const booleanSetting = z.enum(["true", "false", "TRUE", "FALSE", "True", "False"]).transform((v) => v.toLowerCase() === "true");
+const destinationBase = { TYPE: z.enum(DESTINATION_TYPES), ENABLED: optional(booleanSetting) };
+const secretName = z
+  .string()
+  .trim()
+  .regex(/^[0-9A-Za-z-]{1,127}$/, "must be a Key Vault secret name (letters, digits and dashes), never a secret");
+const destinationSchemas = {
+  sentinel: z.strictObject({
+    ...destinationBase,
+    DCR_ENDPOINT: required(httpsUrl),
+    DCR_IMMUTABLE_ID: required(z.string().trim().min(1)),
+    STREAM: required(z.string().trim().regex(/^Custom-[A-Za-z0-9_]+$/, "must be Custom-<name>")),
+  }),
+  splunk: z.strictObject({
+    ...destinationBase,
+    URL: required(httpsUrl),
+    INDEX: optional(z.string().trim().min(1)),
+    SOURCETYPE: optional(z.string().trim().min(1)),
+    USE_ACK: optional(booleanSetting),
+    TOKEN_SECRET_NAME: required(secretName),
+  }),
+  webhook: z.strictObject({ ...destinationBase, URL: required(httpsUrl), SECRET_NAME: required(secretName) }),
+} as const;
+const DESTINATION_PREFIX = "DESTINATIONS__";
+
+function parseDestinations(env: Record<string, string | undefined>): {
+  destinations: DestinationConfig[];
+  problems: { setting: string; problem: string; kind: "missing" | "invalid" }[];
+} {
+  const byName = new Map<string, Record<string, string>>();
+  const problems: { setting: string; problem: string; kind: "missing" | "invalid" }[] = [];
+  for (const [key, value] of Object.entries(env)) {
+    if (!key.startsWith(DESTINATION_PREFIX) || value === undefined) continue;
+    const rest = key.slice(DESTINATION_PREFIX.length);
+    const split = rest.lastIndexOf("__");
+    const name = split > 0 ? rest.slice(0, split) : "";
+    if (!/^[a-z0-9-]{1,32}$/.test(name)) {
+      problems.push({ setting: key, problem: "must be DESTINATIONS__<name>__<FIELD> with a name of [a-z0-9-]{1,32}", kind: "invalid" });
+      continue;
+    }
+    byName.set(name, { ...byName.get(name), [rest.slice(split + 2).toUpperCase()]: value });
+  }
+  const destinations: DestinationConfig[] = [];
+  for (const [name, fields] of [...byName.entries()].sort((a, b) => a[0].localeCompare(b[0]))) {
+    const setting = (field: PropertyKey | undefined) => `${DESTINATION_PREFIX}${name}__${String(field ?? "TYPE")}`;
+    const type = fields.TYPE?.trim() as DestinationType;
+    if (!(DESTINATION_TYPES as readonly string[]).includes(type)) {
+      problems.push({ setting: setting("TYPE"), problem: `is required, one of ${DESTINATION_TYPES.join(", ")}`, kind: "invalid" });
+      continue;
+    }
+    const parsed = destinationSchemas[type].safeParse({ ...fields, TYPE: type });
+    if (!parsed.success) {
+      for (const issue of parsed.error.issues) {
+        if (issue.code === "unrecognized_keys") {
+          for (const key of issue.keys) problems.push({ setting: setting(key), problem: `is not a field of a ${type} destination`, kind: "invalid" });
+          continue;
+        }
+        const field = issue.path[0];
+        const missing = issue.code === "invalid_type" && fields[String(field)] === undefined;
+        problems.push({ setting: setting(field), problem: missing ? "is required" : `is invalid: ${issue.message}`, kind: missing ? "missing" : "invalid" });
+      }
+      continue;
+    }
+    const d = parsed.data as Record<string, unknown>;
+    const enabled = (d.ENABLED as boolean | undefined) ?? true;
+    if (type === "sentinel") {
+      destinations.push({ name, type, enabled, dcrEndpoint: String(d.DCR_ENDPOINT), dcrImmutableId: String(d.DCR_IMMUTABLE_ID), stream: String(d.STREAM) });
+    } else if (type === "splunk") {
+      destinations.push({
+        name,
+        type,
+        enabled,
+        url: String(d.URL),
+        useAck: (d.USE_ACK as boolean | undefined) ?? false,
+        tokenSecretName: String(d.TOKEN_SECRET_NAME),
+        ...(d.INDEX ? { index: String(d.INDEX) } : {}),
+        ...(d.SOURCETYPE ? { sourcetype: String(d.SOURCETYPE) } : {}),
+      });
+    } else {
+      destinations.push({ name, type, enabled, url: String(d.URL), secretName: String(d.SECRET_NAME) });
+    }
+  }
+  return { destinations, problems };
+}
+
 /** Names of every app setting the app reads. The infra drift test checks these. */
 export const SETTING_NAMES = Object.keys(rawSchema.shape) as (keyof typeof rawSchema.shape)[];
 /** Settings that every deployment must set (the rest are optional or have defaults). */
@@ -209,6 +300,8 @@ export interface AppConfig {
   };
   /** Subtracted from a list scan's start time to give readers a safe `nextSince`. */
   alertsResumeMarginMs: number;
+  /** Delivery destinations (`DESTINATIONS__<name>__*`), enabled or not. */
+  destinations: DestinationConfig[];
 }
 
 export interface ConfigProblem {
@@ -261,6 +354,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       });
     }
   }
+  const delivery = parseDestinations(env);
+  problems.push(...delivery.problems);
   if (!parsed.success || problems.length > 0) throw new ConfigError(problems);
   const s = parsed.data;
   const storage: StorageConnection = s.ALERTS_STORAGE
@@ -310,6 +405,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       budgetPercent: s.SWEEP_BUDGET_PERCENT ?? 10,
     },
     alertsResumeMarginMs: (s.ALERTS_RESUME_MARGIN_SECONDS ?? 300) * 1000,
+    destinations: delivery.destinations,
   };
 }
 

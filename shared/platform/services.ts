@@ -1,4 +1,4 @@
-import { DefaultAzureCredential } from "@azure/identity";
+import { DefaultAzureCredential, type TokenCredential } from "@azure/identity";
 import { SecretClient } from "@azure/keyvault-secrets";
 import { type AppConfig, loadConfig } from "./config.js";
 import { TokenVault } from "./token-vault.js";
@@ -11,6 +11,8 @@ export interface Services {
   vault: TokenVault;
   /** The Key Vault client behind `vault` (the app's own secrets, e.g. the client secret's expiry). */
   secrets: SecretClient;
+  /** The app's own Azure identity (managed identity in Azure): Key Vault, Logs Ingestion. */
+  credential: TokenCredential;
   now: () => Date;
   sleep: (ms: number) => Promise<void>;
   random: () => number;
@@ -32,6 +34,7 @@ export function createServices(config: AppConfig): Services {
     storage: createStorage(config.storage),
     vault: new TokenVault(secrets),
     secrets,
+    credential,
     now: () => new Date(),
     sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
     random: Math.random,
