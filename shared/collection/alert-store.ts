@@ -281,9 +281,18 @@ export class BodyPartMissingError extends Error {
  * old row finishes; one that is slower than that finds a part missing and re-reads the row.
  */
 export async function readAlertJson(tables: AlertTables, tenantId: string, alertId: string): Promise<Buffer | undefined> {
+  return (await readStoredAlert(tables, tenantId, encodeKey(alertId)))?.json;
+}
+
+/** The stored alert row (columns) and its exact JSON, or undefined (see readAlertJson). */
+export async function readStoredAlert(
+  tables: AlertTables,
+  tenantId: string,
+  rowKey: string,
+): Promise<{ row: AlertEntity; json: Buffer } | undefined> {
   for (let attempt = 0; ; attempt++) {
     try {
-      return await readOnce(tables, tenantId, alertId);
+      return await readOnce(tables, tenantId, rowKey);
     } catch (err) {
       if (err instanceof BodyPartMissingError && attempt === 0) continue;
       throw err;
@@ -291,10 +300,10 @@ export async function readAlertJson(tables: AlertTables, tenantId: string, alert
   }
 }
 
-async function readOnce(tables: AlertTables, tenantId: string, alertId: string): Promise<Buffer | undefined> {
+async function readOnce(tables: AlertTables, tenantId: string, rowKey: string): Promise<{ row: AlertEntity; json: Buffer } | undefined> {
   let row: AlertEntity;
   try {
-    row = await tables.alerts.getEntity(tenantId, encodeKey(alertId));
+    row = await tables.alerts.getEntity(tenantId, rowKey);
   } catch (err) {
     if (isStatus(err, 404)) return undefined;
     throw err;
@@ -313,7 +322,7 @@ async function readOnce(tables: AlertTables, tenantId: string, alertId: string):
   if (sha256Hex(json) !== row.bodySha256) {
     throw new Error(`Stored body of alert ${row.rowKey} fails its checksum`);
   }
-  return json;
+  return { row, json };
 }
 
 function partsOf(entity: Record<string, unknown>): Uint8Array[] {

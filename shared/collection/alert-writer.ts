@@ -23,6 +23,7 @@ import {
   sha256Hex,
   toBatches,
 } from "./alert-store.js";
+import { entryFor } from "../delivery/outbox.js";
 import { canonicalTime, compareTimes } from "./time.js";
 
 /**
@@ -54,6 +55,12 @@ export interface WriterOptions {
   now: () => Date;
   /** Called before every write batch; throws when this writer may no longer write (fencing). */
   fence: () => Promise<void>;
+  /**
+   * The delivery outbox (shared/delivery/outbox.ts): every version written also records an
+   * outbox entry for these destinations, in the same transaction; `beforeFirstWrite` runs
+   * once, before the first transaction.
+   */
+  outbox?: { destinations: readonly string[]; beforeFirstWrite(): Promise<void> };
 }
 
 export interface WrittenAlert {
@@ -90,6 +97,7 @@ const MAX_CONFLICT_ROUNDS = 5;
 export class AlertWriter {
   private readonly alerts: TableClient;
   private readonly limit: ReturnType<typeof pLimit>;
+  private marked: Promise<void> | undefined;
 
   constructor(private readonly options: WriterOptions) {
     this.alerts = options.tables.alerts;
@@ -166,6 +174,10 @@ export class AlertWriter {
           const actions = batch.flatMap((p) => p.actions);
           if (inserts > 0) actions.push(["create", countRow(this.options.tenantId, inserts)]);
           await this.options.fence();
+          if (this.options.outbox) {
+            this.marked ??= this.options.outbox.beforeFirstWrite();
+            await this.marked;
+          }
           try {
             await this.alerts.submitTransaction(actions);
           } catch (err) {
@@ -216,6 +228,10 @@ export class AlertWriter {
       if (stored.bodyKey && stored.bodyKey !== entry.bodyKey) {
         actions.push(["upsert", this.garbageRow(stored), "Replace"]);
       }
+    }
+    const outbox = this.options.outbox;
+    if (outbox && outbox.destinations.length > 0) {
+      actions.push(entryFor(tenantId, { ...entry, lastUpdateTimeExact: p.alert.lastUpdateTime }, outbox.destinations));
     }
     return { plan: p, encoded, actions, bytes: encoded.bytes + 1024 * actions.length, entities: actions.length };
   }

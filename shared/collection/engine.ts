@@ -1,6 +1,8 @@
 import { odata, type TableClient, type TransactionAction } from "@azure/data-tables";
 import { endpointsFor } from "../platform/config.js";
 import { recordClientCredential } from "../platform/health.js";
+import { enqueueDelivery } from "../delivery/queue.js";
+import { markPending, routedDestinations } from "../delivery/outbox.js";
 import { errorName } from "../platform/http.js";
 import type { Logger, Services } from "../platform/services.js";
 import { TABLES } from "../platform/storage.js";
@@ -31,7 +33,8 @@ import {
   type SkippedSlice,
   type SweepEntity,
   type SweepPass,
-  SyncLease,
+  acquireSyncLease,
+  type SyncLease,
   type SyncPatch,
 } from "./sync-state.js";
 import { compareTimes, timeMs } from "./time.js";
@@ -87,7 +90,7 @@ export async function pullTenant(svc: Services, tenantIdRaw: string, log: Logger
     return { outcome: "skipped-inactive", ...NOTHING };
   }
   const sync = svc.storage.table(TABLES.syncState);
-  const lease = await SyncLease.acquire(sync, tenantId, "defender", leaseTiming(), svc.now);
+  const lease = await acquireSyncLease(sync, tenantId, "defender", leaseTiming(), svc.now);
   if (lease === "busy") {
     log.info(`pull.skipped tenantId=${tenantId} reason=already-running`);
     return { outcome: "skipped-busy", ...NOTHING };
@@ -167,6 +170,10 @@ class SyncJob {
       gcGraceMs: pull.overflowGcGraceMs,
       now: svc.now,
       fence: () => this.lease.beforeWrite(),
+      outbox: {
+        destinations: routedDestinations(svc.config, tenant.destinations),
+        beforeFirstWrite: () => markPending(svc, this.tenantId),
+      },
     });
     this.tokenCheck = () => tokens.get(this.scope);
   }
@@ -190,6 +197,7 @@ class SyncJob {
       const now = this.svc.now();
       await this.lease.release({ ...this.stateToSave(), lastSuccessAt: now.toISOString(), ...CLEARED_ERROR });
       await this.clearTenantError();
+      await this.wakeDelivery();
       const late = this.lateness.summary(now.getTime());
       const overlapMs = this.effectiveOverlapMs();
       this.log.info(
@@ -205,6 +213,19 @@ class SyncJob {
       return this.result("succeeded");
     } catch (err) {
       return this.fail(err);
+    }
+  }
+
+  /**
+   * After writes, a wake-up for the delivery worker. Best effort: the pending marker written
+   * before the first write already guarantees delivery (the timer finds it).
+   */
+  private async wakeDelivery(): Promise<void> {
+    if (this.written + this.sweepWritten === 0 || routedDestinations(this.svc.config, this.tenant.destinations).length === 0) return;
+    try {
+      await enqueueDelivery(this.svc, { tenantId: this.tenantId });
+    } catch (err) {
+      this.log.warn(`delivery.wake-failed tenantId=${this.tenantId} error=${errorName(err)}`);
     }
   }
 
@@ -274,6 +295,7 @@ class SyncJob {
       this.log.warn(`pull.failed tenantId=${id} code=${code}`);
       return this.result("failed");
     }
+    await this.wakeDelivery();
     if (err instanceof BudgetExhaustedError) {
       await release({ lastErrorCode: "BudgetExhausted", lastErrorMessage: err.message, lastErrorAt: at });
       this.log.warn(`pull.partial tenantId=${id} code=BudgetExhausted alerts=${this.written} watermark=${this.watermark ?? ""}`);

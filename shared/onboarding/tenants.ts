@@ -26,6 +26,8 @@ export interface TenantEntity {
   lastErrorCode?: string;
   lastErrorMessage?: string;
   lastErrorAt?: string;
+  /** JSON array of delivery destination names; absent: every enabled destination (shared/delivery/outbox.ts). */
+  destinations?: string;
   /**
    * Pull state that versions before the `syncstate` table kept here. The first run of the
    * current engine carries it over once (shared/collection/engine.ts) and never writes it.

@@ -1,6 +1,7 @@
 import { odata, type TableClient } from "@azure/data-tables";
 import { effectiveOverlapMs, LatenessFigures } from "../collection/lateness.js";
 import { getSyncRow, parseSlices, type SkippedSlice, type SyncEntity } from "../collection/sync-state.js";
+import { parseDestinationList } from "../delivery/outbox.js";
 import type { AppConfig } from "../platform/config.js";
 import { type TenantEntity, type TenantStatus, toStatus } from "../onboarding/tenants.js";
 
@@ -17,6 +18,8 @@ export interface TenantHealthStatus extends TenantStatus {
   skippedSlices?: SkippedSlice[];
   sameTimeChanges?: number;
   warnings?: string[];
+  /** The delivery destinations routed for this tenant (absent: every enabled destination). */
+  destinations?: string[];
 }
 
 const SOURCE = "defender";
@@ -24,6 +27,8 @@ const SOURCE = "defender";
 export function tenantHealthStatus(config: AppConfig, tenant: TenantEntity, sync: SyncEntity | undefined, now: Date): TenantHealthStatus {
   const base = toStatus(tenant);
   const status: TenantHealthStatus = { ...base, health: "ok" };
+  const destinations = parseDestinationList(tenant.destinations);
+  if (destinations) status.destinations = destinations;
   if (!sync) return status;
   if (sync.lastPullAt) status.lastPullAt = sync.lastPullAt;
   if (sync.lastSuccessAt) status.lastSuccessAt = sync.lastSuccessAt;
