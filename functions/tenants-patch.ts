@@ -13,7 +13,7 @@ export async function tenantsPatch(request: HttpRequest, context: InvocationCont
     const patch = parseTenantPatch(await readJsonObject(request), known);
     const svc = await services();
     const row = await patchTenantSettings(svc, tenantId, patch);
-    const sync = await syncRowOf(svc.storage.table(TABLES.syncState), tenantId);
+    const sync = await syncRowOf(svc.storage.table(TABLES.syncState), row, svc.config);
     return json(200, tenantHealthStatus(svc.config, row, sync, svc.now()));
   });
 }

@@ -329,7 +329,7 @@ describe("consent flow", () => {
   });
 
   it("reads the granted scope in the short and the resource-qualified form", () => {
-    const endpoints = { authorityHost: "", apiBaseUrl: "", apiScope: "https://api.securitycenter.microsoft.com/.default" };
+    const endpoints = { authorityHost: "", apiBaseUrl: "", apiScope: "https://api.securitycenter.microsoft.com/.default", graphBaseUrl: "", graphScope: "" };
     assert.ok(grantsAlertRead("Alert.Read offline_access", endpoints));
     assert.ok(grantsAlertRead("https://api.securitycenter.microsoft.com/Alert.Read openid", endpoints));
     assert.ok(grantsAlertRead("https://api.securitycenter.microsoft.com/alert.readwrite", endpoints));

@@ -8,8 +8,8 @@ import {
   COUNT_PREFIX,
   COUNT_TOTAL_KEY,
   type EncodedAlert,
+  alertRowKey,
   encodeAlert,
-  encodeKey,
   GARBAGE_PREFIX,
   INLINE_PARTS,
   type IndexEntry,
@@ -24,6 +24,7 @@ import {
   toBatches,
 } from "./alert-store.js";
 import { entryFor } from "../delivery/outbox.js";
+import type { SourceName } from "./source.js";
 import { canonicalTime, compareTimes } from "./time.js";
 
 /**
@@ -47,6 +48,8 @@ import { canonicalTime, compareTimes } from "./time.js";
 
 export interface WriterOptions {
   tenantId: string;
+  /** The source of the alerts written (their RowKeys and `source` column). */
+  source: SourceName;
   tables: AlertTables;
   /** Transactions in flight at once. */
   concurrency: number;
@@ -104,9 +107,13 @@ export class AlertWriter {
     this.limit = pLimit(options.concurrency);
   }
 
-  /** The stored versions in a window, for callers that compare before fetching bodies. */
-  storedIn(fromMs: number, toMs: number): Promise<IndexEntry[]> {
-    return listIndex(this.alerts, this.options.tenantId, fromMs, toMs);
+  /**
+   * The stored versions of this source's alerts in a window, for callers that compare
+   * before fetching bodies (the index holds both sources' rows of the tenant).
+   */
+  async storedIn(fromMs: number, toMs: number): Promise<IndexEntry[]> {
+    const { source, tenantId } = this.options;
+    return (await listIndex(this.alerts, tenantId, fromMs, toMs)).filter((e) => e.rowKey === alertRowKey(source, e.alertId));
   }
 
   /**
@@ -126,7 +133,7 @@ export class AlertWriter {
     const lookups = await Promise.all(
       [...unique.values()].map(async (alert) => {
         if (known.has(alert.id) || stored === "empty") return [alert, known.get(alert.id)] as const;
-        return [alert, await this.limit(() => readAlertHead(this.alerts, this.options.tenantId, encodeKey(alert.id)))] as const;
+        return [alert, await this.limit(() => readAlertHead(this.alerts, this.options.tenantId, alertRowKey(this.options.source, alert.id)))] as const;
       }),
     );
     let pending: Plan[] = lookups.map(([alert, entry]) => plan(alert, entry));
@@ -136,7 +143,7 @@ export class AlertWriter {
       // Re-read each alert of a failed transaction and decide again.
       pending = await Promise.all(
         conflicted.map(async (alert) =>
-          plan(alert, await this.limit(() => readAlertHead(this.alerts, this.options.tenantId, encodeKey(alert.id)))),
+          plan(alert, await this.limit(() => readAlertHead(this.alerts, this.options.tenantId, alertRowKey(this.options.source, alert.id)))),
         ),
       );
     }
@@ -202,7 +209,7 @@ export class AlertWriter {
 
   private prepare(p: Extract<Plan, { kind: "insert" | "replace" }>): Prepared {
     const { tenantId } = this.options;
-    const encoded = encodeAlert(tenantId, p.alert);
+    const encoded = encodeAlert(tenantId, p.alert, this.options.source);
     const row = encoded.row;
     const entry: IndexEntry = {
       alertId: p.alert.id,

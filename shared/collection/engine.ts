@@ -5,13 +5,13 @@ import { enqueueDelivery } from "../delivery/queue.js";
 import { markPending, routedDestinations } from "../delivery/outbox.js";
 import { errorName } from "../platform/http.js";
 import type { Logger, Services } from "../platform/services.js";
-import { TABLES } from "../platform/storage.js";
+import { isStatus, TABLES } from "../platform/storage.js";
 import { CLEARED_ERROR, getTenant, patchTenant, type TenantPatch, type TenantRow } from "../onboarding/tenants.js";
 import {
   ALERT_ROWS_ONLY,
   type AlertTables,
+  alertRowKey,
   COUNT_TOTAL_KEY,
-  encodeKey,
   entryFromAlertRow,
   type IndexEntry,
   indexRow,
@@ -23,8 +23,8 @@ import { BudgetExhaustedError, CallBudget } from "./budget.js";
 import { collectDueGarbage, collectOrphans } from "./garbage.js";
 import { Coverage, effectiveOverlapMs, LatenessFigures } from "./lateness.js";
 import { leaseTiming } from "./lease-timing.js";
-import { SourceApiError } from "./source.js";
-import { DefenderSource } from "./sources/defender/client.js";
+import { SourceApiError, type SourceName } from "./source.js";
+import { createSource, type MeasuredSource, type SourceProfile, sourceProfile } from "./sources/index.js";
 import { duePasses, isReconcile } from "./sweep.js";
 import {
   getSweepRow,
@@ -90,7 +90,8 @@ export async function pullTenant(svc: Services, tenantIdRaw: string, log: Logger
     return { outcome: "skipped-inactive", ...NOTHING };
   }
   const sync = svc.storage.table(TABLES.syncState);
-  const lease = await acquireSyncLease(sync, tenantId, "defender", leaseTiming(), svc.now);
+  const source = before.source ?? svc.config.defaultSource;
+  const lease = await acquireSyncLease(sync, tenantId, source, leaseTiming(), svc.now);
   if (lease === "busy") {
     log.info(`pull.skipped tenantId=${tenantId} reason=already-running`);
     return { outcome: "skipped-busy", ...NOTHING };
@@ -98,19 +99,20 @@ export async function pullTenant(svc: Services, tenantIdRaw: string, log: Logger
   // Read again under the lease: an offboarding that landed in between is seen here, and
   // one that lands later sets stopRequestedAt, which the lease's next commit sees.
   const tenant = await getTenant(tenants, tenantId);
-  if (tenant?.status !== "active") {
+  if (tenant?.status !== "active" || (tenant.source ?? svc.config.defaultSource) !== source) {
     await lease.release({});
     log.info(`pull.skipped tenantId=${tenantId} reason=${tenant ? tenant.status : "unknown-tenant"}`);
     return { outcome: "skipped-inactive", ...NOTHING };
   }
-  return new SyncJob(svc, log, tenant, lease).execute();
+  return new SyncJob(svc, log, tenant, source, lease).execute();
 }
 
 type Cursor = "incremental" | "sweep";
 
 class SyncJob {
   private readonly budget: CallBudget;
-  private readonly source: DefenderSource;
+  private readonly source: MeasuredSource;
+  private readonly profile: SourceProfile;
   private readonly writer: AlertWriter;
   private readonly tables: AlertTables;
   private readonly coverage: Coverage;
@@ -125,24 +127,26 @@ class SyncJob {
   private knownEmpty: boolean;
   /** The store of the previous leaf, running while the next one is fetched. */
   private pending: Promise<void> = Promise.resolve();
-  private readonly scope: string;
-
   constructor(
     private readonly svc: Services,
     private readonly log: Logger,
     private readonly tenant: TenantRow,
+    sourceName: SourceName,
     private readonly lease: SyncLease,
   ) {
     const row = lease.row;
     const { pull } = svc.config;
     // State kept on the tenant row by versions before the syncstate table is carried over once.
-    const carried = row.indexVersion === undefined;
+    // (Only Defender had such state.)
+    const carried = row.indexVersion === undefined && sourceName === "defender";
     this.watermark = row.watermark || (carried ? tenant.watermark : undefined) || undefined;
     this.alertsStored = row.alertsStored ?? 0;
     this.sameTimeChanges = row.sameTimeChanges ?? 0;
-    this.knownEmpty = !this.watermark && !(row.alertsStored || tenant.alertsStored);
+    this.knownEmpty = !this.watermark && !(row.alertsStored || (carried && tenant.alertsStored));
+    const endpoints = endpointsFor(svc.config, tenant.cloud);
+    this.profile = sourceProfile(sourceName, svc.config, endpoints);
     this.budget = new CallBudget(
-      { perMinute: pull.maxCallsPerMinute, perHour: pull.maxCallsPerHour },
+      this.profile.limits,
       svc.config.sweep.budgetPercent,
       svc.now,
       row.apiCalls || (carried ? tenant.apiCalls : undefined),
@@ -150,21 +154,22 @@ class SyncJob {
     this.coverage = Coverage.parse(row.coverage);
     this.lateness = LatenessFigures.parse(row.lateness);
     this.skipped = parseSlices(row.skippedSlices);
-    const endpoints = endpointsFor(svc.config, tenant.cloud);
-    this.scope = endpoints.apiScope;
     const tokens = new DelegatedTokenProvider(svc, log, tenant, endpoints);
-    this.source = new DefenderSource({
+    const scope = this.profile.scope;
+    this.source = createSource(sourceName, {
       tenantId: this.tenantId,
-      baseUrl: endpoints.apiBaseUrl,
+      endpoints,
+      config: svc.config,
       budget: this.budget,
       sleep: svc.sleep,
       random: svc.random,
       log,
-      token: (forceNew) => tokens.get(this.scope, { forceNew }),
+      token: (forceNew) => tokens.get(scope, { forceNew }),
     });
     this.tables = { alerts: svc.storage.table(TABLES.alerts), bodies: svc.storage.table(TABLES.alertBodies) };
     this.writer = new AlertWriter({
       tenantId: this.tenantId,
+      source: this.source.name,
       tables: this.tables,
       concurrency: WRITE_CONCURRENCY,
       gcGraceMs: pull.overflowGcGraceMs,
@@ -175,7 +180,7 @@ class SyncJob {
         beforeFirstWrite: () => markPending(svc, this.tenantId),
       },
     });
-    this.tokenCheck = () => tokens.get(this.scope);
+    this.tokenCheck = () => tokens.get(scope);
   }
 
   private readonly tokenCheck: () => Promise<string>;
@@ -340,7 +345,7 @@ class SyncJob {
   private reader(purpose: "incremental" | "sweep", full: boolean, onLeaf: (leaf: Leaf) => Promise<void>): WindowReader {
     return new WindowReader({
       source: this.source,
-      pageSize: this.svc.config.pull.pageSize,
+      pageSize: this.profile.pageSize,
       purpose,
       full,
       onLeaf,
@@ -480,7 +485,7 @@ class SyncJob {
       let recovered = false;
       const reader = new WindowReader({
         source: this.source,
-        pageSize: this.svc.config.pull.pageSize,
+        pageSize: this.profile.pageSize,
         purpose: "sweep",
         full: true,
         onLeaf: async (leaf) => {
@@ -552,7 +557,7 @@ class SyncJob {
 
   /** The stored version of an alert whose stored time lies outside the leaf (one point read). */
   private storedElsewhere(alert: RawAlert): Promise<IndexEntry | undefined> {
-    return readAlertHead(this.tables.alerts, this.tenantId, encodeKey(alert.id));
+    return readAlertHead(this.tables.alerts, this.tenantId, alertRowKey(this.source.name, alert.id));
   }
 
   private async saveSweep(patch: Partial<SweepEntity>): Promise<void> {
@@ -571,7 +576,16 @@ class SyncJob {
    */
   private async buildIndexOnce(): Promise<void> {
     if (this.lease.row.indexVersion === 1) return;
+    // The index and the count belong to the tenant's partition, whatever the source: the
+    // count row exists once they were built (by this or another source's first run).
+    const built = await countRowExists(this.tables.alerts, this.tenantId);
     let count = 0;
+    if (built) {
+      this.alertsStored = await foldAlertCount(this.tables.alerts, this.tenantId);
+      this.knownEmpty = false;
+      await this.lease.commit(this.stateToSave());
+      return;
+    }
     if (!this.knownEmpty) {
       const alerts = this.tables.alerts;
       const filter = odata`PartitionKey eq ${this.tenantId} and ${ALERT_ROWS_ONLY}`;
@@ -596,6 +610,16 @@ class SyncJob {
     await upsertCount(this.tables.alerts, this.tenantId, count);
     this.alertsStored = count;
     await this.lease.commit(this.stateToSave());
+  }
+}
+
+async function countRowExists(alerts: TableClient, tenantId: string): Promise<boolean> {
+  try {
+    await alerts.getEntity(tenantId, COUNT_TOTAL_KEY, { queryOptions: { select: ["RowKey"] } });
+    return true;
+  } catch (err) {
+    if (isStatus(err, 404)) return false;
+    throw err;
   }
 }
 

@@ -22,7 +22,7 @@ export async function offboardTenant(svc: Services, tenantIdParam: string, log: 
     // The row changes first, so a pull that is already running cannot write a token back.
     if (await patchTenant(tenants, tenantId, row.etag, patch)) {
       // A running pull stops at its next checkpoint; its lease is left to expire.
-      await requestStop(svc.storage.table(TABLES.syncState), tenantId, "defender", svc.now());
+      for (const source of ["defender", "graph"]) await requestStop(svc.storage.table(TABLES.syncState), tenantId, source, svc.now());
       await svc.vault.remove(tenantId);
       log.info(`tenant.status tenantId=${tenantId} status=offboarded`);
       return true;

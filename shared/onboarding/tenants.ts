@@ -26,6 +26,8 @@ export interface TenantEntity {
   lastErrorCode?: string;
   lastErrorMessage?: string;
   lastErrorAt?: string;
+  /** The alert source pulled for this tenant; absent: DEFAULT_ALERT_SOURCE. */
+  source?: "defender" | "graph";
   /** JSON array of delivery destination names; absent: every enabled destination (shared/delivery/outbox.ts). */
   destinations?: string;
   /**

@@ -26,6 +26,8 @@ const SUMMARY_COLUMNS = [
   "alertCreationTime",
   "lastUpdateTimeExact",
   "incidentId",
+  "source",
+  "providerAlertId",
   "Timestamp",
   "PartitionKey",
 ] as const;
@@ -225,14 +227,21 @@ function toSummary(row: Record<string, unknown>): AlertSummary {
   return summary;
 }
 
-export async function getAlertJson(svc: Services, tenantIdRaw: string, alertId: string): Promise<Buffer> {
+/**
+ * GET /api/tenants/{t}/alerts/{id}?source=defender|graph (default defender): the alert's
+ * exact JSON. After a tenant switches source, both rows of one alert may exist; readers
+ * de-duplicate on (tenantId, providerAlertId).
+ */
+export async function getAlertJson(svc: Services, tenantIdRaw: string, alertId: string, sourceParam: string | null = null): Promise<Buffer> {
   const tenantId = parseTenantId(tenantIdRaw);
   if (!alertId || alertId.length > 512) throw new ApiError(400, "InvalidAlertId", "alertId is missing or too long.");
+  const source = sourceParam ?? "defender";
+  if (source !== "defender" && source !== "graph") throw new ApiError(400, "InvalidSource", "source must be defender or graph.");
   const tables: AlertTables = {
     alerts: svc.storage.table(TABLES.alerts),
     bodies: svc.storage.table(TABLES.alertBodies),
   };
-  const json = await readAlertJson(tables, tenantId, alertId);
+  const json = await readAlertJson(tables, tenantId, alertId, source);
   if (!json) throw new ApiError(404, "AlertNotFound", "No alert with that ID is stored for this tenant.");
   return json;
 }

@@ -9,12 +9,13 @@ import { getTenant, patchTenant, type TenantRow } from "../onboarding/tenants.js
 
 export const MAX_RECONCILE_HOURS = 180 * 24;
 
-async function requireActive(svc: Services, tenantId: string): Promise<void> {
+async function requireActive(svc: Services, tenantId: string): Promise<TenantRow> {
   const row = await getTenant(svc.storage.table(TABLES.tenants), tenantId);
   if (!row) throw new ApiError(404, "TenantNotFound", "No tenant with that ID is registered.");
   if (row.status !== "active") {
     throw new ApiError(409, "TenantNotActive", `The tenant is ${row.status}; only active tenants can be pulled.`);
   }
+  return row;
 }
 
 /** POST /api/tenants/{id}/pull */
@@ -45,8 +46,8 @@ export async function queueReconcile(
   tenantId: string,
   lookbackHours: number,
 ): Promise<{ tenantId: string; queued: true; lookbackHours: number }> {
-  await requireActive(svc, tenantId);
-  await requestReconcile(svc.storage.table(TABLES.syncState), tenantId, "defender", lookbackHours, svc.now());
+  const row = await requireActive(svc, tenantId);
+  await requestReconcile(svc.storage.table(TABLES.syncState), tenantId, row.source ?? svc.config.defaultSource, lookbackHours, svc.now());
   await enqueuePull(svc, { tenantId, reason: "reconcile" });
   return { tenantId, queued: true, lookbackHours };
 }

@@ -20,13 +20,14 @@ export interface TenantHealthStatus extends TenantStatus {
   warnings?: string[];
   /** The delivery destinations routed for this tenant (absent: every enabled destination). */
   destinations?: string[];
+  /** The alert source pulled for this tenant. */
+  source: "defender" | "graph";
 }
 
-const SOURCE = "defender";
 
 export function tenantHealthStatus(config: AppConfig, tenant: TenantEntity, sync: SyncEntity | undefined, now: Date): TenantHealthStatus {
   const base = toStatus(tenant);
-  const status: TenantHealthStatus = { ...base, health: "ok" };
+  const status: TenantHealthStatus = { ...base, health: "ok", source: tenant.source ?? config.defaultSource };
   const destinations = parseDestinationList(tenant.destinations);
   if (destinations) status.destinations = destinations;
   if (!sync) return status;
@@ -58,14 +59,15 @@ export function tenantHealthStatus(config: AppConfig, tenant: TenantEntity, sync
   return status;
 }
 
-export async function syncRowOf(sync: TableClient, tenantId: string): Promise<SyncEntity | undefined> {
-  return getSyncRow(sync, tenantId, SOURCE);
+/** The sync-state row of the source the tenant pulls now. */
+export async function syncRowOf(sync: TableClient, tenant: TenantEntity, config: AppConfig): Promise<SyncEntity | undefined> {
+  return getSyncRow(sync, tenant.rowKey, tenant.source ?? config.defaultSource);
 }
 
-/** Every tenant's sync-state row of the source, by tenant (one query over the small syncstate table). */
+/** Every sync-state row of the sources (not the sweeps), by `<tenant>|<source>`: one query over the small syncstate table. */
 export async function allSyncRows(sync: TableClient): Promise<Map<string, SyncEntity>> {
   const rows = new Map<string, SyncEntity>();
-  const filter = odata`RowKey eq ${SOURCE}`;
-  for await (const row of sync.listEntities<SyncEntity>({ queryOptions: { filter } })) rows.set(row.partitionKey!, row);
+  const filter = odata`RowKey eq ${"defender"} or RowKey eq ${"graph"}`;
+  for await (const row of sync.listEntities<SyncEntity>({ queryOptions: { filter } })) rows.set(`${row.partitionKey}|${row.rowKey}`, row);
   return rows;
 }

@@ -19,6 +19,10 @@ export interface CloudEndpoints {
   apiBaseUrl: string;
   /** OAuth scope of the Defender API (legacy WindowsDefenderATP audience) */
   apiScope: string;
+  /** Microsoft Graph base URL (the `graph` source), e.g. https://graph.microsoft.com */
+  graphBaseUrl: string;
+  /** OAuth scope of Microsoft Graph in that cloud */
+  graphScope: string;
 }
 
 /**
@@ -32,24 +36,32 @@ export const CLOUD_PRESETS: Record<Cloud, CloudEndpoints & { documentedScope: bo
     authorityHost: "https://login.microsoftonline.com",
     apiBaseUrl: "https://api.security.microsoft.com",
     apiScope: "https://api.securitycenter.microsoft.com/.default",
+    graphBaseUrl: "https://graph.microsoft.com",
+    graphScope: "https://graph.microsoft.com/.default",
     documentedScope: true,
   },
   gcc: {
     authorityHost: "https://login.microsoftonline.com",
     apiBaseUrl: "https://api-gcc.security.microsoft.us",
     apiScope: "https://api-gcc.securitycenter.microsoft.us/.default",
+    graphBaseUrl: "https://graph.microsoft.com",
+    graphScope: "https://graph.microsoft.com/.default",
     documentedScope: false,
   },
   "gcc-high": {
     authorityHost: "https://login.microsoftonline.us",
     apiBaseUrl: "https://api-gov.security.microsoft.us",
     apiScope: "https://api-gov.securitycenter.microsoft.us/.default",
+    graphBaseUrl: "https://graph.microsoft.us",
+    graphScope: "https://graph.microsoft.us/.default",
     documentedScope: false,
   },
   dod: {
     authorityHost: "https://login.microsoftonline.us",
     apiBaseUrl: "https://api-gov.security.microsoft.us",
     apiScope: "https://api-gov.securitycenter.microsoft.us/.default",
+    graphBaseUrl: "https://dod-graph.microsoft.us",
+    graphScope: "https://dod-graph.microsoft.us/.default",
     documentedScope: false,
   },
 };
@@ -155,6 +167,12 @@ const rawSchema = z.object({
   SWEEP_BUDGET_PERCENT: optional(positiveInt(1, 50)),
   OVERFLOW_GC_GRACE_MINUTES: optional(positiveInt(1, 24 * 60)),
   ALERTS_RESUME_MARGIN_SECONDS: optional(positiveInt(0, 24 * 3600)),
+  DEFAULT_ALERT_SOURCE: optional(z.enum(["defender", "graph"])),
+  GRAPH_BASE_URL: optional(httpsUrl),
+  GRAPH_API_SCOPE: optional(z.string().trim().min(1)),
+  GRAPH_PAGE_SIZE: optional(positiveInt(1, 1000)),
+  GRAPH_MAX_PAGES_PER_WINDOW: optional(positiveInt(1, 50)),
+  GRAPH_MAX_CALLS_PER_MINUTE: optional(positiveInt(1, 150)),
 });
 
 /**
@@ -302,6 +320,9 @@ export interface AppConfig {
   alertsResumeMarginMs: number;
   /** Delivery destinations (`DESTINATIONS__<name>__*`), enabled or not. */
   destinations: DestinationConfig[];
+  /** The source of tenants that name none. */
+  defaultSource: "defender" | "graph";
+  graph: { pageSize: number; maxPagesPerWindow: number; maxCallsPerMinute: number };
 }
 
 export interface ConfigProblem {
@@ -384,6 +405,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       authorityHost: s.ENTRA_AUTHORITY_HOST ?? preset.authorityHost,
       apiBaseUrl: s.DEFENDER_API_BASE_URL ?? preset.apiBaseUrl,
       apiScope: s.DEFENDER_API_SCOPE ?? preset.apiScope,
+      graphBaseUrl: s.GRAPH_BASE_URL ?? preset.graphBaseUrl,
+      graphScope: s.GRAPH_API_SCOPE ?? preset.graphScope,
     },
     consentLinkTtlMs: (s.CONSENT_LINK_TTL_HOURS ?? 24 * 7) * HOUR,
     consentStateTtlMs: (s.CONSENT_STATE_TTL_MINUTES ?? 15) * MINUTE,
@@ -406,6 +429,12 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     },
     alertsResumeMarginMs: (s.ALERTS_RESUME_MARGIN_SECONDS ?? 300) * 1000,
     destinations: delivery.destinations,
+    defaultSource: s.DEFAULT_ALERT_SOURCE ?? "defender",
+    graph: {
+      pageSize: s.GRAPH_PAGE_SIZE ?? 1000,
+      maxPagesPerWindow: s.GRAPH_MAX_PAGES_PER_WINDOW ?? 3,
+      maxCallsPerMinute: s.GRAPH_MAX_CALLS_PER_MINUTE ?? 135,
+    },
   };
 }
 

@@ -227,8 +227,8 @@ function instrument(timings: Timings): void {
         add(section(this, args), performance.now() - t);
       }
     };
-  const list = DefenderSource.prototype.list;
-  DefenderSource.prototype.list = timed(() => "defender GET + parse", list);
+  const list = DefenderSource.prototype.readWindow;
+  DefenderSource.prototype.readWindow = timed(() => "defender GET + parse", list);
   const proto = TableClient.prototype as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
   // Not upsertEntity/deleteEntity: submitTransaction calls them internally to build the batch body.
   for (const method of ["submitTransaction", "getEntity", "updateEntity"]) {
