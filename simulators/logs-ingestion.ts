@@ -46,6 +46,8 @@ export interface FakeLogsIngestionOptions {
   maxBodyBytes?: number;
   maxFieldBytes?: number;
   requestsPerMinute?: number;
+  /** Keep each record for `records()` (default true); false only counts them (benchmark, sandbox). */
+  keepRecords?: boolean;
   now?: () => number;
 }
 
@@ -97,6 +99,7 @@ export class FakeLogsIngestion {
   private readonly seen = new Set<string>();
   private listening: Listening | undefined;
   private seq = 0;
+  private stored = 0;
 
   constructor(private readonly options: FakeLogsIngestionOptions) {
     this.audience = options.audience ?? "https://monitor.azure.com";
@@ -152,6 +155,11 @@ export class FakeLogsIngestion {
     return this.received.filter((r) => stream === undefined || r.stream === stream);
   }
 
+  /** Records stored since the last reset (counted even with keepRecords false). */
+  get receivedCount(): number {
+    return this.stored;
+  }
+
   /** Bearer tokens received (8+ chars), for the leak check. */
   secretsSeen(): string[] {
     return [...this.seen];
@@ -159,6 +167,7 @@ export class FakeLogsIngestion {
 
   reset(): void {
     this.received.length = 0;
+    this.stored = 0;
     this.requestLog.length = 0;
     this.faults.length = 0;
     this.rejecters = [];
@@ -247,7 +256,8 @@ export class FakeLogsIngestion {
       return answer(fault.status, fault.code ?? (fault.status === 429 ? "TooManyRequests" : "InjectedFailure"), "Injected failure.", headers);
     }
 
-    for (const row of rows) this.received.push(this.store(ruleId, stream, columns, row, entry.seq));
+    this.stored += rows.length;
+    if (this.options.keepRecords !== false) for (const row of rows) this.received.push(this.store(ruleId, stream, columns, row, entry.seq));
     answer(204);
   }
 

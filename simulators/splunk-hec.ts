@@ -90,6 +90,8 @@ export interface FakeSplunkHecOptions {
   port?: number;
   host?: string;
   maxContentLength?: number;
+  /** Keep each event for `events()` (default true); false only counts them (benchmark, sandbox). */
+  keepEvents?: boolean;
 }
 
 export class FakeSplunkHec {
@@ -104,6 +106,7 @@ export class FakeSplunkHec {
   private readonly seen = new Set<string>();
   private listening: Listening | undefined;
   private seq = 0;
+  private stored = 0;
 
   constructor(private readonly options: FakeSplunkHecOptions) {
     this.maxContentLength = options.maxContentLength ?? 1_000_000;
@@ -156,6 +159,11 @@ export class FakeSplunkHec {
     return [...this.received];
   }
 
+  /** Events received since the last reset (counted even with keepEvents false; indexed or not). */
+  get receivedCount(): number {
+    return this.stored;
+  }
+
   /** Tokens configured and Authorization values received (8+ chars), for the leak check. */
   secretsSeen(): string[] {
     return [...this.seen].filter((s) => s.length >= 8);
@@ -163,6 +171,7 @@ export class FakeSplunkHec {
 
   reset(): void {
     this.received.length = 0;
+    this.stored = 0;
     this.requestLog.length = 0;
     this.channels.clear();
     this.faults.length = 0;
@@ -294,7 +303,8 @@ export class FakeSplunkHec {
       }
     }
     // Splunk has already taken the events before an invalid one.
-    this.received.push(...accepted);
+    this.stored += accepted.length;
+    if (this.options.keepEvents !== false) this.received.push(...accepted);
     entry.events = accepted.length;
     if (problem) return fail(400, problem.code, problem.text, { "invalid-event-number": problem.index });
 

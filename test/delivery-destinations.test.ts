@@ -166,6 +166,7 @@ describe("Sentinel destination (Logs Ingestion API)", () => {
 
     const stored = ingestion.records(SENTINEL_STREAM);
     assert.equal(stored.length, 3);
+    assert.equal(ingestion.receivedCount, 3);
     const names = SENTINEL_COLUMNS.map((c) => c.name);
     for (const reserved of ["TenantId", "Type", "Title", "id"]) assert.ok(!names.includes(reserved), `${reserved} is reserved`);
     for (const r of stored) {
@@ -313,6 +314,17 @@ describe("Sentinel destination (Logs Ingestion API)", () => {
     assert.ok(logs.some((l) => l.startsWith("delivery.sentinel.isolate destination=sentinel")));
   });
 
+  it("a call refused for a bad row (400) is re-sent row by row: only that row is parked, the rest delivered", async () => {
+    const { deps } = makeDeps();
+    const items = alerts(6).map((a) => itemOf(a));
+    const bad = items[3] as DeliveryItem;
+    ingestion.rejectRecords((r) => r.DeliveryKey === bad.deliveryKey, 400, { code: "InvalidPayload" });
+    const report = await send(sentinel(deps), items);
+    assert.deepEqual([...report.delivered].sort(), keys(items.filter((i) => i !== bad)));
+    assert.deepEqual(report.failed, [{ deliveryKey: bad.deliveryKey, permanent: true, code: "400 InvalidPayload" }]);
+    assert.equal(ingestion.requestLog.length, 1 + items.length, "the batch's call, then one call per row");
+  });
+
   it("429 with Retry-After: the rows fail for a retry with retryAfterMs, and nothing is slept or retried inside the send", async () => {
     const { deps, sleeps } = makeDeps();
     ingestion.failNext(1, 429, { retryAfterSec: 30 });
@@ -342,12 +354,16 @@ describe("Sentinel destination (Logs Ingestion API)", () => {
     }
   });
 
-  it("whole-call failures throw a DestinationError naming the status: unknown rule, wrong audience, 503, unreachable", async () => {
+  it("whole-call failures throw a DestinationError naming the status: unknown rule or stream, wrong audience, 503, unreachable", async () => {
     const { deps } = makeDeps();
     const item = [itemOf(alerts(1)[0] as DefenderAlert)];
     const unknownRule = await rejects(send(sentinel(deps, { dcrImmutableId: "dcr-unknown" }), item));
     assert.equal(unknownRule.code, "404 DataCollectionRuleNotFound");
     assert.match(unknownRule.message, /DCR_IMMUTABLE_ID/);
+
+    const unknownStream = await rejects(send(sentinel(deps, { stream: "Custom-Other_CL" }), item));
+    assert.equal(unknownStream.code, "400 InvalidStream", "a setup error, not a reason to park the rows");
+    assert.match(unknownStream.message, /STREAM/);
 
     const otherAudience = new FakeLogsIngestion({ certs, audience: "https://monitor.azure.us", verifyToken: (t, a) => identity.isValid(t, a) });
     await otherAudience.start();
@@ -402,6 +418,7 @@ describe("Splunk HEC destination", () => {
 
     const events = hec.events();
     assert.equal(events.length, 5);
+    assert.equal(hec.receivedCount, 5);
     const first = events.find((e) => (e.event as DefenderAlert).id === list[0]?.id);
     const alert = list[0] as DefenderAlert;
     assert.ok(first);

@@ -24,8 +24,9 @@ import { retryAfterMs } from "./retry-after.js";
  * - Success can be partial: `upload` reports each failed call (`onError`) with its rows,
  *   and each row carries its `DeliveryKey`. A call refused as a whole for its content
  *   (400 or 413) is sent again one row per call, so only the rows at fault are refused
- *   (`permanent`). 401, 403 and 404 mean the rule, stream or role is wrong: when nothing
- *   got through, the whole send fails with a DestinationError naming the status.
+ *   (`permanent`). 401, 403, 404 and a 400 about the stream, rule, API version or encoding
+ *   mean the setup is wrong: when nothing got through, the whole send fails with a
+ *   DestinationError naming the status and code.
  *
  * Log Analytics cannot de-duplicate on ingestion: an at-least-once retry can store a row
  * twice; readers take the newest row per alert (docs/delivery.md).
@@ -201,6 +202,9 @@ interface Failure {
   retryAfterMs?: number;
 }
 
+/** 400 codes that blame the call's target or form (stream, rule, API version, encoding), not its rows. */
+const CONFIG_CODES = /stream|rule|dcr|apiversion|contenttype|encoding/i;
+
 function classify(cause: unknown, now: Date): Failure {
   const e = (cause ?? {}) as { statusCode?: unknown; code?: unknown; name?: unknown; response?: { headers?: { get?(n: string): string | undefined } } };
   const status = typeof e.statusCode === "number" ? e.statusCode : undefined;
@@ -209,6 +213,9 @@ function classify(cause: unknown, now: Date): Failure {
   if (status === 429) {
     const wait = retryAfterMs(e.response?.headers?.get?.("retry-after"), now);
     return { kind: "throttled", code, message: "Logs Ingestion throttled the rule (429)", ...(wait !== undefined ? { retryAfterMs: wait } : {}) };
+  }
+  if (status === 400 && serviceCode && CONFIG_CODES.test(serviceCode)) {
+    return { kind: "config", code, message: `Logs Ingestion refused the call (${code}): check STREAM against the rule's stream declarations` };
   }
   if (status === 400 || status === 413) return { kind: "content", code, message: `Logs Ingestion refused the rows (${code})` };
   if (status === 401 || status === 403) {
