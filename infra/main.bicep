@@ -106,6 +106,9 @@ param logDailyCapGb int = 5
 @maxValue(730)
 param auditRetentionDays int = 365
 
+@description('Resource id of the Log Analytics workspace Microsoft Sentinel runs on (/subscriptions/<id>/resourceGroups/<group>/providers/Microsoft.OperationalInsights/workspaces/<name>). Set: the table MsspDefenderAlerts_CL and a data collection rule go into that workspace (its resource group and region), and the app delivers alerts there as destination "sentinel". Empty: no Sentinel destination. docs/delivery.md.')
+param sentinelWorkspaceResourceId string = ''
+
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = {
   'azd-env-name': environmentName
@@ -123,10 +126,19 @@ var names = {
   alertPrefix: 'alert-${resourceToken}'
   vnet: 'vnet-${resourceToken}'
   natGateway: 'ng-${resourceToken}'
+  dataCollectionRule: 'dcr-${resourceToken}'
 }
 var clientSecretName = 'mssp-client-secret'
 var deploymentContainerName = 'app-package'
 var effectivePullSchedule = empty(pullSchedule) ? '0 */5 * * * *' : pullSchedule
+var sentinelEnabled = !empty(sentinelWorkspaceResourceId)
+// /subscriptions/<id>/resourceGroups/<group>/providers/Microsoft.OperationalInsights/workspaces/<name>
+var sentinelIdParts = split(sentinelWorkspaceResourceId, '/')
+var sentinelWorkspaceRef = {
+  subscriptionId: sentinelEnabled ? sentinelIdParts[2] : subscription().subscriptionId
+  resourceGroup: sentinelEnabled ? sentinelIdParts[4] : names.resourceGroup
+  name: sentinelEnabled ? last(sentinelIdParts) : 'none'
+}
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: names.resourceGroup
@@ -212,6 +224,24 @@ module rbac 'modules/rbac.bicep' = {
   }
 }
 
+// The workspace Sentinel runs on (it exists already; possibly in another subscription).
+resource sentinelWorkspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' existing = if (sentinelEnabled) {
+  name: sentinelWorkspaceRef.name
+  scope: resourceGroup(sentinelWorkspaceRef.subscriptionId, sentinelWorkspaceRef.resourceGroup)
+}
+
+module sentinel 'modules/sentinel.bicep' = if (sentinelEnabled) {
+  name: 'sentinel-${resourceToken}'
+  scope: resourceGroup(sentinelWorkspaceRef.subscriptionId, sentinelWorkspaceRef.resourceGroup)
+  params: {
+    workspaceName: sentinelWorkspaceRef.name
+    location: sentinelWorkspace!.location
+    dataCollectionRuleName: names.dataCollectionRule
+    identityPrincipalId: identity.outputs.principalId
+    tags: tags
+  }
+}
+
 module app 'modules/app.bicep' = {
   name: 'app'
   scope: rg
@@ -235,6 +265,10 @@ module app 'modules/app.bicep' = {
     pullSchedule: effectivePullSchedule
     clientSecretName: clientSecretName
     virtualNetworkSubnetId: vnetEnabled ? network!.outputs.appSubnetId : ''
+    sentinelEnabled: sentinelEnabled
+    sentinelDcrEndpoint: sentinelEnabled ? sentinel!.outputs.logsIngestionEndpoint : ''
+    sentinelDcrImmutableId: sentinelEnabled ? sentinel!.outputs.immutableId : ''
+    sentinelStream: sentinelEnabled ? sentinel!.outputs.streamName : ''
   }
   // The identity must hold its storage and Key Vault roles before the host starts.
   dependsOn: [
@@ -279,3 +313,4 @@ output ALERT_RULE_RECONSENT string = alerts.outputs.reconsentRuleName
 output ALERT_RULE_STALE_PULL string = alerts.outputs.stalePullRuleName
 output ALERT_RULE_DAILY_CAP string = alerts.outputs.dailyCapRuleName
 output ALERT_RULE_CREDENTIAL_EXPIRING string = alerts.outputs.credentialRuleName
+output SENTINEL_DCR_ID string = sentinelEnabled ? sentinel!.outputs.dataCollectionRuleId : ''

@@ -21,7 +21,8 @@ import { Ajv2019 } from "ajv/dist/2019.js";
 import semver from "semver";
 import { parse as parseYaml, parseDocument } from "yaml";
 import { enqueueActiveTenants } from "../shared/collection/queue.js";
-import { REQUIRED_SETTINGS, SETTING_NAMES } from "../shared/platform/config.js";
+import { SENTINEL_COLUMNS, SENTINEL_STREAM, SENTINEL_TABLE } from "../shared/delivery/destinations/sentinel.js";
+import { loadConfig, REQUIRED_SETTINGS, SETTING_NAMES } from "../shared/platform/config.js";
 import { checkCredentialExpiry } from "../shared/platform/credential-expiry.js";
 import type { Logger, Services } from "../shared/platform/services.js";
 import { type ArmTemplate, at, type DeployedResource, deploy, only, Unknown } from "./support/arm.js";
@@ -640,10 +641,9 @@ describe("infra: the compiled template (bicep build), as deployed", () => {
     assert.equal(at(diag, "properties.logAnalyticsDestinationType"), "Dedicated");
     assert.deepEqual(at(diag, "properties.logs"), [{ category: "AuditEvent", enabled: true }]);
     assert.ok(mentions(at(diag, "properties.workspaceId"), "monitoring", "logAnalyticsId"));
-    const table = only(rs, "Microsoft.OperationalInsights/workspaces/tables");
-    assert.match(String(table.name), /AZKVAuditLogs/);
+    const table = only(rs, "Microsoft.OperationalInsights/workspaces/tables", "AZKVAuditLogs");
     assert.equal(at(table, "properties.retentionInDays"), 365);
-    assert.equal(at(only(deploy(arm, { ...BASE, auditRetentionDays: 90 }), "Microsoft.OperationalInsights/workspaces/tables"), "properties.totalRetentionInDays"), 90);
+    assert.equal(at(only(deploy(arm, { ...BASE, auditRetentionDays: 90 }), "Microsoft.OperationalInsights/workspaces/tables", "AZKVAuditLogs"), "properties.totalRetentionInDays"), 90);
   });
 
   it("caps the workspace's daily ingestion at logDailyCapGb (5 GB; 0 means no cap)", (t) => {
@@ -698,6 +698,93 @@ describe("infra: the compiled template (bicep build), as deployed", () => {
     assert.equal(at(vault, "properties.enablePurgeProtection"), true);
     assert.equal(at(vault, "properties.enableSoftDelete"), true);
     assert.equal(at(only(rs, "Microsoft.Insights/components"), "properties.DisableLocalAuth"), true);
+  });
+
+  const WORKSPACE = "/subscriptions/aaaaaaaa-1111-4222-8333-444444444444/resourceGroups/rg-soc/providers/Microsoft.OperationalInsights/workspaces/law-soc";
+  const appSettingsOf = (rs: DeployedResource[]) => at(only(rs, "Microsoft.Web/sites/config"), "properties") as Record<string, unknown>;
+
+  it("without sentinelWorkspaceResourceId: no data collection rule, no custom table, no role on a rule, no destination setting", (t) => {
+    const arm = template(t);
+    if (!arm) return;
+    const given = (JSON.parse(files[PARAMS] ?? "{}") as { parameters: Record<string, { value: unknown }> }).parameters;
+    assert.equal(given.sentinelWorkspaceResourceId?.value, interp("SENTINEL_WORKSPACE_RESOURCE_ID="), "azd variable, empty by default");
+    assert.equal(arm.parameters?.sentinelWorkspaceResourceId?.defaultValue, "");
+    const rs = deploy(arm, BASE);
+    assert.equal(live(rs, "Microsoft.Insights/dataCollectionRules").length, 0);
+    assert.equal(live(rs, "Microsoft.OperationalInsights/workspaces/tables").filter((r) => String(r.name).includes(SENTINEL_TABLE)).length, 0);
+    assert.equal(live(rs, "Microsoft.Authorization/roleAssignments").length, 5, "only the identity's five roles");
+    assert.deepEqual(Object.keys(appSettingsOf(rs)).filter((k) => k.startsWith("DESTINATIONS__")), []);
+  });
+
+  it("with sentinelWorkspaceResourceId: a Direct rule and the table in the workspace's group and region, the role on the rule, and the destination settings", (t) => {
+    const arm = template(t);
+    if (!arm) return;
+    const rs = deploy(arm, { ...BASE, sentinelWorkspaceResourceId: WORKSPACE });
+
+    const module = rs.find((r) => r.type === "Microsoft.Resources/deployments" && at(r, "parameters.dataCollectionRuleName") !== undefined);
+    assert.ok(module, "the sentinel module");
+    assert.equal(module.deployed, true);
+    assert.equal(at(module, "subscriptionId"), "aaaaaaaa-1111-4222-8333-444444444444", "in the workspace's subscription");
+    assert.equal(at(module, "resourceGroup"), "rg-soc", "and resource group");
+    assert.equal(at(module, "parameters.workspaceName"), "law-soc");
+    assert.ok(mentions(at(module, "parameters.location"), "Microsoft.OperationalInsights/workspaces", "sentinelWorkspaceRef", ".location"), "the workspace's region");
+
+    const dcr = only(rs, "Microsoft.Insights/dataCollectionRules");
+    assert.equal(dcr.deployed, true);
+    assert.equal(at(dcr, "kind"), "Direct", "its own logsIngestion endpoint, no DCE");
+    assert.ok(mentions(at(dcr, "location"), "Microsoft.OperationalInsights/workspaces", ".location"));
+    const declared = at(dcr, `properties.streamDeclarations.${SENTINEL_STREAM}.columns`);
+    assert.deepEqual(declared, SENTINEL_COLUMNS.map((c) => ({ name: c.name, type: c.type })), "the stream declares exactly what sentinel.ts sends");
+    const flows = at(dcr, "properties.dataFlows") as { streams: string[]; destinations: string[]; outputStream: string; transformKql: string }[];
+    assert.deepEqual(flows, [{ streams: [SENTINEL_STREAM], destinations: ["workspace"], transformKql: "source", outputStream: SENTINEL_STREAM }]);
+    const law = (at(dcr, "properties.destinations.logAnalytics") as { name: string; workspaceResourceId: unknown }[])[0];
+    assert.equal(law?.name, "workspace");
+    assert.ok(mentions(law?.workspaceResourceId, "Microsoft.OperationalInsights/workspaces"));
+
+    const table = only(rs, "Microsoft.OperationalInsights/workspaces/tables", SENTINEL_TABLE);
+    assert.equal(table.deployed, true);
+    assert.equal(String(table.name), `law-soc/${SENTINEL_TABLE}`);
+    const columns = at(table, "properties.schema.columns") as { name: string; type: string }[];
+    assert.deepEqual(
+      columns.map((c) => [c.name, c.type]),
+      SENTINEL_COLUMNS.map((c) => [c.name, c.type === "datetime" ? "dateTime" : c.type]),
+      "exactly the issue's columns and types",
+    );
+    for (const reserved of ["TenantId", "Type", "Title", "id"]) assert.ok(!columns.some((c) => c.name === reserved));
+    assert.ok(SENTINEL_TABLE.endsWith("_CL"));
+
+    const roles = live(rs, "Microsoft.Authorization/roleAssignments");
+    assert.equal(roles.length, 6);
+    const onRule = roles.filter((r) => mentions(at(r, "scope"), "Microsoft.Insights/dataCollectionRules"));
+    assert.equal(onRule.length, 1, "one assignment on the rule");
+    const grant = onRule[0] as DeployedResource;
+    // The id behind roles.monitoringMetricsPublisher is checked against the documented one by checkRoleDefinitions.
+    assert.ok(mentions(at(grant, "properties.roleDefinitionId"), "roleDefinitions", "monitoringMetricsPublisher"), "Monitoring Metrics Publisher");
+    assert.ok(mentions(at(grant, "properties.principalId"), "identity", "principalId"), "for the app's identity");
+    assert.equal(at(grant, "properties.principalType"), "ServicePrincipal");
+
+    const settings = appSettingsOf(rs);
+    assert.equal(settings.DESTINATIONS__sentinel__TYPE, "sentinel");
+    assert.ok(mentions(settings.DESTINATIONS__sentinel__DCR_ENDPOINT, "logsIngestionEndpoint"));
+    assert.ok(mentions(settings.DESTINATIONS__sentinel__DCR_IMMUTABLE_ID, "immutableId"));
+    assert.ok(mentions(settings.DESTINATIONS__sentinel__STREAM, "streamName"));
+    assert.ok(files["infra/modules/sentinel.bicep"]?.includes(`var tableName = '${SENTINEL_TABLE}'`));
+    assert.ok("SENTINEL_DCR_ID" in (arm.outputs ?? {}));
+
+    // What the deployment writes is what the app's config schema accepts as a sentinel destination.
+    const config = loadConfig({
+      MSSP_CLIENT_ID: "5f0c8c1e-7c2b-4e0a-9a57-3d2b8f6a1c11",
+      MSSP_CLIENT_SECRET: "x",
+      PUBLIC_BASE_URL: "https://collector.example",
+      KEY_VAULT_URL: "https://kv.vault.azure.net",
+      ALERTS_STORAGE: "UseDevelopmentStorage=true",
+      PULL_SCHEDULE: "0 */5 * * * *",
+      DESTINATIONS__sentinel__TYPE: String(settings.DESTINATIONS__sentinel__TYPE),
+      DESTINATIONS__sentinel__DCR_ENDPOINT: "https://dcr-x-abcd.westeurope-1.ingest.monitor.azure.com",
+      DESTINATIONS__sentinel__DCR_IMMUTABLE_ID: "dcr-0123456789abcdef0123456789abcdef",
+      DESTINATIONS__sentinel__STREAM: SENTINEL_STREAM,
+    });
+    assert.deepEqual(config.destinations.map((d) => [d.name, d.type, d.enabled]), [["sentinel", "sentinel", true]]);
   });
 
   it("samples requests and dependencies only (host.json), and no app setting overrides that", (t) => {

@@ -80,6 +80,18 @@ param virtualNetworkSubnetId string = ''
 @description('Extra app settings (for example PULL_OVERLAP_MINUTES). They cannot override the settings defined here.')
 param additionalAppSettings object = {}
 
+@description('Whether sentinel.bicep was deployed: the app then gets the Sentinel destination\'s settings.')
+param sentinelEnabled bool = false
+
+@description('Sentinel destination (sentinel.bicep): the data collection rule\'s logsIngestion endpoint.')
+param sentinelDcrEndpoint string = ''
+
+@description('Sentinel destination: the data collection rule\'s immutable id.')
+param sentinelDcrImmutableId string = ''
+
+@description('Sentinel destination: the rule\'s input stream (Custom-MsspDefenderAlerts_CL).')
+param sentinelStream string = ''
+
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
 }
@@ -211,11 +223,22 @@ var appSettings = {
   DEFENDER_CLOUD: defenderCloud
 }
 
+// Delivery destinations the deployment creates (shared/delivery/config.ts reads
+// DESTINATIONS__<name>__<FIELD>): Sentinel when sentinel.bicep was deployed.
+var destinationSettings = sentinelEnabled
+  ? {
+      DESTINATIONS__sentinel__TYPE: 'sentinel'
+      DESTINATIONS__sentinel__DCR_ENDPOINT: sentinelDcrEndpoint
+      DESTINATIONS__sentinel__DCR_IMMUTABLE_ID: sentinelDcrImmutableId
+      DESTINATIONS__sentinel__STREAM: sentinelStream
+    }
+  : {}
+
 // Set after the site exists, so PUBLIC_BASE_URL can use its real default host name.
 resource appSettingsConfig 'Microsoft.Web/sites/config@2024-04-01' = {
   parent: functionApp
   name: 'appsettings'
-  properties: union(additionalAppSettings, appSettings)
+  properties: union(additionalAppSettings, appSettings, destinationSettings)
 }
 
 output id string = functionApp.id

@@ -3,6 +3,7 @@ import pLimit from "p-limit";
 import { fetch as undiciFetch } from "undici";
 import type { WebhookConfig } from "../config.js";
 import { type DeliveryItem, type Destination, type DestinationDeps, DestinationError, type SendReport } from "../destination.js";
+import { retryAfterMs } from "./retry-after.js";
 
 /**
  * A signed webhook, following Standard Webhooks v1: one POST per alert version with
@@ -110,9 +111,8 @@ async function post(
       signal: AbortSignal.timeout(TIMEOUT_MS),
     });
     await response.arrayBuffer();
-    const retryAfter = response.headers.get("retry-after");
-    const seconds = retryAfter && /^\d+$/.test(retryAfter.trim()) ? Number(retryAfter) * 1000 : undefined;
-    return seconds !== undefined ? { status: response.status, retryAfterMs: seconds } : { status: response.status };
+    const wait = retryAfterMs(response.headers.get("retry-after"), now);
+    return wait !== undefined ? { status: response.status, retryAfterMs: wait } : { status: response.status };
   } catch {
     return { status: 0 };
   }
