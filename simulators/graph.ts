@@ -8,8 +8,9 @@
  *   determination, assignedTo) with eq/ne. `rejectLt` makes `lt` a 400, as a service that
  *   never learnt the undocumented operator would answer.
  * - `$top` (default page size 100 when absent) silently clamped to `maxTop` (1,000);
- *   server-driven paging through `@odata.nextLink` with an opaque `$skiptoken` (an offset
- *   into the current order, so items shift between pages when data changes, like a real
+ *   server-driven paging through `@odata.nextLink` (before `value`, as in Graph's paging
+ *   examples, or after it) with an opaque `$skiptoken` or `$skip` (an offset into the
+ *   current order, so items shift between pages when data changes, like a real
  *   offset-based token); `nextLinks` can withhold links to test clients that must treat a
  *   full page as "maybe more"; `nextLinkOrigin` points links at another host.
  * - `$select`, `$skip`, `$count`; unknown `$` options are a 400 (`$orderby` included: it
@@ -130,6 +131,10 @@ export interface FakeGraphOptions {
   rejectLt?: boolean;
   /** Default "always". */
   nextLinks?: NextLinkMode;
+  /** Where `@odata.nextLink` sits in the envelope; default "beforeValue", as in Graph's paging examples. */
+  nextLinkPlacement?: "beforeValue" | "afterValue";
+  /** How links carry the position: an opaque `$skiptoken` (default) or `$skip` (Graph's docs say APIs use either). */
+  nextLinkStyle?: "skiptoken" | "skip";
   /** Answer 429 once a tenant exceeds these many requests in the last minute / hour (by `now()`). */
   rateLimit?: { perMinute?: number; perHour?: number };
   /** Any one of these in GraphPrincipal.permissions is enough. Default SecurityAlert.Read.All / ReadWrite.All. */
@@ -187,6 +192,8 @@ export class FakeGraph {
   /** Answer 400 to `lt` in $filter, so a client must fall back to `le`. */
   rejectLt: boolean;
   nextLinks: NextLinkMode;
+  nextLinkPlacement: "beforeValue" | "afterValue";
+  nextLinkStyle: "skiptoken" | "skip";
   /** When set, nextLinks point at this origin instead of the fake's own. */
   nextLinkOrigin: string | undefined;
 
@@ -207,6 +214,8 @@ export class FakeGraph {
     this.defaultPageSize = options.defaultPageSize ?? 100;
     this.rejectLt = options.rejectLt ?? false;
     this.nextLinks = options.nextLinks ?? "always";
+    this.nextLinkPlacement = options.nextLinkPlacement ?? "beforeValue";
+    this.nextLinkStyle = options.nextLinkStyle ?? "skiptoken";
     this.nextLinkOrigin = undefined;
     this.beforeResponse = options.beforeResponse;
   }
@@ -614,16 +623,19 @@ export class FakeGraph {
     const more = matched > offset + page.length;
     entry.itemCount = page.length;
     const linkAllowed = this.nextLinks === "always" || (this.nextLinks === "unlessClamped" && !entry.clamped);
-    let tail = "]}";
+    let link = "";
     if (more && page.length > 0 && linkAllowed) {
       const params = Object.entries(q)
         .filter(([k]) => k !== "$skip" && k !== "$skiptoken")
         .map(([k, v]) => `${encodeQueryValue(k)}=${encodeQueryValue(v)}`);
-      params.push(`$skiptoken=${encodeSkipToken(offset + page.length, tenant.version)}`);
+      const next = offset + page.length;
+      params.push(this.nextLinkStyle === "skip" ? `$skip=${next}` : `$skiptoken=${encodeSkipToken(next, tenant.version)}`);
       entry.nextLink = `${this.nextLinkOrigin ?? origin}${GRAPH_ALERTS_PATH}?${params.join("&")}`;
-      tail = `],"@odata.nextLink":${JSON.stringify(entry.nextLink)}}`;
+      link = `"@odata.nextLink":${JSON.stringify(entry.nextLink)}`;
     }
-    const head = `{"@odata.context":${JSON.stringify(contextPath)},${count ? `"@odata.count":${matched},` : ""}"value":[`;
+    const before = this.nextLinkPlacement === "beforeValue" && link ? `${link},` : "";
+    const tail = this.nextLinkPlacement === "afterValue" && link ? `],${link}}` : "]}";
+    const head = `{"@odata.context":${JSON.stringify(contextPath)},${count ? `"@odata.count":${matched},` : ""}${before}"value":[`;
     return async (out) => {
       let chunk = head;
       for (let i = 0; i < page.length; i++) {

@@ -413,13 +413,26 @@ describe("FakeGraph", () => {
     }
   });
 
-  it("points nextLinks at nextLinkOrigin when set", async () => {
-    small.setAlerts(TENANT, makeGraphAlerts({ count: 10, ...JAN, seed: 10, tenantId: TENANT }));
+  it("places nextLink before value by default or after it, as $skiptoken or $skip, on nextLinkOrigin when set", async () => {
+    const alerts = makeGraphAlerts({ count: 10, ...JAN, seed: 10, tenantId: TENANT });
+    small.setAlerts(TENANT, alerts);
+    const raw = async (query: string) => {
+      const res = await request(`${small.url}${GRAPH_ALERTS_PATH}${query}`, { dispatcher: agent, headers: { authorization: `Bearer ${tokenFor(TENANT)}` } });
+      return res.body.text();
+    };
+    assert.deepEqual(Object.keys(JSON.parse(await raw("?$count=true"))), ["@odata.context", "@odata.count", "@odata.nextLink", "value"]);
+    small.nextLinkPlacement = "afterValue";
+    small.nextLinkStyle = "skip";
     small.nextLinkOrigin = "https://evil.example";
     try {
-      const reply = await list("", { server: small });
-      assert.match(reply.body["@odata.nextLink"]!, /^https:\/\/evil\.example\/v1\.0\/security\/alerts_v2\?\$skiptoken=/);
+      const body = JSON.parse(await raw("?$top=3"));
+      assert.deepEqual(Object.keys(body), ["@odata.context", "value", "@odata.nextLink"]);
+      assert.equal(body["@odata.nextLink"], "https://evil.example/v1.0/security/alerts_v2?$top=3&$skip=3");
+      small.nextLinkOrigin = undefined;
+      assert.deepEqual((await pages("?$top=3", { server: small })).flatMap(ids).sort(), alerts.map((a) => a.id).sort());
     } finally {
+      small.nextLinkPlacement = "beforeValue";
+      small.nextLinkStyle = "skiptoken";
       small.nextLinkOrigin = undefined;
     }
   });
