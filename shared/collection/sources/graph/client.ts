@@ -27,6 +27,9 @@ export type GraphSourceOptions = Omit<ODataClientOptions, "name" | "refusal" | "
   maxPagesPerWindow: number;
 };
 
+/** The largest page Graph serves for alerts_v2, whatever `$top` asks (observed by Elastic). */
+export const GRAPH_MAX_TOP = 1000;
+
 export class GraphSource implements AlertSource {
   readonly name = "graph";
   private readonly http: ODataClient;
@@ -62,7 +65,8 @@ export class GraphSource implements AlertSource {
 
   async readWindow(query: WindowQuery, options: ReadOptions): Promise<WindowAnswer> {
     const alerts: RawAlert[] = [];
-    let effective = query.top;
+    // Graph caps $top at about 1,000 without saying so (GRAPH_PAGE_SIZE is capped there too).
+    let effective = Math.min(query.top, GRAPH_MAX_TOP);
     let page = await this.first(query, options);
     for (let pages = 1; ; pages++) {
       alerts.push(...page.alerts);
