@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { FakeDefender } from "../../simulators/defender.js";
-import { FakeEntra } from "../../simulators/entra.js";
+import { DEFENDER_RESOURCE, FakeEntra, GRAPH_RESOURCE } from "../../simulators/entra.js";
+import { FakeGraph } from "../../simulators/graph.js";
 import { loadLoopbackDns, testCerts } from "../../simulators/https.js";
 import { FakeKeyVault } from "../../simulators/keyvault.js";
 import { FakeManagedIdentity, INTERFERING_ENV } from "../../simulators/managed-identity.js";
@@ -28,6 +29,8 @@ export interface Harness {
   vault: FakeKeyVault;
   identity: FakeManagedIdentity;
   defender: FakeDefender;
+  /** Graph security alerts_v2, for tenants whose source is `graph`. */
+  graph: FakeGraph;
   /** The dev host serving the app (its queue listener and timers are manual). */
   host: Host;
   /** Every log line any function wrote (`[level] message`), and the host's failure lines (`[host] ...`). */
@@ -73,12 +76,23 @@ export async function startHarness(
       return claims ? { tenantId: claims.tenantId } : null;
     },
   });
-  await defender.start();
+  const graph = new FakeGraph({
+    certs,
+    authenticate: async (bearer) => {
+      const claims = await entra.verifyAccessToken(bearer, GRAPH_RESOURCE);
+      return claims ? { tenantId: claims.tenantId, permissions: claims.scp?.split(" ") ?? [] } : null;
+    },
+  });
+  await Promise.all([defender.start(), graph.start()]);
   entra.registerApp({
     clientId: CLIENT_ID,
     clientSecret: CLIENT_SECRET,
     redirectUris: [`${PUBLIC_BASE_URL}/api/consent/callback`],
     name: "MSSP Defender collector",
+    permissions: {
+      [DEFENDER_RESOURCE]: ["Alert.Read", "Incident.Read"],
+      [GRAPH_RESOURCE]: ["User.Read", "SecurityAlert.Read.All"],
+    },
   });
 
   const settings: Record<string, string> = {
@@ -90,6 +104,7 @@ export async function startHarness(
     PULL_SCHEDULE: "0 */5 * * * *",
     ENTRA_AUTHORITY_HOST: entra.url,
     DEFENDER_API_BASE_URL: defender.url,
+    GRAPH_BASE_URL: graph.url,
     ...identity.env,
     ...extraSettings,
   };
@@ -102,7 +117,7 @@ export async function startHarness(
   try {
     app = await startAppHost(settings, { ...hostOptions, logs });
   } catch (err) {
-    await Promise.all([defender.stop(), entra.stop(), vault.stop(), identity.stop()]);
+    await Promise.all([defender.stop(), graph.stop(), entra.stop(), vault.stop(), identity.stop()]);
     await azurite.stop();
     throw err;
   }
@@ -112,6 +127,7 @@ export async function startHarness(
     vault,
     identity,
     defender,
+    graph,
     host: app.host,
     logs,
     settings,
@@ -135,7 +151,7 @@ export async function startHarness(
     },
     async stop() {
       await app.stop();
-      await Promise.all([defender.stop(), entra.stop(), vault.stop(), identity.stop()]);
+      await Promise.all([defender.stop(), graph.stop(), entra.stop(), vault.stop(), identity.stop()]);
       await azurite.stop();
       resetServices();
     },

@@ -33,6 +33,13 @@ export interface ODataClientOptions {
 }
 
 export const DEFAULT_MAX_RETRY_AFTER_MS = 120_000;
+
+export interface ODataAlertPage {
+  alerts: RawAlert[];
+  nextLink?: string;
+  /** `@odata.count` of the whole result, when asked for. */
+  count?: number;
+}
 const DEFAULT_ATTEMPTS = 6;
 
 export class ODataClient {
@@ -42,14 +49,18 @@ export class ODataClient {
   constructor(private readonly options: ODataClientOptions) {}
 
   /** One page: its items as RawAlerts (each the exact text the API sent) and its nextLink. */
-  async page(url: string, options: ReadOptions, toAlert: (json: string) => RawAlert): Promise<{ alerts: RawAlert[]; nextLink?: string }> {
+  async page(url: string, options: ReadOptions, toAlert: (json: string) => RawAlert): Promise<ODataAlertPage> {
     const attempts = options.attempts ?? this.options.maxAttempts ?? DEFAULT_ATTEMPTS;
     for (let attempt = 1; ; attempt++) {
       const text = await this.get(url, options, attempts - attempt + 1);
       try {
         const page = splitODataPage(text);
         const alerts = page.items.map(toAlert);
-        return page.nextLink ? { alerts, nextLink: page.nextLink } : { alerts };
+        return {
+          alerts,
+          ...(page.nextLink ? { nextLink: page.nextLink } : {}),
+          ...(page.count !== undefined ? { count: page.count } : {}),
+        };
       } catch (err) {
         if (err instanceof SourceApiError) throw err;
         // A 200 whose body does not parse: treat like a cut-off body.

@@ -1,7 +1,7 @@
 import type { RawAlert } from "../../alert-store.js";
 import { type AlertSource, type ReadOptions, SourceApiError, type WindowAnswer, type WindowQuery } from "../../source.js";
 import { canonicalTime, formatTicks } from "../../time.js";
-import { checkedNextLink, ODataClient, type ODataClientOptions } from "../odata-client.js";
+import { checkedNextLink, type ODataAlertPage, ODataClient, type ODataClientOptions } from "../odata-client.js";
 
 /**
  * Microsoft Graph security `alerts_v2` (all of Defender XDR) as an AlertSource.
@@ -16,6 +16,12 @@ import { checkedNextLink, ODataClient, type ODataClientOptions } from "../odata-
  *   service pages by, which a page with a nextLink shows) counts as full even without a
  *   nextLink: Graph caps `$top` silently. A window is complete only when its last page is
  *   not full and has no nextLink.
+ * - A nextLink is a position in a result that changes while it is read: an alert updated
+ *   between two pages leaves the window and every later item moves up one place, so the
+ *   next page skips one. A chain of several pages is therefore checked: the first page's
+ *   `@odata.count` (`$count=true`) must equal the number of distinct alerts the chain
+ *   returned, and every page must report the same count. Otherwise the window is treated
+ *   as full and cut by time into pieces that each fit one page.
  * - `Prefer: include-unknown-enum-members`, so newer `serviceSource` values arrive as
  *   themselves. The sweep's light listing selects `id,lastUpdateDateTime` only.
  * - Fields are mapped to the read API's vocabulary (docs/sources.md); the stored JSON is
@@ -58,6 +64,7 @@ export class GraphSource implements AlertSource {
       : `lastUpdateDateTime lt ${new Date(query.to).toISOString()}`;
     const params = new URLSearchParams({ $filter: `lastUpdateDateTime ge ${from} and ${upper}` });
     params.set("$top", String(query.top));
+    params.set("$count", "true");
     if (!query.full) params.set("$select", "id,lastUpdateDateTime");
     if (query.skip) params.set("$skip", String(query.skip));
     return `${this.options.baseUrl}/v1.0/security/alerts_v2?${params.toString().replace(/\+/g, "%20")}`;
@@ -68,9 +75,18 @@ export class GraphSource implements AlertSource {
     // Graph caps $top at about 1,000 without saying so (GRAPH_PAGE_SIZE is capped there too).
     let effective = Math.min(query.top, GRAPH_MAX_TOP);
     let page = await this.first(query, options);
+    const count = page.count;
+    let steady = count !== undefined;
     for (let pages = 1; ; pages++) {
       alerts.push(...page.alerts);
-      if (!page.nextLink) return { alerts, full: page.alerts.length >= effective };
+      steady &&= page.count === count;
+      if (!page.nextLink) {
+        if (page.alerts.length >= effective) return { alerts, full: true };
+        if (pages === 1) return { alerts, full: false };
+        // A chain is complete only if the result did not move while it was read.
+        const distinct = new Set(alerts.map((a) => a.id)).size;
+        return { alerts, full: !(steady && distinct === count) };
+      }
       effective = Math.min(effective, Math.max(1, page.alerts.length));
       if (pages >= this.options.maxPagesPerWindow) return { alerts, full: true };
       await options.beforeRequest();
@@ -90,7 +106,7 @@ export class GraphSource implements AlertSource {
     }
   }
 
-  private async first(query: WindowQuery, options: ReadOptions): Promise<{ alerts: RawAlert[]; nextLink?: string }> {
+  private async first(query: WindowQuery, options: ReadOptions): Promise<ODataAlertPage> {
     await options.beforeRequest();
     try {
       return await this.http.page(this.listUrl(query), options, toRawAlert);
