@@ -161,6 +161,14 @@ describe("delivery", () => {
   it("sends again after a crash between sending and recording the acknowledgement", async () => {
     clock += 60 * MINUTE;
     const tenantId = await activeTenant(Array.from({ length: 6 }, (_, i) => alertAt(clock - (i + 1) * MINUTE, `ack-crash-${i}`)));
+    // One destination, so the acknowledgement that fails is soc-hook's.
+    const routed = await h.http("tenants-patch", {
+      method: "PATCH",
+      path: `tenants/${tenantId}`,
+      params: { tenantId },
+      body: JSON.stringify({ destinations: ["soc-hook"] }),
+    });
+    assert.equal(routed.status, 200);
     await pull(tenantId);
     const table = svc.storage.table(TABLES.alerts);
     const del = table.deleteEntity.bind(table);
