@@ -1,6 +1,6 @@
 import { odata, type TableClient, type TransactionAction } from "@azure/data-tables";
 import { endpointsFor } from "../platform/config.js";
-import { recordClientCredential } from "../platform/health.js";
+import { reportCredentialFailure } from "../platform/health.js";
 import { errorName } from "../platform/http.js";
 import type { Logger, Services } from "../platform/services.js";
 import { TABLES } from "../platform/storage.js";
@@ -23,6 +23,7 @@ import { Coverage, effectiveOverlapMs, LatenessFigures } from "./lateness.js";
 import { leaseTiming } from "./lease-timing.js";
 import { SourceApiError } from "./source.js";
 import { DefenderSource } from "./sources/defender/client.js";
+import { probeAlerts } from "./sources/defender/probe.js";
 import { duePasses, isReconcile } from "./sweep.js";
 import {
   getSweepRow,
@@ -35,7 +36,7 @@ import {
   type SyncPatch,
 } from "./sync-state.js";
 import { compareTimes, timeMs } from "./time.js";
-import { clientCredentialFailed, DelegatedTokenProvider, TokenFailure } from "./tokens.js";
+import { clientCredentialFailed, TokenFailure, type TokenProvider, tokenProviderFor } from "./tokens.js";
 import { type Leaf, type SkippedRange, WindowReader } from "./windows.js";
 
 /**
@@ -149,7 +150,9 @@ class SyncJob {
     this.skipped = parseSlices(row.skippedSlices);
     const endpoints = endpointsFor(svc.config, tenant.cloud);
     this.scope = endpoints.apiScope;
-    const tokens = new DelegatedTokenProvider(svc, log, tenant, endpoints);
+    this.apiBaseUrl = endpoints.apiBaseUrl;
+    const tokens = tokenProviderFor(svc, log, tenant, endpoints);
+    this.tokens = tokens;
     this.source = new DefenderSource({
       tenantId: this.tenantId,
       baseUrl: endpoints.apiBaseUrl,
@@ -172,6 +175,8 @@ class SyncJob {
   }
 
   private readonly tokenCheck: () => Promise<string>;
+  private readonly tokens: TokenProvider & { mode: "delegated" | "application" };
+  private readonly apiBaseUrl: string;
 
   private get tenantId(): string {
     return this.tenant.rowKey;
@@ -233,10 +238,11 @@ class SyncJob {
     return patch;
   }
 
-  private async fail(err: unknown): Promise<PullResult> {
+  private async fail(failure: unknown): Promise<PullResult> {
     const id = this.tenantId;
     // Let a leaf that is still being written finish (or fail) before the final update.
     await this.pending.catch(() => undefined);
+    const err = await this.classifyRefusal(failure);
     if (err instanceof LeaseLost) {
       this.log.warn(`pull.lease-lost tenantId=${id}`);
       return this.result("lease-lost");
@@ -253,8 +259,7 @@ class SyncJob {
     if (err instanceof TokenFailure) {
       const { kind, code, message } = err.detail;
       if (kind === "client") {
-        this.log.error(`app.credential.failed code=${code}`);
-        await recordClientCredential(this.svc, true, code);
+        await reportCredentialFailure(this.svc, this.log, code);
         clientCredentialFailed();
         await release({});
         return this.result("client-credential-failed");
@@ -291,6 +296,26 @@ class SyncJob {
     );
     this.log.error(`pull.failed tenantId=${id} code=InternalError error=${code}`);
     throw err;
+  }
+
+  /**
+   * In application mode, a 401/403 of the alerts API is checked once more with a freshly
+   * issued token: if that is refused too, the permission was withdrawn (reconsent-required,
+   * AppPermissionMissing). Any other failure is returned as it is.
+   */
+  private async classifyRefusal(err: unknown): Promise<unknown> {
+    if (!(err instanceof SourceApiError) || (err.status !== 401 && err.status !== 403) || this.tokens.mode !== "application") return err;
+    try {
+      const fresh = await this.tokens.get(this.scope, { forceNew: true });
+      if ((await probeAlerts(this.apiBaseUrl, fresh)) !== "forbidden") return err;
+    } catch (tokenErr) {
+      return tokenErr instanceof TokenFailure ? tokenErr : err;
+    }
+    return new TokenFailure({
+      kind: "reconsent",
+      code: "AppPermissionMissing",
+      message: "The alerts API refuses a freshly issued app-only token: the application permission Alert.Read.All was withdrawn",
+    });
   }
 
   /** A status change from a pull lands only if no consent or offboarding changed the tenant meanwhile. */

@@ -9,7 +9,8 @@ import { isStatus, TABLES } from "./storage.js";
  * default `mssp-client-secret`). Only the secret's properties are read, never its value.
  *
  * Nothing here assumes the secret exists: an app that authenticates without one (a
- * managed identity as federated credential) simply has `kind: "none"`.
+ * managed identity as federated credential) simply has `kind: "none"`. With
+ * MSSP_CLIENT_CREDENTIAL other than `secret` the daily check does nothing at all.
  */
 export const EXPIRY_WARNING_DAYS = 30;
 const DAY_MS = 24 * 60 * 60 * 1000;
@@ -66,6 +67,7 @@ const CHECK_ROW = "credential-expiry-check";
  * `app.credential.check-failed error=<name>` and is retried on the next run.
  */
 export async function checkCredentialExpiry(svc: Services, log: Logger): Promise<CredentialExpiry | undefined> {
+  if (svc.config.credential.kind !== "secret") return undefined;
   const now = svc.now();
   const today = now.toISOString().slice(0, 10);
   const table = svc.storage.table(TABLES.appState);
