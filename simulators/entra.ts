@@ -174,6 +174,8 @@ export interface EntraRequest {
   method: string;
   path: string;
   grantType?: string;
+  /** How the client authenticated at the token endpoint (once it did). */
+  clientAuth?: "secret" | "certificate" | "federated";
   status: number;
   error?: string;
 }
@@ -294,6 +296,8 @@ export class FakeEntra {
   private readonly credentials = new Map<string, AppCredentials>();
   private readonly trustedIssuers = new Map<string, KeyObject | webcrypto.CryptoKey>();
   private readonly pendingAdminConsents = new Map<string, AdminConsentRequest>();
+  private readonly assertions: string[] = [];
+  private readonly appTokens = new Map<string, string[]>();
   private readonly seen = new Set<string>();
   private failures: { remaining: number; options: FailureOptions } = { remaining: 0, options: {} };
 
@@ -452,6 +456,22 @@ export class FakeEntra {
   withdrawApplicationPermissions(tenantId: string, clientId: string): void {
     const sp = this.servicePrincipals.get(spKey(tenantId, clientId));
     if (sp) sp.roles.clear();
+  }
+
+  /** Ends a `delayAppAccess`: the next client-credentials requests succeed again. */
+  clearAppAccessDelay(tenantId: string, clientId: string): void {
+    const sp = this.servicePrincipals.get(spKey(tenantId, clientId));
+    if (sp) sp.pending.length = 0;
+  }
+
+  /** Every client_assertion received, oldest first (for leak checks). */
+  assertionsSeen(): string[] {
+    return [...this.assertions];
+  }
+
+  /** App-only (client credentials) access tokens handed out for the tenant, oldest first. */
+  appTokensIssued(tenantId: string): string[] {
+    return [...(this.appTokens.get(tenantId.toLowerCase()) ?? [])];
   }
 
   /** The next client-credentials requests of the tenant get these answers in turn (consent propagating). */
@@ -1105,7 +1125,7 @@ ${users}
         throw new TokenError(400, "invalid_request", 90002, tenantNotFound(tenantSegment));
       }
       if (!grantType) throw new TokenError(400, "invalid_request", 900144, "The request body must contain the following parameter: 'grant_type'.");
-      const app = await this.authenticateClient(req, form, tenantSegment);
+      const app = await this.authenticateClient(req, form, tenantSegment, log);
       let response: Record<string, unknown>;
       if (grantType === "authorization_code") {
         const record = this.redeemableCode(form, app, tenantSegment, ctx);
@@ -1151,10 +1171,11 @@ ${users}
     }
   }
 
-  private async authenticateClient(req: IncomingMessage, form: URLSearchParams, tenantSegment: string): Promise<App> {
+  private async authenticateClient(req: IncomingMessage, form: URLSearchParams, tenantSegment: string, log: EntraRequest): Promise<App> {
     const assertion = form.get("client_assertion");
     const assertionType = form.get("client_assertion_type");
-    if (assertion !== null || assertionType !== null) return this.authenticateAssertion(form, tenantSegment);
+    if (assertion !== null || assertionType !== null) return this.authenticateAssertion(form, tenantSegment, log);
+    log.clientAuth = "secret";
     let basicId: string | undefined;
     let basicSecret: string | undefined;
     const auth = headerValue(req, "authorization");
@@ -1195,8 +1216,9 @@ ${users}
   }
 
   /** A client_assertion (certificate or federated credential) in place of a secret. */
-  private async authenticateAssertion(form: URLSearchParams, tenantSegment: string): Promise<App> {
+  private async authenticateAssertion(form: URLSearchParams, tenantSegment: string, log: EntraRequest): Promise<App> {
     const assertion = form.get("client_assertion") ?? "";
+    if (assertion.length >= MIN_SECRET_LENGTH) this.assertions.push(assertion);
     if (form.get("client_assertion_type") !== JWT_BEARER_TYPE) {
       throw new TokenError(400, "invalid_request", 50027, "Invalid client_assertion_type: it must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer.");
     }
@@ -1230,6 +1252,7 @@ ${users}
       }
     };
     const thumbprint = (header as Record<string, unknown>)["x5t#S256"] ?? header.x5t;
+    log.clientAuth = typeof thumbprint === "string" ? "certificate" : "federated";
     if (typeof thumbprint === "string") {
       const key = creds.certificates.get(thumbprint);
       if (!key) {
@@ -1315,6 +1338,7 @@ ${users}
     if (roles.length > 0) claims.roles = roles;
     const accessToken = await this.sign(claims);
     this.note(accessToken);
+    this.appTokens.set(tenantSegment, [...(this.appTokens.get(tenantSegment) ?? []), accessToken]);
     return {
       token_type: "Bearer",
       expires_in: this.accessTokenLifetimeSec,
