@@ -1,5 +1,5 @@
 import * as oauth from "oauth4webapi";
-import { confirmCredential, retryAsNewCredential } from "../platform/client-credential.js";
+import { confirmCredential, newCredentialWaitMs, retryAsNewCredential } from "../platform/client-credential.js";
 import { type CloudEndpoints, endpointsFor, type TenantMode } from "../platform/config.js";
 import { recordClientCredential } from "../platform/health.js";
 import { classifyTokenError, discover, fetchOptions, oauthClient, type TokenError } from "../platform/oauth.js";
@@ -122,10 +122,9 @@ async function withTokenRetries<T>(svc: Services, request: () => Promise<T>): Pr
     } catch (err) {
       const detail = classifyTokenError(err);
       if (detail.kind === "client") svc.clientCredential.forget();
-      const newCredential = retryAsNewCredential(svc.clientCredential.kind, detail.code, started, svc.now().getTime());
+      const newCredential = retryAsNewCredential(svc.clientCredential.kind, detail.code, started, svc.now().getTime(), attempt);
       if (!newCredential && (detail.kind !== "transient" || attempt >= 4)) throw new TokenFailure(detail);
-      const cap = newCredential ? 30_000 : Math.min(30_000, 1000 * 2 ** attempt);
-      await svc.sleep(newCredential ? Math.min(cap, 5_000 * attempt) : Math.floor(svc.random() * cap));
+      await svc.sleep(newCredential ? newCredentialWaitMs(attempt) : Math.floor(svc.random() * Math.min(30_000, 1000 * 2 ** attempt)));
     }
   }
 }

@@ -4,7 +4,7 @@ import * as jose from "jose";
 import * as oauth from "oauth4webapi";
 import { fetch as undiciFetch } from "undici";
 import { probeAlerts } from "../collection/sources/defender/probe.js";
-import { confirmCredential, retryAsNewCredential } from "../platform/client-credential.js";
+import { confirmCredential, newCredentialWaitMs, retryAsNewCredential } from "../platform/client-credential.js";
 import { type CloudEndpoints, endpointsFor, type TenantMode } from "../platform/config.js";
 import { recordClientCredential, reportCredentialFailure } from "../platform/health.js";
 import { isGuid } from "../platform/http.js";
@@ -373,9 +373,9 @@ export async function completeConsent(svc: Services, input: CallbackInput, log: 
       } catch (err) {
         // A federated credential created minutes ago: Entra refuses the client, not the code.
         const { code } = classifyTokenError(err);
-        if (!retryAsNewCredential(svc.clientCredential.kind, code, started, svc.now().getTime())) throw err;
+        if (!retryAsNewCredential(svc.clientCredential.kind, code, started, svc.now().getTime(), attempt)) throw err;
         svc.clientCredential.forget();
-        await svc.sleep(Math.min(30_000, 5_000 * attempt));
+        await svc.sleep(newCredentialWaitMs(attempt));
       }
     }
     claims = oauth.getValidatedIdTokenClaims(tokens)!;

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { CLOUDS, type Cloud, endpointsFor, TENANT_MODES, type TenantMode } from "../platform/config.js";
+import { CLOUD_PRESETS, CLOUDS, type Cloud, endpointsFor, TENANT_MODES, type TenantMode } from "../platform/config.js";
 import { ApiError, parseTenantId } from "../platform/http.js";
 import type { Logger, Services } from "../platform/services.js";
 import { isStatus, TABLES } from "../platform/storage.js";
@@ -112,11 +112,14 @@ export async function registerTenant(svc: Services, reg: Registration, log: Logg
 
   const cloud = reg.cloud ?? existing?.cloud;
   const endpoints = endpointsFor(svc.config, cloud);
-  if (svc.config.credential.kind === "managed-identity" && endpoints.authorityHost !== svc.config.endpoints.authorityHost) {
+  // Compared by the clouds' own Entra instances (gcc shares the commercial one), not by overrides.
+  const appAuthority = CLOUD_PRESETS[svc.config.defaultCloud].authorityHost;
+  const tenantAuthority = CLOUD_PRESETS[cloud ?? svc.config.defaultCloud].authorityHost;
+  if (svc.config.credential.kind === "managed-identity" && tenantAuthority !== appAuthority) {
     throw new ApiError(
       400,
       "CloudNotSupported",
-      `The tenant's cloud (${cloud}) signs in at ${endpoints.authorityHost}, the app registration at ${svc.config.endpoints.authorityHost}: a managed identity's federated credential does not cross clouds. Onboard this tenant from a deployment in its own cloud (docs/deploy.md).`,
+      `The tenant's cloud (${cloud}) signs in at ${tenantAuthority}, the app registration at ${appAuthority}: a managed identity's federated credential does not cross clouds. Onboard this tenant from a deployment in its own cloud (docs/deploy.md).`,
     );
   }
   const mode = reg.mode ?? svc.config.onboarding.defaultMode;

@@ -220,15 +220,31 @@ export function credentialFailureReason(code: string): string {
  * with this process's credential has succeeded once, it is retried for up to this long.
  */
 export const NEW_CREDENTIAL_RETRY_MS = 3 * 60_000;
+/** At most this many tries of one request, whatever the clock says. */
+const NEW_CREDENTIAL_ATTEMPTS = 8;
 let credentialConfirmed = false;
 
 export function confirmCredential(): void {
   credentialConfirmed = true;
 }
 
-/** Whether a failure with `code` that began at `startedMs` is worth another try as a new federated credential. */
-export function retryAsNewCredential(kind: ClientCredentialKind, code: string, startedMs: number, nowMs: number): boolean {
-  return kind === "managed-identity" && code === "AADSTS70021" && !credentialConfirmed && nowMs - startedMs < NEW_CREDENTIAL_RETRY_MS;
+/**
+ * Whether try number `attempt` of a request that began at `startedMs`, which failed with
+ * `code`, is worth another try as a new federated credential. The caller waits
+ * `newCredentialWaitMs(attempt)` first: 5, 10, 15 ... 30 s.
+ */
+export function retryAsNewCredential(kind: ClientCredentialKind, code: string, startedMs: number, nowMs: number, attempt: number): boolean {
+  return (
+    kind === "managed-identity" &&
+    code === "AADSTS70021" &&
+    !credentialConfirmed &&
+    attempt < NEW_CREDENTIAL_ATTEMPTS &&
+    nowMs - startedMs < NEW_CREDENTIAL_RETRY_MS
+  );
+}
+
+export function newCredentialWaitMs(attempt: number): number {
+  return Math.min(30_000, 5_000 * attempt);
 }
 
 /** Forgets that the credential worked (tests). */
