@@ -13,6 +13,7 @@ import { forgetAccessToken } from "../shared/collection/tokens.js";
 import type { ClientCredentialKind } from "../shared/platform/config.js";
 import { resetHealthCache } from "../shared/platform/health.js";
 import type { Services } from "../shared/platform/services.js";
+import { TABLES } from "../shared/platform/storage.js";
 import { makeAlerts } from "../simulators/alerts.js";
 import type { HttpResult } from "./support/functions.js";
 import { CERTIFICATE_NAME, CLIENT_ID, FIC_NAME, type Harness, startHarness } from "./support/harness.js";
@@ -213,10 +214,15 @@ describe("settings, health and the secret's expiry", () => {
     assert.equal((await h.http("tenants-get", { path: `tenants/${tenantId}`, params: { tenantId } })).status, 404, "nothing registered");
   });
 
-  it("/api/health/details names the credential in use, and for a secret its expiry", async () => {
+  it("/api/health/details names the credential in use, and for a secret its expiry (from the timer's daily check)", async () => {
     await use("secret");
+    await svc.storage.table(TABLES.appState).deleteEntity("app", "credential-expiry-check").catch(() => undefined);
+    assert.deepEqual((await healthDetails()).credential, { type: "secret", expiry: "unknown" }, "not checked yet");
     await svc.secrets.setSecret("mssp-client-secret", "secret-value-never-shown", { expiresOn: new Date(Date.now() + 40.5 * 24 * 3600_000) });
+    await h.trigger("pull-timer", { isPastDue: false, scheduleStatus: {} });
+    const vaultRequests = h.vault.requestLog.length;
     const secret = await healthDetails();
+    assert.equal(h.vault.requestLog.length, vaultRequests, "health reads the check's result from storage, not Key Vault");
     assert.equal(secret.credential?.type, "secret");
     assert.equal(secret.credential?.daysLeft, 40);
     assert.ok(!Number.isNaN(Date.parse(String(secret.credential?.expiresOn))));

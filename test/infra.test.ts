@@ -455,7 +455,7 @@ describe("infra: alert rules match the app's log lines", () => {
     const now = new Date("2026-03-01T10:00:00Z");
     const svc = {
       now: () => now,
-      config: { clientSecretName: "mssp-client-secret" },
+      config: { clientSecretName: "mssp-client-secret", credential: { kind: "secret", secret: "x" } },
       storage: {
         table: () => ({
           getEntity: async () => {

@@ -56,8 +56,15 @@ export async function readCredentialExpiry(secrets: SecretVersions, secretName: 
   };
 }
 
-const CHECK_PARTITION = "app";
-const CHECK_ROW = "credential-expiry-check";
+export const CHECK_PARTITION = "app";
+export const CHECK_ROW = "credential-expiry-check";
+
+/** The last daily check's result, as the timer stored it (health reads it: no Key Vault call). */
+export interface ExpiryCheckEntity {
+  checkedOn?: string;
+  result?: CredentialExpiry["kind"];
+  expiresOn?: string;
+}
 
 /**
  * Called by the pull timer on every run; reads Key Vault at most once a day (UTC) per app.
@@ -81,7 +88,13 @@ export async function checkCredentialExpiry(svc: Services, log: Logger): Promise
       if (!isStatus(err, 404)) throw err;
     }
     const expiry = await readCredentialExpiry(svc.secrets, svc.config.clientSecretName, now);
-    const entity = { partitionKey: CHECK_PARTITION, rowKey: CHECK_ROW, checkedOn: today, result: expiry.kind };
+    const entity = {
+      partitionKey: CHECK_PARTITION,
+      rowKey: CHECK_ROW,
+      checkedOn: today,
+      result: expiry.kind,
+      expiresOn: expiry.kind === "expires" ? expiry.expiresOn : "",
+    };
     try {
       if (etag) await table.updateEntity(entity, "Replace", { etag });
       else await table.createEntity(entity);

@@ -1,6 +1,6 @@
 import { credentialFailureReason } from "./client-credential.js";
 import { type AppConfig, type ClientCredentialKind, ConfigError } from "./config.js";
-import { readCredentialExpiry } from "./credential-expiry.js";
+import { CHECK_PARTITION, CHECK_ROW, type ExpiryCheckEntity } from "./credential-expiry.js";
 import { errorName } from "./http.js";
 import type { Logger, Services } from "./services.js";
 import { isStatus, TABLES } from "./storage.js";
@@ -46,13 +46,17 @@ export interface HealthCause {
   since: string;
 }
 
-/** The app's own credential at customer tenants (MSSP_CLIENT_CREDENTIAL), and a secret's expiry. */
+/**
+ * The app's own credential at customer tenants (MSSP_CLIENT_CREDENTIAL), and for a secret
+ * its expiry as the timer's daily check last read it (credential-expiry.ts): health itself
+ * never calls Key Vault for it.
+ */
 export interface CredentialInfo {
   type: ClientCredentialKind;
   /** For `secret`: the expiry of the Key Vault secret MSSP_CLIENT_SECRET_NAME, when it has one. */
   expiresOn?: string;
   daysLeft?: number;
-  /** For `secret`: `unknown` when the vault could not be read, `none` when the secret has no expiry or is not in the vault. */
+  /** For `secret`: `unknown` before the first daily check, `none` when the secret has no expiry or is not in the vault. */
   expiry?: "unknown" | "none";
 }
 
@@ -79,9 +83,7 @@ interface ClientCredentialRow {
 }
 
 let vaultProbe: { at: number; value: Promise<string | undefined> } | undefined;
-/** The client secret's expiry, read at most once an hour per instance. */
-let expiryProbe: { at: number; value: Promise<CredentialInfo> } | undefined;
-const EXPIRY_CACHE_MS = 3600_000;
+const DAY_MS = 24 * 3600_000;
 /** Causes currently failing on this instance -> since; also what was already logged. */
 const seen = new Map<string, string>();
 
@@ -107,22 +109,20 @@ export async function healthReport(load: () => Services, log: Logger): Promise<H
   return { ...settle([...storage, ...vault], svc.now(), log, svc.config), credential };
 }
 
-/** The credential type, and for a secret its expiry (Key Vault attributes only, never the value). */
+/** The credential type, and for a secret its expiry from the last daily check (a storage read). */
 async function credentialInfo(svc: Services): Promise<CredentialInfo> {
   const type = svc.config.credential.kind;
   if (type !== "secret") return { type };
-  const now = svc.now().getTime();
-  if (!expiryProbe || now - expiryProbe.at >= EXPIRY_CACHE_MS) {
-    expiryProbe = {
-      at: now,
-      value: readCredentialExpiry(svc.secrets, svc.config.clientSecretName, svc.now()).then(
-        (expiry): CredentialInfo =>
-          expiry.kind === "expires" ? { type, expiresOn: expiry.expiresOn, daysLeft: expiry.daysLeft } : { type, expiry: "none" },
-        (): CredentialInfo => ({ type, expiry: "unknown" }),
-      ),
-    };
+  try {
+    const row = await svc.storage.table(TABLES.appState).getEntity<ExpiryCheckEntity>(CHECK_PARTITION, CHECK_ROW);
+    if (row.result === "expires" && row.expiresOn) {
+      const daysLeft = Math.floor((Date.parse(row.expiresOn) - svc.now().getTime()) / DAY_MS);
+      return { type, expiresOn: row.expiresOn, daysLeft };
+    }
+    return { type, expiry: row.result ? "none" : "unknown" };
+  } catch {
+    return { type, expiry: "unknown" };
   }
-  return expiryProbe.value;
 }
 
 /** The short form: status and the failing parts (no log). */
@@ -135,7 +135,6 @@ export async function checkHealth(svc: Services): Promise<Health> {
 /** Forgets the cached Key Vault probe and the causes seen (tests). */
 export function resetHealthCache(): void {
   vaultProbe = undefined;
-  expiryProbe = undefined;
   seen.clear();
 }
 
