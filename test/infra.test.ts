@@ -788,6 +788,17 @@ describe("infra/scripts/register-app.sh", () => {
     assert.ok(script.includes("--rotate"));
   });
 
+  it("adds the application permission Alert.Read.All too, and hard-codes no permission ID (only the API's app ID and built-in role IDs)", () => {
+    assert.ok(script.includes('DEFENDER_ROLE="Alert.Read.All"'));
+    assert.ok(script.includes("appRoles[?value=='$DEFENDER_ROLE'].id"));
+    assert.ok(script.includes('"$role_id=Role"'));
+    const guids = new Set(script.match(/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/gi) ?? []);
+    assert.deepEqual(
+      [...guids].sort(),
+      ["12338af0-0e69-4776-bea7-57ae8d297424", "a4417e6f-fecd-4de8-b567-7b0420556985", "b86a8fe4-44ce-4948-aee5-eccb2c155cd7", "fc780465-2017-40d4-a0c5-307022471b92"],
+    );
+  });
+
   it("pipes the client secret into Key Vault without exposing it", () => {
     assert.ok(script.includes('[[ -n "$secret_name" ]] || secret_name="mssp-client-secret"'), "the same default name as app.bicep");
     assert.match(script, /--query password --output tsv \| store_secret/);
