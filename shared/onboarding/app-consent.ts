@@ -146,9 +146,10 @@ export async function completeAppConsent(
 /**
  * Marks the tenant as verified in application mode: active, `mode: application`, nothing
  * stored. A refresh token of an earlier delegated consent is deleted only now that the new
- * mode works. Queues the tenant's first pull. With `linkHash` (the callback) the link must
- * still be the one consented through; without (the timer's probe) a verification must
- * still be pending. Returns "gone" when neither holds (offboarded, relinked meanwhile).
+ * mode works. With `linkHash` (the callback) the link must still be the one consented
+ * through, and the next timer run pulls, as after a delegated consent; without (the
+ * timer's probe) a verification must still be pending, and the tenant's first pull is
+ * queued at once. Returns "gone" when neither holds (offboarded, relinked meanwhile).
  */
 async function activateApplicationMode(svc: Services, tenantId: string, linkHash: string | undefined, log: Logger): Promise<"activated" | "gone"> {
   const tenants = svc.storage.table(TABLES.tenants);
@@ -183,7 +184,7 @@ async function activateApplicationMode(svc: Services, tenantId: string, linkHash
     }
     log.info(`tenant.status tenantId=${tenantId} status=active`);
     log.info(`consent.completed tenantId=${tenantId} mode=application`);
-    await enqueuePull(svc, { tenantId, reason: "schedule" });
+    if (linkHash === undefined) await enqueuePull(svc, { tenantId, reason: "schedule" });
     return "activated";
   }
   throw new Error("The tenant row kept changing during consent");
