@@ -419,7 +419,7 @@ export async function completeConsent(svc: Services, input: CallbackInput, log: 
     warn("defender-unavailable");
     return { kind: "defender-unavailable" };
   }
-  // The code was redeemed with the client secret: the app's credential works.
+  // The code was redeemed with the app's credential (secret, managed identity or certificate): it works.
   await recordClientCredential(svc, false);
 
   const generation = randomBytes(12).toString("base64url");
