@@ -39,6 +39,23 @@ param principalType string = 'User'
 @description('Application (client) id of the multi-tenant MSSP app registration. infra/scripts/register-app.sh creates it and sets MSSP_CLIENT_ID in the azd environment.')
 param msspClientId string = ''
 
+@description('How the app authenticates at customer tenants\' token endpoints (MSSP_CLIENT_CREDENTIAL): managed-identity (default: the user-assigned identity as a federated identity credential of the app registration, no secret anywhere), certificate (a Key Vault certificate whose key never leaves the vault) or secret (a client secret in Key Vault).')
+@allowed([
+  'managed-identity'
+  'certificate'
+  'secret'
+])
+param clientCredential string = 'managed-identity'
+
+@description('With managed-identity: name of a dedicated user-assigned identity for customer-tenant access (its token is the federated credential), separate from the identity that reaches storage and Key Vault. Empty: the app\'s one identity.')
+param ficIdentityName string = ''
+
+@description('With certificate: the Key Vault key identifier (with version) of the app\'s certificate; infra/scripts/register-app.sh sets MSSP_CLIENT_CERTIFICATE_KEY_ID in the azd environment.')
+param clientCertificateKeyId string = ''
+
+@description('With certificate: the certificate\'s SHA-256 thumbprint, base64url (x5t#S256); register-app.sh sets MSSP_CLIENT_CERTIFICATE_THUMBPRINT.')
+param clientCertificateThumbprint string = ''
+
 @description('Default Defender cloud for tenants that do not name one.')
 @allowed([
   'commercial'
@@ -139,6 +156,7 @@ var sentinelWorkspaceRef = {
   resourceGroup: sentinelEnabled ? sentinelIdParts[4] : names.resourceGroup
   name: sentinelEnabled ? last(sentinelIdParts) : 'none'
 }
+var useDedicatedFicIdentity = clientCredential == 'managed-identity' && !empty(ficIdentityName)
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: names.resourceGroup
@@ -151,6 +169,17 @@ module identity 'modules/identity.bicep' = {
   scope: rg
   params: {
     name: names.identity
+    location: location
+    tags: tags
+  }
+}
+
+// A separate identity for customer-tenant access only: it holds no Azure role.
+module ficIdentity 'modules/identity.bicep' = if (clientCredential == 'managed-identity' && !empty(ficIdentityName)) {
+  name: 'fic-identity'
+  scope: rg
+  params: {
+    name: ficIdentityName
     location: location
     tags: tags
   }
@@ -263,7 +292,12 @@ module app 'modules/app.bicep' = {
     msspClientId: msspClientId
     defenderCloud: defenderCloud
     pullSchedule: effectivePullSchedule
+    clientCredential: clientCredential
     clientSecretName: clientSecretName
+    ficIdentityId: useDedicatedFicIdentity ? ficIdentity!.outputs.id : ''
+    ficIdentityClientId: useDedicatedFicIdentity ? ficIdentity!.outputs.clientId : identity.outputs.clientId
+    clientCertificateKeyId: clientCertificateKeyId
+    clientCertificateThumbprint: clientCertificateThumbprint
     virtualNetworkSubnetId: vnetEnabled ? network!.outputs.appSubnetId : ''
     sentinelEnabled: sentinelEnabled
     sentinelDcrEndpoint: sentinelEnabled ? sentinel!.outputs.logsIngestionEndpoint : ''
@@ -307,6 +341,11 @@ output OUTBOUND_PUBLIC_IP string = vnetEnabled && natGatewayEnabled ? network!.o
 output AZURE_KEY_VAULT_ENDPOINT string = keyVault.outputs.uri
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output AZURE_MANAGED_IDENTITY_CLIENT_ID string = identity.outputs.clientId
+output AZURE_MANAGED_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
+// register-app.sh: which credential to set up, and the identity a federated credential names.
+output MSSP_CLIENT_CREDENTIAL string = clientCredential
+output AZURE_FIC_IDENTITY_PRINCIPAL_ID string = useDedicatedFicIdentity ? ficIdentity!.outputs.principalId : identity.outputs.principalId
+output AZURE_FIC_IDENTITY_CLIENT_ID string = useDedicatedFicIdentity ? ficIdentity!.outputs.clientId : identity.outputs.clientId
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
 output APPLICATIONINSIGHTS_CONNECTION_STRING string = monitoring.outputs.connectionString
 output ALERT_RULE_RECONSENT string = alerts.outputs.reconsentRuleName

@@ -456,7 +456,7 @@ describe("infra: alert rules match the app's log lines", () => {
     const now = new Date("2026-03-01T10:00:00Z");
     const svc = {
       now: () => now,
-      config: { clientSecretName: "mssp-client-secret" },
+      config: { clientSecretName: "mssp-client-secret", credential: { kind: "secret", secret: "x" } },
       storage: {
         table: () => ({
           getEntity: async () => {
@@ -798,7 +798,57 @@ describe("infra: the compiled template (bicep build), as deployed", () => {
     if (!arm) return;
     const settings = at(only(deploy(arm, BASE), "Microsoft.Web/sites/config"), "properties") as Record<string, unknown>;
     assert.deepEqual(Object.keys(settings).filter((k) => /sampling/i.test(k)), []);
-    assert.equal(settings.MSSP_CLIENT_SECRET_NAME, "mssp-client-secret");
+  });
+
+  it("with the defaults (managed-identity) no app setting names or references a client secret; the identity's client id is the federated credential", (t) => {
+    const arm = template(t);
+    if (!arm) return;
+    const given = (JSON.parse(files[PARAMS] ?? "{}") as { parameters: Record<string, { value: unknown }> }).parameters;
+    assert.equal(given.clientCredential?.value, interp("MSSP_CLIENT_CREDENTIAL=managed-identity"));
+    assert.equal(arm.parameters?.clientCredential?.defaultValue, "managed-identity");
+    const rs = deploy(arm, BASE);
+    const settings = at(only(rs, "Microsoft.Web/sites/config"), "properties") as Record<string, unknown>;
+    assert.equal(settings.MSSP_CLIENT_CREDENTIAL, "managed-identity");
+    assert.deepEqual(Object.keys(settings).filter((k) => /SECRET|CERTIFICATE/.test(k)), []);
+    assert.ok(!JSON.stringify(settings, (_k, v) => (v instanceof Unknown ? v.expression : v)).includes("@Microsoft.KeyVault("), "no Key Vault reference at all");
+    assert.ok(mentions(settings.MSSP_FIC_CLIENT_ID, "identity", "clientId"), "the app's one identity");
+    assert.equal(Object.keys(at(only(rs, "Microsoft.Web/sites"), "identity.userAssignedIdentities") as object).length, 1);
+    assert.equal(live(rs, "Microsoft.ManagedIdentity/userAssignedIdentities").length, 1);
+    const outputs = arm.outputs ?? {};
+    for (const name of ["MSSP_CLIENT_CREDENTIAL", "AZURE_FIC_IDENTITY_PRINCIPAL_ID", "AZURE_FIC_IDENTITY_CLIENT_ID", "AZURE_MANAGED_IDENTITY_PRINCIPAL_ID"]) {
+      assert.ok(name in outputs, `output ${name} (register-app.sh reads it)`);
+    }
+  });
+
+  it("a dedicated identity (ficIdentityName) for customer tenants: on the site, named in MSSP_FIC_CLIENT_ID, holding no Azure role", (t) => {
+    const arm = template(t);
+    if (!arm) return;
+    const rs = deploy(arm, { ...BASE, ficIdentityName: "id-customers" });
+    const identities = live(rs, "Microsoft.ManagedIdentity/userAssignedIdentities");
+    assert.deepEqual(identities.map((r) => r.name).filter((n) => n === "id-customers"), ["id-customers"]);
+    // Both identities on the site (the id is known only at deployment: the expression names both).
+    assert.ok(mentions(at(only(rs, "Microsoft.Web/sites"), "identity.userAssignedIdentities"), "fic-identity", "Microsoft.Resources/deployments"));
+    const settings = at(only(rs, "Microsoft.Web/sites/config"), "properties") as Record<string, unknown>;
+    assert.ok(mentions(settings.MSSP_FIC_CLIENT_ID, "fic-identity", "clientId"));
+    assert.ok(mentions(settings.AZURE_CLIENT_ID, "identity", "clientId") && !mentions(settings.AZURE_CLIENT_ID, "fic-identity"), "storage and Key Vault stay with the app's identity");
+    const principals = live(rs, "Microsoft.Authorization/roleAssignments").map((r) => String((at(r, "properties.principalId") as Unknown | string) instanceof Unknown ? (at(r, "properties.principalId") as Unknown).expression : at(r, "properties.principalId")));
+    assert.equal(principals.length, 5);
+    assert.ok(principals.every((p) => !p.includes("fic-identity")), "no role for the customer-tenant identity");
+  });
+
+  it("a client secret exists only with clientCredential=secret, and a certificate's settings only with certificate", (t) => {
+    const arm = template(t);
+    if (!arm) return;
+    const settingsOf = (params: Record<string, unknown>) => at(only(deploy(arm, { ...BASE, ...params }), "Microsoft.Web/sites/config"), "properties") as Record<string, unknown>;
+    const secret = settingsOf({ clientCredential: "secret" });
+    assert.equal(secret.MSSP_CLIENT_SECRET_NAME, "mssp-client-secret");
+    assert.ok(mentions(secret.MSSP_CLIENT_SECRET, "@Microsoft.KeyVault(VaultName=") || /@Microsoft\.KeyVault\(VaultName=/.test(String(secret.MSSP_CLIENT_SECRET)));
+    assert.equal(secret.MSSP_FIC_CLIENT_ID, undefined);
+    const keyId = "https://kv.vault.azure.net/keys/mssp-client-certificate/0123456789abcdef0123456789abcdef";
+    const cert = settingsOf({ clientCredential: "certificate", clientCertificateKeyId: keyId, clientCertificateThumbprint: "t".repeat(43) });
+    assert.equal(cert.MSSP_CLIENT_CERTIFICATE_KEY_ID, keyId);
+    assert.equal(cert.MSSP_CLIENT_CERTIFICATE_THUMBPRINT, "t".repeat(43));
+    assert.deepEqual(Object.keys(cert).filter((k) => /SECRET/.test(k)), []);
   });
 });
 
@@ -823,6 +873,17 @@ describe("infra/scripts/register-app.sh", () => {
     assert.ok(script.includes("/api/consent/callback"));
     assert.ok(script.includes("azd env set MSSP_CLIENT_ID"));
     assert.ok(script.includes("--rotate"));
+  });
+
+  it("adds the application permission Alert.Read.All too, and hard-codes no permission ID (only the API's app ID and built-in role IDs)", () => {
+    assert.ok(script.includes('DEFENDER_ROLE="Alert.Read.All"'));
+    assert.ok(script.includes("appRoles[?value=='$DEFENDER_ROLE'].id"));
+    assert.ok(script.includes('"$role_id=Role"'));
+    const guids = new Set(script.match(/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/gi) ?? []);
+    assert.deepEqual(
+      [...guids].sort(),
+      ["12338af0-0e69-4776-bea7-57ae8d297424", "a4417e6f-fecd-4de8-b567-7b0420556985", "b86a8fe4-44ce-4948-aee5-eccb2c155cd7", "fc780465-2017-40d4-a0c5-307022471b92"],
+    );
   });
 
   it("pipes the client secret into Key Vault without exposing it", () => {

@@ -264,3 +264,57 @@ describe("graph specifics", () => {
     assert.equal(status.lastError?.code, "UntrustedNextLink");
   });
 });
+
+describe("choosing the source per tenant", () => {
+  it("onboards a tenant on Graph, and switches another from Defender to Graph keeping its old rows readable", async () => {
+    // A tenant registered on Graph: the consent asks for Graph's scope, pulls read alerts_v2.
+    const onGraph = h.newTenant();
+    h.graph.setAlerts(onGraph, Array.from({ length: 4 }, (_, i) => makeGraphAlert({ lastUpdateDateTime: new Date(Date.now() - (i + 2) * MINUTE), seed: `g-${i}` })));
+    const registered = await h.http("tenants-create", { method: "POST", path: "tenants", body: JSON.stringify({ tenantId: onGraph, source: "graph" }) });
+    assert.equal(registered.status, 201, registered.text);
+    const consent = await h.onboard(onGraph);
+    assert.equal(consent.status, 200, consent.text);
+    await h.trigger("pull-worker", { tenantId: onGraph });
+    const graphStatus = (await h.http("tenants-get", { path: `tenants/${onGraph}`, params: { tenantId: onGraph } })).json as { source: string; alertsStored: number };
+    assert.deepEqual([graphStatus.source, graphStatus.alertsStored], ["graph", 4]);
+    assert.equal(h.defender.requests(onGraph).filter((r) => r.query.$filter).length, 0, "Defender is never asked");
+
+    // A Defender tenant switches: old rows stay readable, new ones are graph rows, and the
+    // alert that changes during the switch is stored at its latest version.
+    const switching = h.newTenant();
+    const defenderAlerts = Array.from({ length: 5 }, (_, i) => makeAlert({ lastUpdateTime: new Date(Date.now() - (i + 2) * MINUTE), seed: `sw-${i}` }));
+    h.defender.setAlerts(switching, defenderAlerts);
+    assert.equal((await h.onboard(switching)).status, 200);
+    await h.trigger("pull-worker", { tenantId: switching });
+    // The same alerts as Graph sees them (its providerAlertId is Defender's id), one of them changed meanwhile.
+    h.graph.setAlerts(
+      switching,
+      defenderAlerts.map((a, i) =>
+        makeGraphAlert({ lastUpdateDateTime: i === 0 ? new Date(Date.now() - 30_000) : a.lastUpdateTime, seed: `sw-g-${i}`, providerAlertId: a.id, status: i === 0 ? "resolved" : "new" }),
+      ),
+    );
+    const patch = (body: unknown) => h.http("tenants-patch", { method: "PATCH", path: `tenants/${switching}`, params: { tenantId: switching }, body: JSON.stringify(body) });
+    h.graph.forbid(switching);
+    const refused = await patch({ source: "graph" });
+    assert.equal(refused.status, 409, refused.text);
+    assert.equal((refused.json as { error: { code: string } }).error.code, "ConsentRequired");
+    h.graph.allow(switching);
+    const switched = await patch({ source: "graph" });
+    assert.equal(switched.status, 200, switched.text);
+    assert.equal((switched.json as { source: string }).source, "graph");
+    await h.trigger("pull-worker", { tenantId: switching });
+    const listed = (await h.http("alerts-list", { path: `alerts?tenantId=${switching}&top=100` })).json as {
+      alerts: { id: string; source: string; providerAlertId: string; status: string }[];
+    };
+    const bySource = (s: string) => listed.alerts.filter((a) => a.source === s);
+    assert.equal(bySource("defender").length, 5, "the Defender rows stay");
+    assert.equal(bySource("graph").length, 5, "every alert as a graph row");
+    const changed = bySource("graph").find((a) => a.providerAlertId === defenderAlerts[0]!.id);
+    assert.equal(changed?.status, "Resolved", "the change made during the switch");
+    const old = await h.http("alerts-get", {
+      path: `tenants/${switching}/alerts/${encodeURIComponent(defenderAlerts[1]!.id)}?source=defender`,
+      params: { tenantId: switching, alertId: defenderAlerts[1]!.id },
+    });
+    assert.equal(old.text, JSON.stringify(defenderAlerts[1]));
+  });
+});

@@ -1,6 +1,6 @@
 import { odata, type TableClient, type TransactionAction } from "@azure/data-tables";
-import { endpointsFor } from "../platform/config.js";
-import { recordClientCredential } from "../platform/health.js";
+import { type CloudEndpoints, endpointsFor } from "../platform/config.js";
+import { reportCredentialFailure } from "../platform/health.js";
 import { enqueueDelivery } from "../delivery/queue.js";
 import { markPending, routedDestinations } from "../delivery/outbox.js";
 import { errorName } from "../platform/http.js";
@@ -24,7 +24,7 @@ import { collectDueGarbage, collectOrphans } from "./garbage.js";
 import { Coverage, effectiveOverlapMs, LatenessFigures } from "./lateness.js";
 import { leaseTiming } from "./lease-timing.js";
 import { SourceApiError, type SourceName } from "./source.js";
-import { createSource, type MeasuredSource, type SourceProfile, sourceProfile } from "./sources/index.js";
+import { createSource, type MeasuredSource, probeSource, type SourceProfile, sourceProfile } from "./sources/index.js";
 import { duePasses, isReconcile } from "./sweep.js";
 import {
   getSweepRow,
@@ -38,7 +38,7 @@ import {
   type SyncPatch,
 } from "./sync-state.js";
 import { compareTimes, timeMs } from "./time.js";
-import { clientCredentialFailed, DelegatedTokenProvider, TokenFailure } from "./tokens.js";
+import { clientCredentialFailed, TokenFailure, type TokenProvider, tokenProviderFor } from "./tokens.js";
 import { type Leaf, type SkippedRange, WindowReader } from "./windows.js";
 
 /**
@@ -154,7 +154,9 @@ class SyncJob {
     this.coverage = Coverage.parse(row.coverage);
     this.lateness = LatenessFigures.parse(row.lateness);
     this.skipped = parseSlices(row.skippedSlices);
-    const tokens = new DelegatedTokenProvider(svc, log, tenant, endpoints);
+    const tokens = tokenProviderFor(svc, log, tenant, endpoints);
+    this.tokens = tokens;
+    this.endpoints = endpoints;
     const scope = this.profile.scope;
     this.source = createSource(sourceName, {
       tenantId: this.tenantId,
@@ -184,6 +186,8 @@ class SyncJob {
   }
 
   private readonly tokenCheck: () => Promise<string>;
+  private readonly tokens: TokenProvider & { mode: "delegated" | "application" };
+  private readonly endpoints: CloudEndpoints;
 
   private get tenantId(): string {
     return this.tenant.rowKey;
@@ -259,10 +263,11 @@ class SyncJob {
     return patch;
   }
 
-  private async fail(err: unknown): Promise<PullResult> {
+  private async fail(failure: unknown): Promise<PullResult> {
     const id = this.tenantId;
     // Let a leaf that is still being written finish (or fail) before the final update.
     await this.pending.catch(() => undefined);
+    const err = await this.classifyRefusal(failure);
     if (err instanceof LeaseLost) {
       this.log.warn(`pull.lease-lost tenantId=${id}`);
       return this.result("lease-lost");
@@ -279,8 +284,7 @@ class SyncJob {
     if (err instanceof TokenFailure) {
       const { kind, code, message } = err.detail;
       if (kind === "client") {
-        this.log.error(`app.credential.failed code=${code}`);
-        await recordClientCredential(this.svc, true, code);
+        await reportCredentialFailure(this.svc, this.log, code);
         clientCredentialFailed();
         await release({});
         return this.result("client-credential-failed");
@@ -318,6 +322,26 @@ class SyncJob {
     );
     this.log.error(`pull.failed tenantId=${id} code=InternalError error=${code}`);
     throw err;
+  }
+
+  /**
+   * In application mode, a 401/403 of the alerts API is checked once more with a freshly
+   * issued token: if that is refused too, the permission was withdrawn (reconsent-required,
+   * AppPermissionMissing). Any other failure is returned as it is.
+   */
+  private async classifyRefusal(err: unknown): Promise<unknown> {
+    if (!(err instanceof SourceApiError) || (err.status !== 401 && err.status !== 403) || this.tokens.mode !== "application") return err;
+    try {
+      const fresh = await this.tokens.get(this.profile.scope, { forceNew: true });
+      if ((await probeSource(this.source.name, this.endpoints, fresh)) !== "forbidden") return err;
+    } catch (tokenErr) {
+      return tokenErr instanceof TokenFailure ? tokenErr : err;
+    }
+    return new TokenFailure({
+      kind: "reconsent",
+      code: "AppPermissionMissing",
+      message: `The alerts API refuses a freshly issued app-only token: the application permission ${this.source.name === "graph" ? "SecurityAlert.Read.All" : "Alert.Read.All"} was withdrawn`,
+    });
   }
 
   /** A status change from a pull lands only if no consent or offboarding changed the tenant meanwhile. */

@@ -12,6 +12,24 @@ import { DESTINATION_TYPES, type DestinationType } from "../delivery/destination
 export const CLOUDS = ["commercial", "gcc", "gcc-high", "dod"] as const;
 export type Cloud = (typeof CLOUDS)[number];
 
+/** How a customer tenant is onboarded and pulled: a user's delegated grant, or the app's own permission. */
+export const TENANT_MODES = ["delegated", "application"] as const;
+export type TenantMode = (typeof TENANT_MODES)[number];
+
+/** How the app authenticates itself at customer tenants' token endpoints. */
+export const CLIENT_CREDENTIALS = ["secret", "managed-identity", "certificate"] as const;
+export type ClientCredentialKind = (typeof CLIENT_CREDENTIALS)[number];
+
+/**
+ * Audience of the managed identity's token that serves as the federated credential, per
+ * cloud of the app registration (by its authority host). Entra documents these three.
+ */
+export const EXCHANGE_AUDIENCES: Record<string, string> = {
+  "login.microsoftonline.com": "api://AzureADTokenExchange",
+  "login.microsoftonline.us": "api://AzureADTokenExchangeUSGov",
+  "login.chinacloudapi.cn": "api://AzureADTokenExchangeChina",
+};
+
 export interface CloudEndpoints {
   /** Entra ID authority host, e.g. https://login.microsoftonline.com */
   authorityHost: string;
@@ -129,9 +147,30 @@ const ncrontab = z
   .trim()
   .refine((v) => v.split(/\s+/).length === 6, "must be a six-field NCRONTAB expression, e.g. 0 */5 * * * *");
 
+/** A Key Vault key identifier with its version: https://<vault>/keys/<name>/<version>. */
+const keyVaultKeyId = httpsUrl.refine(
+  (v) => !URL.canParse(v) || /^\/keys\/[0-9A-Za-z-]{1,127}\/[0-9A-Za-z]{1,64}$/.test(new URL(v).pathname),
+  "must be a Key Vault key identifier with its version (https://<vault>/keys/<name>/<version>)",
+);
+
 const rawSchema = z.object({
   MSSP_CLIENT_ID: required(z.string().trim().pipe(z.guid("must be a GUID"))),
-  MSSP_CLIENT_SECRET: required(z.string().min(1)),
+  MSSP_CLIENT_CREDENTIAL: optional(z.enum(CLIENT_CREDENTIALS)),
+  MSSP_CLIENT_SECRET: optional(z.string().min(1)),
+  MSSP_FIC_CLIENT_ID: optional(z.string().trim().pipe(z.guid("must be a GUID"))),
+  MSSP_FIC_AUDIENCE: optional(
+    z
+      .string()
+      .trim()
+      .regex(/^api:\/\/AzureADTokenExchange(USGov|China)?$/, "must be api://AzureADTokenExchange, ...USGov or ...China"),
+  ),
+  MSSP_CLIENT_CERTIFICATE_KEY_ID: optional(keyVaultKeyId),
+  MSSP_CLIENT_CERTIFICATE_THUMBPRINT: optional(
+    z
+      .string()
+      .trim()
+      .regex(/^[A-Za-z0-9_-]{43}$/, "must be the certificate's SHA-256 thumbprint, base64url (43 characters)"),
+  ),
   MSSP_CLIENT_SECRET_NAME: optional(
     z
       .string()
@@ -173,6 +212,9 @@ const rawSchema = z.object({
   GRAPH_PAGE_SIZE: optional(positiveInt(1, 1000)),
   GRAPH_MAX_PAGES_PER_WINDOW: optional(positiveInt(1, 50)),
   GRAPH_MAX_CALLS_PER_MINUTE: optional(positiveInt(1, 150)),
+  ONBOARDING_DEFAULT_MODE: optional(z.enum(TENANT_MODES)),
+  APP_CONSENT_VERIFY_HOURS: optional(positiveInt(0, 24 * 7)),
+  APP_CONSENT_RETRY_SECONDS: optional(positiveInt(0, 180)),
 });
 
 /**
@@ -269,7 +311,6 @@ export const SETTING_NAMES = Object.keys(rawSchema.shape) as (keyof typeof rawSc
 /** Settings that every deployment must set (the rest are optional or have defaults). */
 export const REQUIRED_SETTINGS = [
   "MSSP_CLIENT_ID",
-  "MSSP_CLIENT_SECRET",
   "PUBLIC_BASE_URL",
   "KEY_VAULT_URL",
   "PULL_SCHEDULE",
@@ -279,9 +320,17 @@ export type StorageConnection =
   | { kind: "connectionString"; connectionString: string }
   | { kind: "identity"; tableServiceUri: string; queueServiceUri: string; clientId?: string };
 
+/** The app's own credential at customer tenants' token endpoints (MSSP_CLIENT_CREDENTIAL). */
+export type ClientCredentialConfig =
+  | { kind: "secret"; secret: string }
+  /** A user-assigned managed identity's token as client_assertion (federated identity credential). */
+  | { kind: "managed-identity"; identityClientId?: string; audience: string }
+  /** A certificate whose key never leaves Key Vault: client_assertion signed there (PS256, x5t#S256). */
+  | { kind: "certificate"; keyId: string; thumbprint: string };
+
 export interface AppConfig {
   clientId: string;
-  clientSecret: string;
+  credential: ClientCredentialConfig;
   /** Key Vault secret that holds the client secret (its `expires` is watched); it may not exist. */
   clientSecretName: string;
   publicBaseUrl: string;
@@ -323,6 +372,14 @@ export interface AppConfig {
   /** The source of tenants that name none. */
   defaultSource: "defender" | "graph";
   graph: { pageSize: number; maxPagesPerWindow: number; maxCallsPerMinute: number };
+  onboarding: {
+    /** The mode of POST /api/tenants without `mode`. */
+    defaultMode: TenantMode;
+    /** How long the callback retries an application-mode verification while consent propagates. */
+    consentRetryMs: number;
+    /** How long the timer keeps probing a consent that did not verify in the callback (0: not at all). */
+    consentVerifyMs: number;
+  };
 }
 
 export interface ConfigProblem {
@@ -375,6 +432,16 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       });
     }
   }
+  const kind = parsed.success ? (parsed.data.MSSP_CLIENT_CREDENTIAL ?? "secret") : picked.MSSP_CLIENT_CREDENTIAL?.trim() || "secret";
+  const needs: Record<string, string[]> = {
+    secret: ["MSSP_CLIENT_SECRET"],
+    certificate: ["MSSP_CLIENT_CERTIFICATE_KEY_ID", "MSSP_CLIENT_CERTIFICATE_THUMBPRINT"],
+  };
+  for (const name of needs[kind] ?? []) {
+    if (!present(name) && !problems.some((p) => p.setting === name)) {
+      problems.push({ setting: name, problem: `is required when MSSP_CLIENT_CREDENTIAL is ${kind}`, kind: "missing" });
+    }
+  }
   const delivery = parseDestinations(env);
   problems.push(...delivery.problems);
   if (!parsed.success || problems.length > 0) throw new ConfigError(problems);
@@ -390,9 +457,23 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
 
   const defaultCloud = s.DEFENDER_CLOUD ?? "commercial";
   const preset = CLOUD_PRESETS[defaultCloud];
+  const authorityHost = s.ENTRA_AUTHORITY_HOST ?? preset.authorityHost;
+  let credential: ClientCredentialConfig;
+  if (kind === "managed-identity") {
+    const identityClientId = s.MSSP_FIC_CLIENT_ID ?? s.AZURE_CLIENT_ID;
+    credential = {
+      kind,
+      audience: s.MSSP_FIC_AUDIENCE ?? exchangeAudience(authorityHost),
+      ...(identityClientId ? { identityClientId: identityClientId.toLowerCase() } : {}),
+    };
+  } else if (kind === "certificate") {
+    credential = { kind, keyId: s.MSSP_CLIENT_CERTIFICATE_KEY_ID!, thumbprint: s.MSSP_CLIENT_CERTIFICATE_THUMBPRINT! };
+  } else {
+    credential = { kind: "secret", secret: s.MSSP_CLIENT_SECRET! };
+  }
   return {
     clientId: s.MSSP_CLIENT_ID.toLowerCase(),
-    clientSecret: s.MSSP_CLIENT_SECRET,
+    credential,
     clientSecretName: s.MSSP_CLIENT_SECRET_NAME ?? "mssp-client-secret",
     publicBaseUrl: s.PUBLIC_BASE_URL,
     redirectUri: `${s.PUBLIC_BASE_URL}/api/consent/callback`,
@@ -402,7 +483,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     pullSchedule: s.PULL_SCHEDULE,
     defaultCloud,
     endpoints: {
-      authorityHost: s.ENTRA_AUTHORITY_HOST ?? preset.authorityHost,
+      authorityHost,
       apiBaseUrl: s.DEFENDER_API_BASE_URL ?? preset.apiBaseUrl,
       apiScope: s.DEFENDER_API_SCOPE ?? preset.apiScope,
       graphBaseUrl: s.GRAPH_BASE_URL ?? preset.graphBaseUrl,
@@ -435,7 +516,22 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       maxPagesPerWindow: s.GRAPH_MAX_PAGES_PER_WINDOW ?? 3,
       maxCallsPerMinute: s.GRAPH_MAX_CALLS_PER_MINUTE ?? 135,
     },
+    onboarding: {
+      defaultMode: s.ONBOARDING_DEFAULT_MODE ?? "delegated",
+      consentRetryMs: (s.APP_CONSENT_RETRY_SECONDS ?? 60) * 1000,
+      consentVerifyMs: (s.APP_CONSENT_VERIFY_HOURS ?? 24) * HOUR,
+    },
   };
+}
+
+/**
+ * The token-exchange audience for an app registration whose cloud has this authority host:
+ * `api://AzureADTokenExchange`, or the US Government or China variant. Any other host (a
+ * simulator, a proxy) is treated as the commercial cloud; MSSP_FIC_AUDIENCE overrides.
+ */
+export function exchangeAudience(authorityHost: string): string {
+  const host = URL.canParse(authorityHost) ? new URL(authorityHost).hostname.toLowerCase() : "";
+  return EXCHANGE_AUDIENCES[host] ?? "api://AzureADTokenExchange";
 }
 
 /** Endpoints for a tenant: its own cloud's preset, or the default cloud (with overrides). */

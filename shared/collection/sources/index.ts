@@ -58,3 +58,5 @@ export function createSource(name: SourceName, deps: SourceDeps): MeasuredSource
   }
   return new DefenderSource({ ...common, baseUrl: deps.endpoints.apiBaseUrl });
 }
+export { probeSource } from "./probe.js";
+export { grantsRead, SOURCE_NAMES, sourceAccess, type SourceAccess } from "./access.js";
