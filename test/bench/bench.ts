@@ -760,6 +760,13 @@ async function parent(o: Options): Promise<void> {
   const evidence = [1, 2, 3];
   const small = Math.max(1, Math.round(SMALL_ALERTS * o.scale));
   const big = Math.max(1, Math.round(BIG_ALERTS * o.scale));
+  // What runs: throughput (end to end and raw), memory, sweep.
+  const runThroughput = !o.memoryOnly && !o.sweepOnly;
+  const runMemory = o.memory && !o.sweepOnly;
+  const runSweep = (o.sweep || o.sweepOnly) && !o.memoryOnly;
+  // The sweep first, with an Azurite of its own: its figures do not depend on what the
+  // throughput runs stored, and theirs not on what it stored.
+  const sweep = runSweep ? await sweepSection(o, log, evidence) : undefined;
   const h = await startHarness({
     PULL_PAGE_SIZE: String(o.pageSize),
     PULL_LAG_SECONDS: "0",
@@ -770,11 +777,6 @@ async function parent(o: Options): Promise<void> {
     const azuritePid = findAzuritePid();
     const to = new Date(Date.now() - 60_000);
     const from = new Date(to.getTime() - o.days * 24 * 3600_000);
-
-    // What runs: throughput (end to end and raw), memory, sweep.
-    const runThroughput = !o.memoryOnly && !o.sweepOnly;
-    const runMemory = o.memory && !o.sweepOnly;
-    const runSweep = (o.sweep || o.sweepOnly) && !o.memoryOnly;
 
     // Tenants: the big one first (longest job first, as a host would ideally pick it up).
     const specs: TenantSpec[] = [];
@@ -896,18 +898,6 @@ async function parent(o: Options): Promise<void> {
         memory.push({ name: run.name, alerts: run.alerts, pageSize: run.pageSize, largestAnswer: largest, result });
       }
     }
-    let sweep: SweepVolume[] | undefined;
-    if (runSweep) {
-      // The throughput tenants' alerts are not needed any more: free the fake's memory.
-      for (const spec of specs) h.defender.setAlerts(spec.id, []);
-      for (const id of Object.values(memoryTenants ?? {})) h.defender.setAlerts(id, []);
-      data.length = 0;
-      sweep = [];
-      for (const perDay of o.sweepPerDay) {
-        const scaled = Math.max(10, Math.round(perDay * o.scale));
-        sweep.push(await measureSweep({ h, o, log, childEnv, azuritePid, evidence, onboard }, scaled));
-      }
-    }
     const azuriteEnd = procStat(azuritePid);
 
     const measured = throughput && describeThroughput(throughput);
@@ -981,6 +971,30 @@ const SWEEP_EXTRA_PULLS = 11;
 /** The app's defaults, set explicitly: the throughput runs use other limits. */
 const SWEEP_APP_SETTINGS = { PULL_LAG_SECONDS: "60", PULL_MAX_CALLS_PER_MINUTE: "90", PULL_MAX_CALLS_PER_HOUR: "1400" };
 const SWEEP_OFF = { SWEEP_HOURLY_LOOKBACK_HOURS: "0", SWEEP_DAILY_LOOKBACK_DAYS: "0" };
+
+async function sweepSection(o: Options, log: (message: string) => void, evidence: number[]): Promise<SweepVolume[]> {
+  const h = await startHarness({ PULL_PAGE_SIZE: String(o.pageSize), ...SWEEP_APP_SETTINGS });
+  try {
+    const azuritePid = findAzuritePid();
+    const childEnv: Record<string, string> = {};
+    for (const [k, v] of Object.entries(process.env)) if (v !== undefined) childEnv[k] = v;
+    const onboard = async (alerts: DefenderAlert[]) => {
+      const id = h.newTenant();
+      h.defender.setAlerts(id, alerts);
+      const page = await h.onboard(id);
+      if (page.status !== 200) throw new Error(`onboarding failed: ${page.status} ${page.text}`);
+      return id;
+    };
+    const volumes: SweepVolume[] = [];
+    for (const perDay of o.sweepPerDay) {
+      const scaled = Math.max(10, Math.round(perDay * o.scale));
+      volumes.push(await measureSweep({ h, o, log, childEnv, azuritePid, evidence, onboard }, scaled));
+    }
+    return volumes;
+  } finally {
+    await h.stop();
+  }
+}
 
 interface SweepContext {
   h: Awaited<ReturnType<typeof startHarness>>;
