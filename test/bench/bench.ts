@@ -34,12 +34,7 @@
  *     child's with the sweep at its defaults minus the same day, on a fresh tenant, with
  *     SWEEP_HOURLY_LOOKBACK_HOURS=0 and SWEEP_DAILY_LOOKBACK_DAYS=0.
  *
- * Flags: --scale <f> (1 = 50 x 2,000 + 1 x 25,000 alerts; also scales the sweep's alerts a
- * day), --page-size <n> (10000, also for the sweep), --concurrency <n> (4), --days <n> (3),
- * --raw-runs <n> (2), --skip-memory, --memory-only, --skip-sweep, --sweep-only,
- * --sweep-per-day <n,n> (1000,10000), --sweep-late-percent <p> (1), --sections (time the
- * app's Defender calls, queries and transactions), --cpu-prof (CPU profile of the app child
- * into .cache/bench/). Prints a table; writes .cache/bench/last.json.
+ * Flags: USAGE below (`npm run bench -- --help`). Prints a table; writes .cache/bench/last.json.
  */
 import { type ChildProcess, execFileSync, fork, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
@@ -608,6 +603,20 @@ interface Options {
   sweepLatePercent: number;
 }
 
+const USAGE = `npm run bench -- [flags]
+  --scale <f>               1 = 50 tenants x 2,000 + 1 x 25,000 alerts; also scales the sweep's alerts a day
+  --page-size <n>           PULL_PAGE_SIZE, 10000 (also for the sweep)
+  --concurrency <n>         pulls at once in the end-to-end run, 4
+  --days <n>                span of the alerts' lastUpdateTime in the throughput runs, 3
+  --raw-runs <n>            runs of the raw ceiling, 2 (the faster counts)
+  --skip-memory, --memory-only
+  --skip-sweep, --sweep-only
+  --sweep-per-day <n,n>     alerts a day of the sweep's tenants, 1000,10000
+  --sweep-late-percent <p>  share of the sweep's alerts published 30 minutes late, 1
+  --sections                time the app's Defender calls, queries and transactions
+  --cpu-prof                CPU profile of the end-to-end app child into .cache/bench/
+Prints a table and writes .cache/bench/last.json.`;
+
 function parseOptions(argv: string[]): Options {
   const o: Options = {
     scale: 1,
@@ -636,7 +645,10 @@ function parseOptions(argv: string[]): Options {
       if (!Number.isFinite(v) || v < min || v > max) throw new Error(`${arg} must be between ${min} and ${max}`);
       return v;
     };
-    if (arg === "--scale") o.scale = number(0.001, 100);
+    if (arg === "--help") {
+      process.stdout.write(`${USAGE}\n`);
+      process.exit(0);
+    } else if (arg === "--scale") o.scale = number(0.001, 100);
     else if (arg === "--page-size") o.pageSize = Math.round(number(1, 10_000));
     else if (arg === "--concurrency") o.concurrency = Math.round(number(1, 64));
     else if (arg === "--days") o.days = number(0.01, 6.5);
