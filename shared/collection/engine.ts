@@ -56,6 +56,8 @@ import { type LeafSink, type SkippedRange, WindowReader } from "./windows.js";
  */
 
 const WRITE_CONCURRENCY = 4;
+/** Alerts written at once: one transaction of 49 alerts (plus the count row) for each write in flight. */
+const WRITE_BATCH = WRITE_CONCURRENCY * 49;
 /** Gaps between alerts the sweep must fetch that still share one full re-read window. */
 const REFETCH_GAP_MS = 60_000;
 /** Skipped slices kept at most; past this the cursor stops rather than drop one silently. */
@@ -404,11 +406,11 @@ class SyncJob {
   }
 
   /**
-   * The sink of one window: each batch is written while the next one is parsed (one write
-   * in flight per job, so memory follows the batch, not the page). On `complete`, every
-   * write of the window is durable: the incremental watermark moves to the window's newest
-   * item and is committed. A window whose answer was full never completes; its items are
-   * stored all the same, and the watermark moves only as its slices complete.
+   * The sink of one window. Items are written in batches of WRITE_BATCH, one batch in flight
+   * while the next is parsed, so memory follows the batch, not the page. When the window
+   * ends complete, every write of it is durable: the incremental watermark moves to the
+   * window's newest item and is committed. A window whose answer was full is stored all the
+   * same, but the watermark moves only as its slices complete.
    */
   private async openSink(from: number, to: number, cursor: Cursor): Promise<LeafSink> {
     // A failure of the previous window's last write surfaces here, before anything else.
@@ -418,6 +420,7 @@ class SyncJob {
     let known: Map<string, IndexEntry> | undefined;
     let newest: string | undefined;
     let written = 0;
+    let buffer: RawAlert[] = [];
     const store = async (alerts: RawAlert[]) => {
       if (!known) {
         if (this.knownEmpty) this.writtenRanges.push([from, to]);
@@ -427,16 +430,23 @@ class SyncJob {
       this.account(result, cursor);
       written += result.written.length;
     };
+    const flush = async () => {
+      await this.pending;
+      if (buffer.length === 0) return;
+      this.pending = store(buffer);
+      this.pending.catch(() => undefined); // surfaced by the next await of this.pending
+      buffer = [];
+    };
     return {
       write: async (alerts) => {
-        if (alerts.length === 0) return;
         for (const alert of alerts) if (!newest || isNewer(alert.lastUpdateTime, newest)) newest = alert.lastUpdateTime;
-        await this.pending;
-        this.pending = store(alerts);
-        this.pending.catch(() => undefined); // surfaced by the next await of this.pending
+        buffer.push(...alerts);
+        if (buffer.length >= WRITE_BATCH) await flush();
       },
-      complete: async () => {
+      end: async (complete) => {
+        await flush();
         await this.pending;
+        if (!complete) return;
         const moved = cursor === "incremental" && newest !== undefined && (!this.watermark || isNewer(newest, this.watermark));
         if (moved) this.watermark = newest;
         if (moved || written > 0) await this.lease.commit(this.stateToSave());
@@ -563,7 +573,8 @@ class SyncJob {
         write: async (alerts) => {
           listed.push(...alerts);
         },
-        complete: async () => {
+        end: async (complete) => {
+          if (!complete) return;
           await this.refetchChanged(from, to, listed);
           pass.pos = to;
           await this.saveSweep({ [pass.kind]: JSON.stringify(pass) });

@@ -20,7 +20,7 @@ import { compareTimes, timeMs } from "./time.js";
  * the items pile up at the window's start, the cut is `from + 1 ms` (a slice of its own).
  * Every slice is then read in turn. Only a 1 ms slice with more alerts than a page falls
  * back to the source's deep paging, re-read until two passes agree. The window is complete
- * (its sink's `complete` runs) only when its own answer was not full.
+ * (its sink ends with `complete`) only when its own answer was not full.
  *
  * A window whose answer cannot be received (retries used up on resets, timeouts, 5xx or
  * cut-off bodies, or an item that cannot be read) is narrowed the same way: halved, then,
@@ -42,8 +42,12 @@ const SLICE_FILL = 0.8;
 export interface LeafSink {
   /** A batch of items as they arrive (possibly of an answer that turns out full). */
   write(alerts: RawAlert[]): Promise<void>;
-  /** The window was read completely: every item of it went through `write`. */
-  complete(): Promise<void>;
+  /**
+   * The answer is over. `complete`: the window was read completely, every item of it went
+   * through `write`. Otherwise the answer was full: its items are stored all the same, and
+   * the window's slices are read next.
+   */
+  end(complete: boolean): Promise<void>;
 }
 
 export interface SkippedRange {
@@ -101,7 +105,7 @@ export class WindowReader {
         const alerts = await this.skipPaged(from, to, top, NARROWING_ATTEMPTS);
         const sink = await this.options.openLeaf(from, to);
         await sink.write(alerts);
-        await sink.complete();
+        await sink.end(true);
         return;
       } catch (err) {
         if (!(err instanceof SourceApiError) || !err.narrowable) throw err;
@@ -122,14 +126,12 @@ export class WindowReader {
       // Too narrow to cut: read once; a full answer is read again with deep paging.
       const answer = await source.readWindow({ from, to, top: pageSize, full }, this.readOptions(attempts), (batch) => sink.write(batch));
       if (answer.full) await sink.write(await this.skipPaged(from, to, pageSize, attempts));
-      await sink.complete();
+      await sink.end(true);
       return undefined;
     }
     const answer = await source.readWindow({ from, to, top: pageSize, full }, this.readOptions(attempts), (batch) => sink.write(batch));
-    if (!answer.full) {
-      await sink.complete();
-      return undefined;
-    }
+    await sink.end(!answer.full);
+    if (!answer.full) return undefined;
     const expected = Math.max(answer.total ?? 0, answer.times.length);
     return splitPoints(answer.times, from, to, Math.max(4, Math.ceil(expected / (pageSize * SLICE_FILL))));
   }
