@@ -31,6 +31,13 @@ export interface ReceivedWebhook {
 /** What to answer; `times` requests long (default 1). */
 export type ReceiverFault = { status: number; retryAfterSeconds?: number; times?: number };
 
+export interface WebhookReceiverOptions {
+  /** Keep each delivery in `received` (default true); false only counts them (the sandbox). */
+  keep?: boolean;
+  /** Called with each verified delivery (also when keep is false). */
+  onReceived?: (webhook: ReceivedWebhook) => void;
+}
+
 export class WebhookReceiver {
   readonly received: ReceivedWebhook[] = [];
   /** Requests whose signature did not verify (they are answered 401). */
@@ -40,12 +47,14 @@ export class WebhookReceiver {
   private readonly faults: ReceiverFault[] = [];
   private listening: Listening | undefined;
   private readonly verifier: Webhook;
+  private count = 0;
 
   constructor(
     private readonly certs: TestCerts,
     /** The signing secret as the collector's vault holds it: `whsec_<base64>`. */
     readonly secret: string,
     private readonly path = "/hooks/alerts",
+    private readonly options: WebhookReceiverOptions = {},
   ) {
     this.verifier = new Webhook(secret.replace(/^whsec_/, ""));
   }
@@ -62,6 +71,11 @@ export class WebhookReceiver {
   async stop(): Promise<void> {
     await this.listening?.close();
     this.listening = undefined;
+  }
+
+  /** Verified deliveries so far (counted even with keep false). */
+  get receivedCount(): number {
+    return this.count;
   }
 
   inject(fault: ReceiverFault): void {
@@ -100,7 +114,10 @@ export class WebhookReceiver {
       res.writeHead(401).end();
       return;
     }
-    this.received.push({ id: headers["webhook-id"], timestamp: Number(headers["webhook-timestamp"]), payload, body });
+    const webhook: ReceivedWebhook = { id: headers["webhook-id"], timestamp: Number(headers["webhook-timestamp"]), payload, body };
+    this.count++;
+    if (this.options.keep !== false) this.received.push(webhook);
+    this.options.onReceived?.(webhook);
     res.writeHead(204).end();
   }
 
