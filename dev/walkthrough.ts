@@ -79,7 +79,9 @@ interface Reply {
 export async function runWalkthrough(options: WalkthroughOptions = {}): Promise<WalkthroughSummary> {
   const out = options.out ?? ((line: string) => console.log(line));
   const started = Date.now();
-  const sandbox = await startSandboxServers({ activityMinutes: 0, ...options, checkAppPort: true });
+  // No simulated activity (a change after the pulls would never reach the destinations, so
+  // step 7 would wait in vain) and no "received:" log line (step 7 reports the deliveries).
+  const sandbox = await startSandboxServers({ ...options, activityMinutes: 0, deliveryStatusSeconds: 0, checkAppPort: true });
   const host = spawnDevHost({
     root: options.root ?? repoRoot(import.meta.url),
     port: sandbox.appPort,

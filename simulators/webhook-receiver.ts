@@ -32,7 +32,7 @@ export interface ReceivedWebhook {
 export type ReceiverFault = { status: number; retryAfterSeconds?: number; times?: number };
 
 export interface WebhookReceiverOptions {
-  /** Keep each delivery in `received` (default true); false only counts them (the sandbox). */
+  /** Keep each delivery in `received` (default true); false keeps none (the sandbox counts them with onReceived). */
   keep?: boolean;
   /** Called with each verified delivery (also when keep is false). */
   onReceived?: (webhook: ReceivedWebhook) => void;
@@ -47,7 +47,6 @@ export class WebhookReceiver {
   private readonly faults: ReceiverFault[] = [];
   private listening: Listening | undefined;
   private readonly verifier: Webhook;
-  private count = 0;
 
   constructor(
     private readonly certs: TestCerts,
@@ -71,11 +70,6 @@ export class WebhookReceiver {
   async stop(): Promise<void> {
     await this.listening?.close();
     this.listening = undefined;
-  }
-
-  /** Verified deliveries so far (counted even with keep false). */
-  get receivedCount(): number {
-    return this.count;
   }
 
   inject(fault: ReceiverFault): void {
@@ -115,7 +109,6 @@ export class WebhookReceiver {
       return;
     }
     const webhook: ReceivedWebhook = { id: headers["webhook-id"], timestamp: Number(headers["webhook-timestamp"]), payload, body };
-    this.count++;
     if (this.options.keep !== false) this.received.push(webhook);
     this.options.onReceived?.(webhook);
     res.writeHead(204).end();
