@@ -26,6 +26,7 @@ import { PULL_QUEUE } from "../shared/platform/storage.js";
 import { loadLoopbackDns, repoRoot } from "../simulators/https.js";
 import { INTERFERING_ENV } from "../simulators/managed-identity.js";
 import { type AppHost, type HttpCall, type HttpResult, startAppHost } from "./support/functions.js";
+import { watchParts } from "./support/leaks.js";
 
 /**
  * `npm run sandbox`: the simulators are started exactly as dev/sandbox.ts starts them (on
@@ -238,6 +239,8 @@ before(async () => {
     revokeAfterMinutes: REVOKE_MINUTES,
     throttle: true,
     splunkAck: true,
+    // The test calls reportDeliveries() itself, so no timer can log the line first.
+    deliveryStatusSeconds: 0,
     log: (line) => sandboxLog.push(line),
   });
   file = JSON.parse(readFileSync(join(dir, "local.settings.json"), "utf8")) as typeof file;
@@ -247,17 +250,36 @@ before(async () => {
   resetServices();
   resetHealthCache();
   app = await startAppHost(values, { logs, port: sandbox.appPort });
+  // The suite-wide leak check: no token or secret of the simulators (the HEC token and the
+  // webhook secret included) in the app's log or the sandbox's.
+  const webhookSecret = sandbox.destinations.webhook.secret;
+  watchParts({
+    sources: [
+      sandbox.entra,
+      sandbox.vault,
+      sandbox.identity,
+      sandbox.destinations.splunk,
+      sandbox.destinations.logsIngestion,
+      { secretsSeen: () => [webhookSecret, webhookSecret.slice("whsec_".length)] },
+    ],
+    logs: [logs, sandboxLog],
+    stop: stopAll,
+  });
   (await services()).sleep = async (ms) => {
     slept.push(ms);
   };
 });
 
-after(async () => {
-  const ports = sandbox ? Object.values(sandbox.ports) : [];
+async function stopAll(): Promise<void> {
   await app?.stop();
   await sandbox?.stop();
   resetServices();
   if (dir) rmSync(dir, { recursive: true, force: true });
+}
+
+after(async () => {
+  const ports = sandbox ? Object.values(sandbox.ports) : [];
+  await stopAll();
   for (const port of ports) assert.equal(await portTaken(port), false, `port ${port} still in use after stop()`);
 });
 
