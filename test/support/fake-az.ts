@@ -21,6 +21,8 @@ export interface FakeApp {
   redirectUris: string[];
   /** Ids of requested permissions (delegated scopes and app roles) on the Defender API. */
   scopes: string[];
+  /** Ids of requested permissions on Microsoft Graph (absent: none). */
+  graphScopes?: string[];
   credentials: { keyId: string; displayName: string; endDateTime: string; type?: "password" | "certificate"; certificate?: string }[];
   federatedCredentials?: { name: string; issuer: string; subject: string; audiences: string[] }[];
 }
@@ -37,6 +39,9 @@ export interface FakeAzState {
   defenderScopeId: string;
   /** Id of the Defender API's app role Alert.Read.All. */
   defenderRoleId?: string;
+  /** Ids of Microsoft Graph's delegated scope and app role SecurityAlert.Read.All (Graph's service principal is in every tenant). */
+  graphScopeId?: string;
+  graphRoleId?: string;
   apps: FakeApp[];
   servicePrincipals: string[];
   vault: { name: string; id: string; publicNetworkAccess: "Enabled" | "Disabled"; defaultAction: "Allow" | "Deny"; ipRules: string[] };
@@ -49,6 +54,7 @@ export interface FakeAzState {
 }
 
 export const DEFENDER_APP_ID = "fc780465-2017-40d4-a0c5-307022471b92";
+export const GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000";
 
 /** x5t#S256 of a fake certificate: base64url SHA-256 of its DER (what the script must compute). */
 export function thumbprintOf(cerBase64: string): string {
@@ -135,6 +141,11 @@ function run(state: FakeAzState, argv: string[], stdin: () => string): string {
         if (query.includes("appRoles[?value=='Alert.Read.All']")) return state.defenderRoleId ?? "";
         throw new AzError(`fake az: unsupported query for the Defender service principal: ${query}`, 2);
       }
+      if (id === GRAPH_APP_ID) {
+        if (query.includes("oauth2PermissionScopes[?value=='SecurityAlert.Read.All']")) return state.graphScopeId ?? "";
+        if (query.includes("appRoles[?value=='SecurityAlert.Read.All']")) return state.graphRoleId ?? "";
+        throw new AzError(`fake az: unsupported query for the Microsoft Graph service principal: ${query}`, 2);
+      }
       if (id === "deployer-app-id") return state.objectId;
       if (!state.servicePrincipals.includes(id)) throw new AzError(`Service principal '${id}' doesn't exist`);
       return "";
@@ -147,7 +158,12 @@ function run(state: FakeAzState, argv: string[], stdin: () => string): string {
       if (query === "signInAudience") return a.signInAudience;
       if (query === "web.redirectUris[]") return a.redirectUris.join("\n");
       if (query === "join(',', tags)") return a.tags.join(",");
-      if (query.startsWith("requiredResourceAccess")) return a.scopes.find((s) => query.includes(`'${s}'`)) ?? "";
+      if (query.startsWith("requiredResourceAccess")) {
+        const api = /resourceAppId=='([0-9a-f-]{36})'/.exec(query)?.[1];
+        const requested = api === DEFENDER_APP_ID ? a.scopes : api === GRAPH_APP_ID ? (a.graphScopes ?? []) : undefined;
+        if (!requested) throw new AzError(`fake az: unsupported query for ad app show: ${query}`, 2);
+        return requested.find((s) => query.includes(`'${s}'`)) ?? "";
+      }
       if (!query) return "";
       throw new AzError(`fake az: unsupported query for ad app show: ${query}`, 2);
     }
@@ -187,11 +203,14 @@ function run(state: FakeAzState, argv: string[], stdin: () => string): string {
     }
     case "ad app permission add": {
       const a = app(opt("--id"));
-      if (opt("--api") !== DEFENDER_APP_ID) throw new AzError("fake az: permissions of another API", 2);
+      const api = opt("--api");
+      if (api !== DEFENDER_APP_ID && api !== GRAPH_APP_ID) throw new AzError("fake az: permissions of another API", 2);
+      if (api === GRAPH_APP_ID) a.graphScopes ??= [];
+      const requested = api === DEFENDER_APP_ID ? a.scopes : (a.graphScopes ?? []);
       for (const permission of options.get("--api-permissions") ?? []) {
         const m = /^([0-9a-f-]{36})=(Scope|Role)$/.exec(permission);
         if (!m) throw new AzError(`fake az: bad --api-permissions ${permission}`, 2);
-        a.scopes.push(m[1] ?? "");
+        requested.push(m[1] ?? "");
       }
       return "";
     }
