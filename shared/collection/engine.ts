@@ -58,6 +58,12 @@ import { type LeafSink, type SkippedRange, WindowReader } from "./windows.js";
 const WRITE_CONCURRENCY = 4;
 /** Alerts written at once: one transaction of 49 alerts (plus the count row) for each write in flight. */
 const WRITE_BATCH = WRITE_CONCURRENCY * 49;
+/**
+ * Batches written at once. Their transactions share the writer's WRITE_CONCURRENCY slots,
+ * so the next batch's transactions take the slots the last one's slowest transaction
+ * leaves idle.
+ */
+const WRITES_IN_FLIGHT = 2;
 /** Gaps between alerts the sweep must fetch that still share one full re-read window. */
 const REFETCH_GAP_MS = 60_000;
 /** Skipped slices kept at most; past this the cursor stops rather than drop one silently. */
@@ -129,8 +135,8 @@ class SyncJob {
   private knownEmpty: boolean;
   /** Windows written to this run while the tenant was known to be empty: their sub-windows need lookups. */
   private writtenRanges: [number, number][] = [];
-  /** The write of the last batch, running while the next batch is parsed. */
-  private pending: Promise<void> = Promise.resolve();
+  /** Batch writes in flight (at most WRITES_IN_FLIGHT), running while the next batch is parsed. */
+  private writes: Promise<void>[] = [];
   constructor(
     private readonly svc: Services,
     private readonly log: Logger,
@@ -270,7 +276,7 @@ class SyncJob {
   private async fail(failure: unknown): Promise<PullResult> {
     const id = this.tenantId;
     // Let a leaf that is still being written finish (or fail) before the final update.
-    await this.pending.catch(() => undefined);
+    await this.drain().catch(() => undefined);
     const err = await this.classifyRefusal(failure);
     if (err instanceof LeaseLost) {
       this.log.warn(`pull.lease-lost tenantId=${id}`);
@@ -383,7 +389,7 @@ class SyncJob {
       full,
       openLeaf,
       onSkip: async (slice) => {
-        await this.pending;
+        await this.drain();
         await onSkip(slice);
       },
       beforeRequest: () => this.lease.beforeWrite(),
@@ -399,7 +405,7 @@ class SyncJob {
       : now - initialLookbackMs;
     const reader = this.reader("incremental", true, (from, to) => this.openSink(from, to, "incremental"));
     await reader.read(lower, upper);
-    await this.pending;
+    await this.drain();
     this.coverage.add(lower, upper, upper, now);
     this.knownEmpty = false;
     await this.lease.commit(this.stateToSave());
@@ -412,29 +418,37 @@ class SyncJob {
    * window's newest item and is committed. A window whose answer was full is stored all the
    * same, but the watermark moves only as its slices complete.
    */
+  /** Waits for every write in flight; throws the first failure. */
+  private async drain(): Promise<void> {
+    const results = await Promise.allSettled(this.writes.splice(0));
+    const failed = results.find((r) => r.status === "rejected");
+    if (failed) throw failed.reason;
+  }
+
   private async openSink(from: number, to: number, cursor: Cursor): Promise<LeafSink> {
     // A failure of the previous window's last write surfaces here, before anything else.
-    await this.pending;
+    await this.drain();
     this.writtenRanges = this.writtenRanges.filter(([, end]) => end > from);
     const assumeAbsent = this.knownEmpty && !this.writtenRanges.some(([start, end]) => start < to && end > from);
-    let known: Map<string, IndexEntry> | undefined;
+    let known: Promise<Map<string, IndexEntry>> | undefined;
     let newest: string | undefined;
     let written = 0;
     let buffer: RawAlert[] = [];
     const store = async (alerts: RawAlert[]) => {
       if (!known) {
         if (this.knownEmpty) this.writtenRanges.push([from, to]);
-        known = assumeAbsent ? new Map() : await this.writer.storedIn(from, to);
+        known = assumeAbsent ? Promise.resolve(new Map()) : this.writer.storedIn(from, to);
       }
-      const result = await this.writer.write(alerts, known, assumeAbsent);
+      const result = await this.writer.write(alerts, await known, assumeAbsent);
       this.account(result, cursor);
       written += result.written.length;
     };
     const flush = async () => {
-      await this.pending;
+      if (this.writes.length >= WRITES_IN_FLIGHT) await this.writes.shift();
       if (buffer.length === 0) return;
-      this.pending = store(buffer);
-      this.pending.catch(() => undefined); // surfaced by the next await of this.pending
+      const write = store(buffer);
+      write.catch(() => undefined); // surfaced by the next drain
+      this.writes.push(write);
       buffer = [];
     };
     return {
@@ -445,7 +459,7 @@ class SyncJob {
       },
       end: async (complete) => {
         await flush();
-        await this.pending;
+        await this.drain();
         if (!complete) return;
         const moved = cursor === "incremental" && newest !== undefined && (!this.watermark || isNewer(newest, this.watermark));
         if (moved) this.watermark = newest;
@@ -522,14 +536,14 @@ class SyncJob {
     } catch (err) {
       if (err instanceof BudgetExhaustedError) {
         // The sweep's share is used up: it goes on from here in a later run.
-        await this.pending.catch(() => undefined);
+        await this.drain().catch(() => undefined);
         this.log.info(
           `sweep.paused tenantId=${this.tenantId} cursor=${this.source.name}:sweep calls=${this.budget.used.sweep - started}`,
         );
         return;
       }
       if (err instanceof LeaseLost || err instanceof TokenFailure) throw err;
-      await this.pending.catch(() => undefined);
+      await this.drain().catch(() => undefined);
       this.log.warn(`sweep.failed tenantId=${this.tenantId} cursor=${this.source.name}:sweep code=${errorCode(err)}`);
       if (!(err instanceof SourceApiError)) throw err;
     } finally {
@@ -551,7 +565,7 @@ class SyncJob {
         },
       );
       await reader.read(Date.parse(slice.from), Date.parse(slice.to));
-      await this.pending;
+      await this.drain();
       if (!failed) {
         this.skipped = this.skipped.filter((s) => s !== slice);
         this.log.info(`pull.slice-recovered tenantId=${this.tenantId} from=${slice.from} to=${slice.to}`);
@@ -582,7 +596,7 @@ class SyncJob {
       };
     });
     await reader.read(pass.pos, pass.to);
-    await this.pending;
+    await this.drain();
     const now = this.svc.now();
     this.coverage.add(pass.from, pass.to, pass.to, now.getTime());
     const done: Partial<SweepEntity> = { [pass.kind]: "", lastSweepAt: now.toISOString() };
@@ -616,7 +630,7 @@ class SyncJob {
     }
     const reader = this.reader("sweep", true, (start, end) => this.openSink(start, end, "sweep"));
     for (const [start, end] of windows) await reader.read(start, end);
-    await this.pending;
+    await this.drain();
   }
 
   /** The stored version of an alert whose stored time lies outside the leaf (one point read). */

@@ -76,6 +76,8 @@ const HOST_CONCURRENT_PULLS = (() => {
   const { batchSize, newBatchThreshold } = JSON.parse(readFileSync(join(root, "host.json"), "utf8")).extensions.queues;
   return Number(batchSize) + Number(newBatchThreshold);
 })();
+/** Node.js flags of the app children (`--app-node-args`), as `languageWorkers__node__arguments` sets them on Azure. */
+let appNodeArgs: string[] = [];
 /** Tenants the timer queues in the queueing run. */
 const QUEUED_TENANTS = 10_000;
 /** engine.ts WRITE_CONCURRENCY: transactions in flight per AlertWriter. */
@@ -615,6 +617,7 @@ interface Options {
   sweep: boolean;
   sweepOnly: boolean;
   queueOnly: boolean;
+  appNodeArgs: string[];
   sweepPerDay: number[];
   sweepLatePercent: number;
 }
@@ -628,6 +631,7 @@ const USAGE = `npm run bench -- [flags]
   --skip-memory, --memory-only
   --skip-sweep, --sweep-only
   --queue-only              only the timer queueing 10,000 tenants
+  --app-node-args "<flags>" Node.js flags of the app's processes, e.g. "--max-old-space-size=256"
   --sweep-per-day <n,n>     alerts a day of the sweep's tenants, 1000,10000
   --sweep-late-percent <p>  share of the sweep's alerts published 30 minutes late, 1
   --sections                time the app's Defender calls, queries and transactions
@@ -648,6 +652,7 @@ function parseOptions(argv: string[]): Options {
     sweep: true,
     sweepOnly: false,
     queueOnly: false,
+    appNodeArgs: [],
     sweepPerDay: [1_000, 10_000],
     sweepLatePercent: 1,
   };
@@ -678,6 +683,7 @@ function parseOptions(argv: string[]): Options {
     else if (arg === "--skip-sweep") o.sweep = false;
     else if (arg === "--sweep-only") o.sweepOnly = true;
     else if (arg === "--queue-only") o.queueOnly = true;
+    else if (arg === "--app-node-args") o.appNodeArgs = value().split(/\s+/).filter(Boolean);
     else if (arg === "--sweep-per-day") {
       o.sweepPerDay = value()
         .split(",")
@@ -745,7 +751,7 @@ function runChild<S extends ChildSpec, R>(
 ): Promise<R> {
   return new Promise((resolve, reject) => {
     const child: ChildProcess = fork(self, ["--child"], {
-      execArgv: ["--expose-gc", ...execArgv],
+      execArgv: ["--expose-gc", ...(spec.mode === "pull" ? appNodeArgs : []), ...execArgv],
       stdio: ["ignore", "inherit", "inherit", "ipc"],
     });
     let result: R | undefined;
@@ -792,6 +798,7 @@ async function parent(o: Options): Promise<void> {
   const small = Math.max(1, Math.round(SMALL_ALERTS * o.scale));
   const big = Math.max(1, Math.round(BIG_ALERTS * o.scale));
   // What runs: throughput (end to end and raw), memory, sweep.
+  appNodeArgs = o.appNodeArgs;
   const only = o.memoryOnly || o.sweepOnly || o.queueOnly;
   const runThroughput = !only;
   const runMemory = (o.memory && !only) || o.memoryOnly;
@@ -986,6 +993,7 @@ async function parent(o: Options): Promise<void> {
         scale: o.scale,
         pageSize: o.pageSize,
         concurrentPulls: o.concurrency,
+        appNodeArgs: o.appNodeArgs.join(" "),
         transactionsInFlightPerPull: APP_WRITE_CONCURRENCY,
         rawRuns: o.rawRuns,
         tenants: specs.length,
