@@ -2,7 +2,9 @@
  * `npm run sandbox -- --walkthrough`: the README journey, run by itself on this machine,
  * as proof that everything works. It starts the simulators and the app on the dev host
  * (dev/host, a separate process, as `func start` would run it), then over plain HTTP:
- *   1. onboards the simulated tenant Contoso (POST /api/tenants with the function key);
+ *   0. gets an operator token (Admin) from the simulated Entra ID, as automation does
+ *      (client credentials of an application assigned the operator API's Admin role);
+ *   1. onboards the simulated tenant Contoso (POST /api/tenants with that token);
  *   2. completes consent: opens the consent link, reads the simulated Entra ID page and
  *      submits its form with Accept, and follows the redirect back to the app's callback;
  *   3. pulls (POST /api/tenants/{id}/pull; the dev host's queue listener runs the worker);
@@ -11,11 +13,12 @@
  * and stops everything. It never needs Core Tools.
  */
 import { readFileSync } from "node:fs";
-import { Agent, request } from "undici";
+import { Agent, fetch as undiciFetch, request } from "undici";
 import { repoRoot } from "../simulators/https.js";
 import { INTERFERING_ENV } from "../simulators/managed-identity.js";
 import { hostProcessEnv, spawnDevHost } from "./host-process.js";
-import { DEV_KEY_SETTING, type Sandbox, type SandboxOptions, startSandboxServers } from "./sandbox-servers.js";
+import { automationToken } from "../simulators/operators.js";
+import { type Sandbox, type SandboxOptions, startSandboxServers } from "./sandbox-servers.js";
 
 export interface WalkthroughOptions extends SandboxOptions {
   /** Progress lines (default: console.log). */
@@ -81,9 +84,11 @@ export async function runWalkthrough(options: WalkthroughOptions = {}): Promise<
 
 async function journey(sandbox: Sandbox, tls: Agent, out: (line: string) => void, pullTimeoutMs: number, started: number): Promise<WalkthroughSummary> {
   const base = `http://localhost:${sandbox.appPort}`;
-  const key = sandbox.settings[DEV_KEY_SETTING]!;
+  const token = await automationToken(sandbox.entra.url, sandbox.operators, "Admin", (url, init) =>
+    undiciFetch(url, { ...init, dispatcher: tls }),
+  );
   const tenant = sandbox.tenants[0]!;
-  const operator = { "x-functions-key": key };
+  const operator = { authorization: `Bearer ${token}` };
   const lines: string[] = [];
   const say = (line: string) => {
     lines.push(line);

@@ -1,4 +1,5 @@
-import { app, type HttpRequest, type InvocationContext } from "@azure/functions";
+import type { HttpRequest, InvocationContext } from "@azure/functions";
+import { operatorHttp } from "../shared/operator/route.js";
 import { listAlerts } from "../shared/operator/alerts-read.js";
 import { api, json } from "../shared/platform/http.js";
 import { services } from "../shared/platform/services.js";
@@ -8,9 +9,9 @@ export async function alertsList(request: HttpRequest, context: InvocationContex
   return api(context, async () => json(200, await listAlerts(await services(), request.query)));
 }
 
-app.http("alerts-list", {
+operatorHttp("alerts-list", {
   route: "alerts",
   methods: ["GET"],
-  authLevel: "function",
+  role: "Reader",
   handler: alertsList,
 });

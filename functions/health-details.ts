@@ -1,4 +1,5 @@
-import { app, type HttpRequest, type InvocationContext } from "@azure/functions";
+import type { HttpRequest, InvocationContext } from "@azure/functions";
+import { operatorHttp } from "../shared/operator/route.js";
 import { healthReport } from "../shared/platform/health.js";
 import { api, json } from "../shared/platform/http.js";
 import { loggerFrom, unensuredServices } from "../shared/platform/services.js";
@@ -11,9 +12,9 @@ export async function healthDetails(_request: HttpRequest, context: InvocationCo
   });
 }
 
-app.http("health-details", {
+operatorHttp("health-details", {
   route: "health/details",
   methods: ["GET"],
-  authLevel: "function",
+  role: "Reader",
   handler: healthDetails,
 });

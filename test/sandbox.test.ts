@@ -23,7 +23,8 @@ import { resetServices, services } from "../shared/platform/services.js";
 import { PULL_QUEUE } from "../shared/platform/storage.js";
 import { loadLoopbackDns, repoRoot } from "../simulators/https.js";
 import { INTERFERING_ENV } from "../simulators/managed-identity.js";
-import { type AppHost, type HttpCall, type HttpResult, startAppHost } from "./support/functions.js";
+import { type AppHost, type HttpCall, type HttpResult, startAppHost, useOperatorTokens } from "./support/functions.js";
+import { operatorTokenSource } from "./support/operators.js";
 
 /**
  * `npm run sandbox`: the simulators are started exactly as dev/sandbox.ts starts them (on
@@ -227,12 +228,14 @@ before(async () => {
   resetServices();
   resetHealthCache();
   app = await startAppHost(values, { logs, port: sandbox.appPort });
+  useOperatorTokens(operatorTokenSource(sandbox.entra, sandbox.operators));
   (await services()).sleep = async (ms) => {
     slept.push(ms);
   };
 });
 
 after(async () => {
+  useOperatorTokens(undefined);
   const ports = sandbox ? Object.values(sandbox.ports) : [];
   await app?.stop();
   await sandbox?.stop();
@@ -285,11 +288,19 @@ describe("sandbox", () => {
     assert.notEqual(chooseFunctionKey(foreign, false), "k".repeat(30), "only a sandbox-written file's key is kept");
   });
 
-  it("answers operator routes only with the function key, as the README's curl steps send it", async () => {
-    assert.equal((await http("tenants-list", { path: "tenants", key: null })).status, 401);
-    assert.equal((await http("tenants-list", { path: "tenants", key: "not-the-key-but-long-enough" })).status, 401);
+  it("answers operator routes only with an operator token of the simulated MSSP tenant; the function key grants nothing", async () => {
+    assert.equal((await http("tenants-list", { path: "tenants", as: null })).status, 401);
+    const keyOnly = await http("tenants-list", { path: "tenants", as: null, headers: { "x-functions-key": values[DEV_KEY_SETTING]! } });
+    assert.equal(keyOnly.status, 401, "a function key is no operator credential");
     assert.equal((await http("tenants-list", { path: "tenants" })).status, 200);
+    assert.equal((await http("tenants-list", { path: "tenants", as: "Reader" })).status, 200);
+    assert.equal((await http("tenants-create", { method: "POST", path: "tenants", as: "Reader", body: "{}" })).status, 403);
     assert.equal((await http("health", { path: "health", key: null })).status, 200, "health is anonymous");
+    assert.deepEqual(
+      Object.fromEntries(Object.entries(sandbox.operators.users).map(([role, user]) => [role, user.upn])),
+      { Reader: "reader@mssp-sandbox.example", Operator: "operator@mssp-sandbox.example", Admin: "admin@mssp-sandbox.example" },
+      "three users sign in to the console, one per role",
+    );
   });
 
   it("refuses to start when a port is taken, naming the port and how to change it", async () => {

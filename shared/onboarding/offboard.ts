@@ -3,10 +3,13 @@ import { requestStop } from "../collection/sync-state.js";
 import { ApiError, parseTenantId } from "../platform/http.js";
 import type { Logger, Services } from "../platform/services.js";
 import { TABLES } from "../platform/storage.js";
-import { getTenant, patchTenant } from "./tenants.js";
+import { getTenant, patchTenant, type TenantPatch } from "./tenants.js";
 
-/** DELETE /api/tenants/{id}: offboards the tenant and soft-deletes its refresh token. */
-export async function offboardTenant(svc: Services, tenantIdParam: string, log: Logger): Promise<boolean> {
+/**
+ * DELETE /api/tenants/{id}: offboards the tenant and soft-deletes its refresh token. `extra`
+ * lands in the same conditional write (a purge marks the tenant with its purge ID).
+ */
+export async function offboardTenant(svc: Services, tenantIdParam: string, log: Logger, extra: TenantPatch = {}): Promise<boolean> {
   const tenantId = parseTenantId(tenantIdParam);
   const tenants = svc.storage.table(TABLES.tenants);
   for (let attempt = 0; attempt < 5; attempt++) {
@@ -18,6 +21,7 @@ export async function offboardTenant(svc: Services, tenantIdParam: string, log: 
       consentLinkHash: "",
       consentLinkExpiresAt: "",
       refreshTokenVersion: "",
+      ...extra,
     };
     // The row changes first, so a pull that is already running cannot write a token back.
     if (await patchTenant(tenants, tenantId, row.etag, patch)) {

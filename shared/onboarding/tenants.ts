@@ -26,6 +26,8 @@ export interface TenantEntity {
   lastErrorCode?: string;
   lastErrorMessage?: string;
   lastErrorAt?: string;
+  /** Set while a purge of the tenant's data runs (shared/operator/purge.ts); the purge deletes this row last. */
+  purgeId?: string;
   /**
    * Pull state that versions before the `syncstate` table kept here. The first run of the
    * current engine carries it over once (shared/collection/engine.ts) and never writes it.

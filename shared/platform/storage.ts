@@ -11,15 +11,22 @@ export const TABLES = {
   alertBodies: "alertbodies",
   appState: "appstate",
   syncState: "syncstate",
+  /** Who did what (shared/operator/audit.ts); kept for AUDIT_RETENTION_DAYS, never purged with a tenant. */
+  audit: "audit",
+  /** Progress of each tenant purge (shared/operator/purge.ts); outlives the tenant's data. */
+  purges: "purges",
 } as const;
 export type TableName = (typeof TABLES)[keyof typeof TABLES];
 
 /** The queue the timer fills and the worker drains (one message per tenant pull). */
 export const PULL_QUEUE = "tenant-pulls";
+/** One message per tenant purge (DELETE /api/tenants/{id}?purge=true); the purge worker drains it. */
+export const PURGE_QUEUE = "tenant-purges";
 
 export interface Storage {
   table(name: TableName): TableClient;
   pullQueue: QueueClient;
+  purgeQueue: QueueClient;
   /** Creates the tables and the queue if they are missing (idempotent). */
   ensure(): Promise<void>;
 }
@@ -32,6 +39,7 @@ export interface Storage {
 export function createStorage(connection: StorageConnection): Storage {
   let table: (name: TableName) => TableClient;
   let pullQueue: QueueClient;
+  let purgeQueue: QueueClient;
   let service: TableServiceClient;
   if (connection.kind === "connectionString") {
     const cs = connection.connectionString;
@@ -40,7 +48,9 @@ export function createStorage(connection: StorageConnection): Storage {
     const options = insecure ? { allowInsecureConnection: true } : {};
     table = (name) => TableClientClass.fromConnectionString(cs, name, options);
     service = TableServiceClient.fromConnectionString(cs, options);
-    pullQueue = QueueServiceClient.fromConnectionString(cs).getQueueClient(PULL_QUEUE);
+    const queues = QueueServiceClient.fromConnectionString(cs);
+    pullQueue = queues.getQueueClient(PULL_QUEUE);
+    purgeQueue = queues.getQueueClient(PURGE_QUEUE);
   } else {
     const credential: TokenCredential = connection.clientId
       ? new ManagedIdentityCredential({ clientId: connection.clientId })
@@ -48,7 +58,9 @@ export function createStorage(connection: StorageConnection): Storage {
     const tableUri = connection.tableServiceUri; // https only (config)
     table = (name) => new TableClientClass(tableUri, name, credential);
     service = new TableServiceClient(tableUri, credential);
-    pullQueue = new QueueServiceClient(connection.queueServiceUri, credential).getQueueClient(PULL_QUEUE);
+    const queues = new QueueServiceClient(connection.queueServiceUri, credential);
+    pullQueue = queues.getQueueClient(PULL_QUEUE);
+    purgeQueue = queues.getQueueClient(PURGE_QUEUE);
   }
   const clients = new Map<TableName, TableClient>();
   let ensured: Promise<void> | undefined;
@@ -62,11 +74,13 @@ export function createStorage(connection: StorageConnection): Storage {
       return client;
     },
     pullQueue,
+    purgeQueue,
     ensure() {
       ensured ??= (async () => {
         await Promise.all([
           ...Object.values(TABLES).map((name) => service.createTable(name)),
           pullQueue.createIfNotExists(),
+          purgeQueue.createIfNotExists(),
         ]);
       })().catch((err) => {
         ensured = undefined;

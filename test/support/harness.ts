@@ -4,12 +4,16 @@ import { FakeEntra } from "../../simulators/entra.js";
 import { loadLoopbackDns, testCerts } from "../../simulators/https.js";
 import { FakeKeyVault } from "../../simulators/keyvault.js";
 import { FakeManagedIdentity, INTERFERING_ENV } from "../../simulators/managed-identity.js";
+import { automationToken, consoleUserToken, type OperatorSetup, type Role } from "../../simulators/operators.js";
+import { AUDIT_PARTITION } from "../../shared/operator/audit.js";
+import { odata } from "@azure/data-tables";
 import { resetHealthCache } from "../../shared/platform/health.js";
 import { resetServices } from "../../shared/platform/services.js";
 import { type Azurite, startAzurite } from "./azurite.js";
 import type { Host } from "../../dev/host/host.js";
-import { type AppHost, type AppHostOptions, type HttpCall, type HttpResult, startAppHost } from "./functions.js";
-import { watch } from "./leaks.js";
+import { type AppHost, type AppHostOptions, type HttpCall, type HttpResult, startAppHost, useOperatorTokens } from "./functions.js";
+import { type Seen, watch } from "./leaks.js";
+import { operatorTokenSource, setupTestOperators } from "./operators.js";
 
 /**
  * The whole app against real Azurite and local HTTPS fakes of Entra ID, Key Vault, the
@@ -17,6 +21,10 @@ import { watch } from "./leaks.js";
  * served by the dev host (dev/host) in this process: HTTP functions get real HTTP requests,
  * timer and queue functions the invocation data the Functions host sends. The host's queue
  * listener and timers stay off unless a test runs them (`h.host.drainQueues()`, `h.host.runTimer()`).
+ *
+ * Operator routes get an operator token (Admin by default; `as: "Reader"`, `as: null`, or
+ * `bearer`): an app-only token of the Admin automation application of the MSSP tenant, which
+ * the fake Entra holds with its two registrations and one user per role (`h.operators`).
  */
 export const CLIENT_ID = "5f0c8c1e-7c2b-4e0a-9a57-3d2b8f6a1c11";
 export const CLIENT_SECRET = "client-secret-value-that-must-never-leak";
@@ -33,6 +41,12 @@ export interface Harness {
   /** Every log line any function wrote (`[level] message`), and the host's failure lines (`[host] ...`). */
   logs: string[];
   settings: Record<string, string>;
+  /** The MSSP tenant: the operator API and console registrations, users and automation apps per role. */
+  operators: OperatorSetup;
+  /** An app-only operator token of the role's automation application. */
+  appToken(role: Role): Promise<string>;
+  /** A user's operator token of the role's user, signed in as the console does (code + PKCE). */
+  userToken(role: Role): Promise<string>;
   /** A real HTTP request to the route of HTTP function `name` (with the function key where the route needs one). */
   http(name: string, call: HttpCall): Promise<HttpResult>;
   /** Invokes timer or queue function `name` through the host; `input` is the queue message (or `{isPastDue}`). */
@@ -41,6 +55,8 @@ export interface Harness {
   newTenant(): string;
   /** Register (POST /api/tenants), open the link, consent, and run the callback. */
   onboard(tenantId: string, options?: Parameters<FakeEntra["consent"]>[1]): Promise<HttpResult>;
+  /** The audit and purge rows the app stored, for the leak check. */
+  storedHaystacks(): Promise<Seen[]>;
   stop(): Promise<void>;
 }
 
@@ -80,6 +96,7 @@ export async function startHarness(
     redirectUris: [`${PUBLIC_BASE_URL}/api/consent/callback`],
     name: "MSSP Defender collector",
   });
+  const operators = setupTestOperators(entra, PUBLIC_BASE_URL);
 
   const settings: Record<string, string> = {
     MSSP_CLIENT_ID: CLIENT_ID,
@@ -90,6 +107,7 @@ export async function startHarness(
     PULL_SCHEDULE: "0 */5 * * * *",
     ENTRA_AUTHORITY_HOST: entra.url,
     DEFENDER_API_BASE_URL: defender.url,
+    ...operators.settings,
     ...identity.env,
     ...extraSettings,
   };
@@ -98,6 +116,7 @@ export async function startHarness(
   resetHealthCache();
 
   const logs: string[] = [];
+  useOperatorTokens(operatorTokenSource(entra, operators));
   let app: AppHost;
   try {
     app = await startAppHost(settings, { ...hostOptions, logs });
@@ -115,6 +134,9 @@ export async function startHarness(
     host: app.host,
     logs,
     settings,
+    operators,
+    appToken: (role) => automationToken(entra.url, operators, role),
+    userToken: (role) => consoleUserToken(entra, operators, operators.users[role]),
     http: (name, call) => app.http(name, call),
     trigger: (name, input) => app.trigger(name, input),
     newTenant() {
@@ -133,7 +155,24 @@ export async function startHarness(
       const callback = await entra.consent(authorize, options);
       return harness.http("consent-callback", { path: pathOf(callback) });
     },
+    async storedHaystacks(): Promise<Seen[]> {
+      const { TableClient } = await import("@azure/data-tables");
+      const out: Seen[] = [];
+      for (const table of ["audit", "purges"]) {
+        const client = TableClient.fromConnectionString(azurite.connectionString, table, { allowInsecureConnection: true });
+        const rows: unknown[] = [];
+        try {
+          const filter = table === "audit" ? odata`PartitionKey eq ${AUDIT_PARTITION}` : undefined;
+          for await (const row of client.listEntities({ queryOptions: filter ? { filter } : {} })) rows.push(row);
+        } catch {
+          continue; // never created
+        }
+        out.push({ where: `table ${table}`, text: JSON.stringify(rows) });
+      }
+      return out;
+    },
     async stop() {
+      useOperatorTokens(undefined);
       await app.stop();
       await Promise.all([defender.stop(), entra.stop(), vault.stop(), identity.stop()]);
       await azurite.stop();
