@@ -14,8 +14,8 @@ import { isStatus, TABLES, type TableName } from "../platform/storage.js";
  * Purge on exit: `DELETE /api/tenants/{id}?purge=true` offboards the tenant (the refresh
  * token is soft-deleted), marks the tenant row with a purge ID (registration refuses the
  * tenant until the purge is done), asks every running pull of the tenant to stop at its next
- * checkpoint (`stopRequestedAt` on its sync-state rows), records the purge in table `purges`
- * and queues a message on `tenant-purges`. The queue-driven job then:
+ * checkpoint (`stopRequestedAt` on its sync-state rows), records the purge in the audit
+ * table (partition `purge`) and queues a message on `tenant-purges`. The queue-driven job then:
  *
  *   1. waits (re-queues itself with a delay) while any pull still holds one of the tenant's
  *      leases: a holder stops at its next checkpoint, or its lease runs out; a pull whose
@@ -25,9 +25,9 @@ import { isStatus, TABLES, type TableName } from "../platform/storage.js";
  *      with a negative `~n` count row so that `alertsStored` stays exact, then the time index,
  *      garbage and count rows), its `alertbodies` partition, its consent states, its
  *      `syncstate` partition, and finally its tenant row;
- *   3. reports counts and progress on its `purges` row (`GET /api/tenants/{id}/purge`).
+ *   3. reports counts and progress on its record (`GET /api/tenants/{id}/purge`).
  *
- * What stays: the audit trail (`audit`), the `purges` record itself, the soft-deleted Key
+ * What stays: the audit trail (`audit`, with the purge's record), the soft-deleted Key
  * Vault secret (until its retention ends; purge protection forbids purging it) and log lines
  * (until the workspace's retention ends). docs/operator.md says so.
  */
@@ -43,9 +43,8 @@ export const PURGE_PLAN: Record<TableName, PurgeTablePlan> = {
   tenants: "tenant-row",
   // App-wide state: no tenant's data.
   appstate: "keep",
-  // Who did what stays; so does the record of the purge.
+  // Who did what stays, and the record of the purge with it (partition `purge`).
   audit: "keep",
-  purges: "keep",
 };
 
 /** The order of deletion; the tenant row goes last. */
@@ -60,9 +59,15 @@ function rank(table: TableName): number {
 
 export type PurgeState = "waiting" | "deleting" | "done";
 
+/** Purge records live in the audit table: they are the trail of what was deleted, and follow its retention. */
+export const PURGE_PARTITION = "purge";
+
 interface PurgeEntity {
   partitionKey: string;
+  /** `<tenantId>|<purgeId>`: a tenant's purges, newest first (purge IDs start with an inverted time). */
   rowKey: string;
+  tenantId: string;
+  purgeId: string;
   state: PurgeState;
   requestedAt: string;
   requestedBy: string;
@@ -137,8 +142,8 @@ function toStatus(row: PurgeEntity): PurgeStatus {
     // unreadable counts show as none
   }
   const status: PurgeStatus = {
-    purgeId: row.rowKey,
-    tenantId: row.partitionKey,
+    purgeId: row.purgeId,
+    tenantId: row.tenantId,
     state: row.state,
     requestedAt: row.requestedAt,
     requestedBy: row.requestedBy,
@@ -170,7 +175,7 @@ async function syncLeaseRows(sync: TableClient, tenantId: string): Promise<{ row
  */
 export async function requestPurge(svc: Services, tenantId: string, requestedBy: string, log: Logger): Promise<PurgeStatus> {
   const tenants = svc.storage.table(TABLES.tenants);
-  const purges = svc.storage.table(TABLES.purges);
+  const purges = svc.storage.table(TABLES.audit);
   const row = await getTenant(tenants, tenantId);
   if (!row) throw new ApiError(404, "TenantNotFound", "No tenant with that ID is registered.");
   const now = svc.now();
@@ -180,8 +185,10 @@ export async function requestPurge(svc: Services, tenantId: string, requestedBy:
   if (!purgeId || !existing) {
     purgeId ??= `${String(MAX_MS - now.getTime()).padStart(13, "0")}-${randomBytes(6).toString("hex")}`;
     existing = {
-      partitionKey: tenantId,
-      rowKey: purgeId,
+      partitionKey: PURGE_PARTITION,
+      rowKey: `${tenantId}|${purgeId}`,
+      tenantId,
+      purgeId,
       state: "waiting",
       requestedAt: now.toISOString(),
       requestedBy,
@@ -207,7 +214,7 @@ export async function requestPurge(svc: Services, tenantId: string, requestedBy:
 
 async function getPurgeRow(purges: TableClient, tenantId: string, purgeId: string): Promise<(PurgeEntity & { etag: string }) | undefined> {
   try {
-    return (await purges.getEntity<PurgeEntity>(tenantId, purgeId)) as PurgeEntity & { etag: string };
+    return (await purges.getEntity<PurgeEntity>(PURGE_PARTITION, `${tenantId}|${purgeId}`)) as PurgeEntity & { etag: string };
   } catch (err) {
     if (isStatus(err, 404)) return undefined;
     throw err;
@@ -216,9 +223,9 @@ async function getPurgeRow(purges: TableClient, tenantId: string, purgeId: strin
 
 /** GET /api/tenants/{id}/purge: the tenant's latest purge, or 404. */
 export async function latestPurge(svc: Services, tenantId: string): Promise<PurgeStatus> {
-  const purges = svc.storage.table(TABLES.purges);
-  const filter = odata`PartitionKey eq ${tenantId}`;
-  // RowKeys are inverted times: the first row is the newest.
+  const purges = svc.storage.table(TABLES.audit);
+  const filter = odata`PartitionKey eq ${PURGE_PARTITION} and RowKey gt ${`${tenantId}|`} and RowKey lt ${`${tenantId}}`}`;
+  // Purge IDs start with an inverted time: the first row is the newest.
   for await (const page of purges.listEntities<PurgeEntity>({ queryOptions: { filter } }).byPage({ maxPageSize: 1 })) {
     const row = page[0];
     if (row) return toStatus(row as PurgeEntity);
@@ -237,7 +244,8 @@ export type PurgeRunOutcome = "done" | "waiting" | "continued" | "busy" | "unkno
 /** One run of the purge job (the purge-worker function). */
 export async function runPurge(svc: Services, message: PurgeMessage, log: Logger, options: PurgeRunOptions = {}): Promise<PurgeRunOutcome> {
   const { tenantId, purgeId } = message;
-  const purges = svc.storage.table(TABLES.purges);
+  const purges = svc.storage.table(TABLES.audit);
+  const key = `${tenantId}|${purgeId}`;
   let row = await getPurgeRow(purges, tenantId, purgeId);
   if (!row || row.state === "done") return "unknown";
   const started = svc.now();
@@ -250,7 +258,7 @@ export async function runPurge(svc: Services, message: PurgeMessage, log: Logger
   const leaseMs = leaseTiming().leaseTtlMs;
   try {
     const result = await purges.updateEntity(
-      { partitionKey: tenantId, rowKey: purgeId, runUntil: new Date(started.getTime() + leaseMs).toISOString() },
+      { partitionKey: PURGE_PARTITION, rowKey: key, runUntil: new Date(started.getTime() + leaseMs).toISOString() },
       "Merge",
       { etag: row.etag },
     );
@@ -261,7 +269,7 @@ export async function runPurge(svc: Services, message: PurgeMessage, log: Logger
     return "busy";
   }
   const save = async (patch: Partial<PurgeEntity>) => {
-    const result = await purges.updateEntity({ partitionKey: tenantId, rowKey: purgeId, ...patch }, "Merge", { etag: row!.etag });
+    const result = await purges.updateEntity({ partitionKey: PURGE_PARTITION, rowKey: key, ...patch }, "Merge", { etag: row!.etag });
     row = { ...row!, ...patch, etag: result.etag! };
   };
   const runs = (row.runs ?? 0) + 1;
@@ -361,7 +369,8 @@ async function deleteKeys(table: TableClient, partitionKey: string, keys: string
  * the exact count (`~c` plus the `~n` rows) stays right while the purge runs.
  */
 async function deleteAlertRows(alerts: TableClient, tenantId: string, within: () => boolean, counted: (n: number) => void): Promise<boolean> {
-  const filter = odata`PartitionKey eq ${tenantId} and ${ALERT_ROWS_ONLY}`;
+  // ALERT_ROWS_ONLY is a filter already: joined, not interpolated (which would quote it).
+  const filter = `${odata`PartitionKey eq ${tenantId}`} and ${ALERT_ROWS_ONLY}`;
   for (;;) {
     if (!within()) return false;
     const keys = await firstKeys(alerts, filter, 99);

@@ -6,6 +6,7 @@ import { listTenants } from "../onboarding/tenants.js";
 import type { Logger, Services } from "../platform/services.js";
 import { isStatus, TABLES } from "../platform/storage.js";
 import { purgeOldAudit } from "./audit.js";
+import { PURGE_PARTITION } from "./purge.js";
 
 /**
  * Retention (the daily `lifecycle-timer`): every tenant's alerts whose lastUpdateTime is older
@@ -82,7 +83,7 @@ export async function applyRetention(svc: Services, log: Logger, options: Retent
   report.complete = unfinished.size === 0;
   const auditRetention = svc.config.lifecycle.auditRetentionMs;
   report.auditDeleted = await purgeOldAudit(svc.storage.table(TABLES.audit), started, auditRetention);
-  report.purgeRecordsDeleted = await purgeOldPurgeRecords(svc.storage.table(TABLES.purges), started, auditRetention);
+  report.purgeRecordsDeleted = await purgeOldPurgeRecords(svc.storage.table(TABLES.audit), started, auditRetention);
   log.info(
     `retention.done alerts=${report.alertsDeleted} parts=${report.partsDeleted} audit=${report.auditDeleted} purges=${report.purgeRecordsDeleted} complete=${report.complete}`,
   );
@@ -202,13 +203,13 @@ async function setAlertsStored(sync: TableClient, tenantId: string, total: numbe
 }
 
 /** Purge records follow the audit trail's retention (they say what was deleted, and when). */
-async function purgeOldPurgeRecords(purges: TableClient, now: Date, retentionMs: number): Promise<number> {
+async function purgeOldPurgeRecords(audit: TableClient, now: Date, retentionMs: number): Promise<number> {
   const cutoff = new Date(now.getTime() - retentionMs).toISOString();
-  const filter = odata`state eq ${"done"} and completedAt lt ${cutoff}`;
+  const filter = odata`PartitionKey eq ${PURGE_PARTITION} and state eq ${"done"} and completedAt lt ${cutoff}`;
   let deleted = 0;
-  for await (const row of purges.listEntities({ queryOptions: { filter, select: ["PartitionKey", "RowKey"] } })) {
+  for await (const row of audit.listEntities({ queryOptions: { filter, select: ["PartitionKey", "RowKey"] } })) {
     try {
-      await purges.deleteEntity(row.partitionKey!, row.rowKey!);
+      await audit.deleteEntity(row.partitionKey!, row.rowKey!);
       deleted++;
     } catch (err) {
       if (!isStatus(err, 404)) throw err;

@@ -11,10 +11,8 @@ export const TABLES = {
   alertBodies: "alertbodies",
   appState: "appstate",
   syncState: "syncstate",
-  /** Who did what (shared/operator/audit.ts); kept for AUDIT_RETENTION_DAYS, never purged with a tenant. */
+  /** Who did what (shared/operator/audit.ts) and purge records; kept for AUDIT_RETENTION_DAYS, never purged with a tenant. */
   audit: "audit",
-  /** Progress of each tenant purge (shared/operator/purge.ts); outlives the tenant's data. */
-  purges: "purges",
 } as const;
 export type TableName = (typeof TABLES)[keyof typeof TABLES];
 
