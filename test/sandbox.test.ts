@@ -25,6 +25,7 @@ import { loadLoopbackDns, repoRoot } from "../simulators/https.js";
 import { INTERFERING_ENV } from "../simulators/managed-identity.js";
 import { type AppHost, type HttpCall, type HttpResult, startAppHost, useOperatorTokens } from "./support/functions.js";
 import { operatorTokenSource } from "./support/operators.js";
+import { artifact, launchChromium, signIn } from "./support/browser.js";
 
 /**
  * `npm run sandbox`: the simulators are started exactly as dev/sandbox.ts starts them (on
@@ -503,6 +504,30 @@ describe("sandbox", () => {
       const status = await tenantStatus(FABRIKAM.id);
       assert.equal(status.status, "active");
       assert.equal(status.consentedBy, FABRIKAM.users[0]!.upn);
+    } finally {
+      await browser.close();
+    }
+  });
+
+  it("opens the console signed in as the simulated admin, with the simulated tenants visible", async (t) => {
+    const browser = await launchChromium();
+    if (typeof browser === "string") return t.skip(browser);
+    // The customers' names, as an operator gives them when onboarding (the README's screenshot shows them).
+    for (const tenant of [CONTOSO, FABRIKAM, NORTHWIND]) {
+      const named = await http("tenants-create", { method: "POST", path: "tenants", body: JSON.stringify({ tenantId: tenant.id, displayName: tenant.name.replace(" (sandbox)", ""), relink: true }) });
+      assert.equal(named.status, 200, named.text);
+    }
+    try {
+      const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1280, height: 720 } });
+      const page = await context.newPage();
+      const admin = sandbox.operators.users.Admin;
+      await signIn(page, `${values.PUBLIC_BASE_URL}/api/console/`, { tenantId: sandbox.operators.tenantId, oid: admin.oid, upn: admin.upn });
+      assert.equal(await page.textContent("#role"), "Admin");
+      for (const tenant of [CONTOSO, FABRIKAM, NORTHWIND]) await page.waitForSelector(`tr[data-tenant="${tenant.id}"]`);
+      const rows = await page.locator("#tenants tbody tr").allTextContents();
+      assert.equal(rows.length, 3);
+      assert.ok(rows.some((r) => r.includes("collecting")), rows.join("\n"));
+      await page.screenshot({ path: artifact("sandbox-console.png") });
     } finally {
       await browser.close();
     }

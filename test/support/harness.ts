@@ -64,8 +64,10 @@ export interface Harness {
  */
 export async function startHarness(
   extraSettings: Record<string, string> = {},
-  hostOptions: Pick<AppHostOptions, "queues" | "timers"> = {},
+  hostOptions: Pick<AppHostOptions, "queues" | "timers" | "port"> = {},
 ): Promise<Harness> {
+  // A browser test serves the app at its own PUBLIC_BASE_URL (http://localhost:<port>).
+  const publicBaseUrl = extraSettings.PUBLIC_BASE_URL ?? PUBLIC_BASE_URL;
   loadLoopbackDns();
   for (const name of INTERFERING_ENV) delete process.env[name];
   const certs = testCerts();
@@ -91,10 +93,10 @@ export async function startHarness(
   entra.registerApp({
     clientId: CLIENT_ID,
     clientSecret: CLIENT_SECRET,
-    redirectUris: [`${PUBLIC_BASE_URL}/api/consent/callback`],
+    redirectUris: [`${publicBaseUrl}/api/consent/callback`],
     name: "MSSP Defender collector",
   });
-  const operators = setupTestOperators(entra, PUBLIC_BASE_URL);
+  const operators = setupTestOperators(entra, publicBaseUrl);
 
   const settings: Record<string, string> = {
     MSSP_CLIENT_ID: CLIENT_ID,
