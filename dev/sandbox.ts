@@ -150,6 +150,7 @@ function printSummary(sandbox: Sandbox, cli: Cli, host: AppHost): void {
   const p = sandbox.ports;
   const base = `http://localhost:${sandbox.appPort}`;
   const first = sandbox.tenants[0]!;
+  const appTenant = sandbox.tenants.find((t) => t.mode === "application") ?? first;
   const lines = [
     "",
     "MSSP Defender collector - local sandbox (everything in memory; a restart starts from scratch)",
@@ -169,7 +170,8 @@ function printSummary(sandbox: Sandbox, cli: Cli, host: AppHost): void {
       notes.push(`grant revoked ${cli.options.revokeAfterMinutes} min after consent`);
     }
     if (t === first && sandbox.largeAlertId) notes.push(`+1 alert of ${cli.options.largeAlertMiB} MiB`);
-    lines.push(`  ${t.name.padEnd(22)} ${t.id}${notes.length ? `  (${notes.join("; ")})` : ""}`);
+    notes.unshift(`${t.mode} mode`);
+    lines.push(`  ${t.name.padEnd(22)} ${t.id}  (${notes.join("; ")})`);
     lines.push(`  ${"".padEnd(22)} users: ${t.users.map((u) => u.upn).join(", ")}`);
   }
   const activity = cli.options.activityMinutes ?? 2;
@@ -196,8 +198,9 @@ function printSummary(sandbox: Sandbox, cli: Cli, host: AppHost): void {
     "",
     "Or the API, in a second terminal (operator routes want an Entra ID token; this one is an Admin's, valid for an hour):",
     "  export TOKEN=$(node dist/dev/operator-token.js)      # or: node dist/dev/operator-token.js Reader",
-    "  1. Onboard a tenant:",
+    "  1. Onboard a tenant, in delegated mode (an admin signs in) or application mode (admin consent, nothing stored):",
     `     curl -X POST ${base}/api/tenants -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' -d '{"tenantId":"${first.id}","displayName":"Contoso"}'`,
+    `     curl -X POST ${base}/api/tenants -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' -d '{"tenantId":"${appTenant.id}","displayName":"Fabrikam","mode":"application"}'`,
     `  2. Open the "consentUrl" of the answer in a browser, pick a user and click Accept.`,
     `  3. See the tenants:     curl ${base}/api/tenants -H "Authorization: Bearer $TOKEN"`,
     `  4. Pull now:            curl -X POST ${base}/api/tenants/${first.id}/pull -H "Authorization: Bearer $TOKEN"   (the timer pulls every 5 min)`,

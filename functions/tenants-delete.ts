@@ -6,8 +6,10 @@ import { ApiError, api, json, parseTenantId } from "../shared/platform/http.js";
 import { loggerFrom, services } from "../shared/platform/services.js";
 
 /**
- * DELETE /api/tenants/{tenantId}: offboard; the refresh token is deleted from Key Vault.
- * `?purge=true` also deletes all of the tenant's data, by a queued job: 202 `{purgeId}`.
+ * DELETE /api/tenants/{tenantId}: offboard. Delegated: 204, the refresh token is deleted
+ * from Key Vault. Application mode: 200 with how the customer ends the access (the app
+ * cannot revoke an admin consent). `?purge=true` also deletes all of the tenant's data, by a
+ * queued job: 202 `{purgeId}`.
  */
 export async function tenantsDelete(request: HttpRequest, context: InvocationContext, call?: OperatorCall) {
   return api(context, async () => {
@@ -17,9 +19,9 @@ export async function tenantsDelete(request: HttpRequest, context: InvocationCon
       call?.audit?.note({ purgeId: purge.purgeId });
       return json(202, { tenantId, purgeId: purge.purgeId, state: purge.state });
     }
-    const found = await offboardTenant(await services(), tenantId, loggerFrom(context));
-    if (!found) throw new ApiError(404, "TenantNotFound", "No tenant with that ID is registered.");
-    return { status: 204 };
+    const result = await offboardTenant(await services(), tenantId, loggerFrom(context));
+    if (!result) throw new ApiError(404, "TenantNotFound", "No tenant with that ID is registered.");
+    return result.mode === "application" ? json(200, result) : { status: 204 };
   });
 }
 

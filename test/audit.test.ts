@@ -32,7 +32,12 @@ let h: Harness;
 const exercised = new Set<string>();
 
 before(async () => {
-  h = await startHarness();
+  // One delivery destination, so the destination routes have something to act on (nothing is delivered here).
+  h = await startHarness({
+    "DESTINATIONS__soc-hook__TYPE": "webhook",
+    "DESTINATIONS__soc-hook__URL": "https://hook.localhost/alerts",
+    "DESTINATIONS__soc-hook__SECRET_NAME": "soc-hook-secret",
+  });
 });
 
 after(async () => {
@@ -152,6 +157,46 @@ describe("audit trail", () => {
     const bad = await h.http("tenants-delete", { method: "DELETE", path: `tenants/${tenantId}?purge=yes`, params: { tenantId } });
     assert.equal(bad.status, 400, "a bad flag is refused before anything is written");
     assert.equal((await audit(`?tenantId=${tenantId}&action=tenant.purge`)).length, 1);
+  });
+
+  it("records a tenant's delivery settings (Admin), a replay (Operator) and re-enabling a destination (Admin), with who did it", async () => {
+    const { operators } = h;
+    const tenantId = h.newTenant();
+    assert.equal((await h.onboard(tenantId)).status, 200);
+
+    const patched = await h.http("tenants-patch", { method: "PATCH", path: `tenants/${tenantId}`, params: { tenantId }, body: JSON.stringify({ destinations: ["soc-hook"] }) });
+    assert.equal(patched.status, 200, patched.text);
+    exercised.add("tenants-patch");
+    const settings = await latest("tenant.settings", tenantId);
+    assert.equal(settings.result, "succeeded");
+    assert.equal(settings.route, "PATCH tenants/{tenantId}");
+    assert.equal(settings.actor.appId, operators.automation.Admin.clientId);
+
+    const user = await h.userToken("Operator");
+    const replayed = await h.http("destinations-replay", {
+      method: "POST",
+      path: "destinations/soc-hook/replay",
+      params: { name: "soc-hook" },
+      bearer: user,
+      body: JSON.stringify({ tenantId, since: new Date(Date.now() - 3600_000).toISOString() }),
+    });
+    assert.equal(replayed.status, 202, replayed.text);
+    exercised.add("destinations-replay");
+    const replay = await latest("destination.replay", tenantId);
+    assert.deepEqual(replay.actor, { type: "user", oid: operators.users.Operator.oid, upn: operators.users.Operator.upn, appId: operators.consoleClientId });
+    assert.equal(replay.status, 202);
+    // The replay's own record names the same caller (it said "function-key" before operators had identities).
+    const replayId = (replayed.json as { replayId: string }).replayId;
+    const state = TableClient.fromConnectionString(h.azurite.connectionString, TABLES.deliveryState, { allowInsecureConnection: true });
+    assert.equal((await state.getEntity<{ requestedBy: string }>("replay", replayId)).requestedBy, operators.users.Operator.upn);
+
+    const enabled = await h.http("destinations-enable", { method: "POST", path: "destinations/soc-hook/enable", params: { name: "soc-hook" } });
+    assert.equal(enabled.status, 200, enabled.text);
+    exercised.add("destinations-enable");
+    const enable = await latest("destination.enable");
+    assert.equal(enable.result, "succeeded");
+    assert.equal(enable.role, "Admin");
+    assert.equal(enable.tenantId, undefined, "about a destination, not a tenant");
   });
 
   it("lets Admins filter the trail by tenant, action and time, newest first, in pages", async () => {

@@ -30,7 +30,10 @@ const EXPECTED: Record<string, Role> = {
   "tenants-pull": "Operator",
   "tenants-reconcile": "Operator",
   "tenants-export": "Operator",
+  "destinations-replay": "Operator",
   "tenants-delete": "Admin",
+  "tenants-patch": "Admin",
+  "destinations-enable": "Admin",
   "audit-list": "Admin",
 };
 
@@ -67,6 +70,16 @@ const PROBES: Record<string, Probe> = {
   },
   "tenants-export": { method: "GET", path: `tenants/${NOBODY}/export`, params: { tenantId: NOBODY }, authorized: 404 },
   "tenants-delete": { method: "DELETE", path: `tenants/${NOBODY}`, params: { tenantId: NOBODY }, authorized: 404 },
+  "tenants-patch": { method: "PATCH", path: `tenants/${NOBODY}`, params: { tenantId: NOBODY }, body: JSON.stringify({ destinations: null }), authorized: 404 },
+  // The harness configures no destination: an authorized caller learns that, nothing changes.
+  "destinations-enable": { method: "POST", path: "destinations/nowhere/enable", params: { name: "nowhere" }, authorized: 404 },
+  "destinations-replay": {
+    method: "POST",
+    path: "destinations/nowhere/replay",
+    params: { name: "nowhere" },
+    body: JSON.stringify({ since: "2026-01-01T00:00:00Z" }),
+    authorized: 404,
+  },
   "audit-list": { method: "GET", path: "audit", authorized: 200 },
 };
 

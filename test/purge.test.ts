@@ -22,7 +22,12 @@ let snapshotB: Map<string, string[]>;
 const realNow = () => new Date();
 
 before(async () => {
-  h = await startHarness();
+  // A delivery destination, so the pulls also write outbox entries and delivery markers (nothing is delivered here).
+  h = await startHarness({
+    "DESTINATIONS__soc-hook__TYPE": "webhook",
+    "DESTINATIONS__soc-hook__URL": "https://hook.localhost/alerts",
+    "DESTINATIONS__soc-hook__SECRET_NAME": "soc-hook-secret",
+  });
   tenantA = h.newTenant();
   tenantB = h.newTenant();
   for (const tenantId of [tenantA, tenantB]) {
@@ -57,6 +62,7 @@ describe("purge", () => {
       assert.ok((rows.get(table) ?? []).length > 0, `${table} holds rows of the tenant`);
     }
     assert.ok((rows.get(TABLES.alertBodies) ?? []).length > 0, "overflow parts");
+    assert.ok((rows.get(TABLES.alerts) ?? []).some((r) => r.split("/")[1]!.startsWith("~o|")), "delivery outbox entries");
     snapshotB = await rowsOf(tenantB);
   });
 

@@ -1,6 +1,7 @@
 /**
  * Retention: the daily lifecycle timer deletes exactly the alerts whose lastUpdateTime is
- * older than ALERT_RETENTION_DAYS, with their index rows and overflow parts, in bounded runs
+ * older than ALERT_RETENTION_DAYS, with their index rows, overflow parts and delivery outbox
+ * entries, in bounded runs
  * (RETENTION_MAX_ALERTS_PER_RUN) that go on where the last one stopped, keeps the exact
  * count (and alertsStored) right, leaves newer versions and other tenants alone, and
  * deletes audit entries and purge records older than AUDIT_RETENTION_DAYS.
@@ -44,8 +45,9 @@ before(async () => {
   bigKept = makeLargeAlert(3 * 1024 * 1024, { lastUpdateTime: ago(2), seed: `big-new:${tenantA}` });
   // Stored at an expired time, then replaced by a newer version: the newer one stays.
   const moved = makeAlert({ lastUpdateTime: ago(50), seed: `moved:${tenantA}` });
-  await storeAlerts(tenantA, [...old, ...fresh, ...bigExpired, bigKept, moved]);
-  await storeAlerts(tenantA, [{ ...moved, lastUpdateTime: ago(1).toISOString(), status: "Resolved" }]);
+  // With a destination that has not delivered them yet: each alert also has an outbox entry.
+  await storeAlerts(tenantA, [...old, ...fresh, ...bigExpired, bigKept, moved], { outbox: ["soc-hook"] });
+  await storeAlerts(tenantA, [{ ...moved, lastUpdateTime: ago(1).toISOString(), status: "Resolved" }], { outbox: ["soc-hook"] });
   expired.set(tenantA, new Set([...old, ...bigExpired].map((a) => a.id)));
   kept.set(tenantA, new Set([...fresh, bigKept, moved].map((a) => a.id)));
 
@@ -78,7 +80,7 @@ describe("retention", () => {
     }
   });
 
-  it("deletes exactly the expired alerts with their index rows and parts, over several bounded runs", async () => {
+  it("deletes exactly the expired alerts with their index rows, parts and outbox entries, over several bounded runs", async () => {
     const runs: string[] = [];
     for (let run = 1; run <= 10; run++) {
       const before = h.logs.length;
@@ -103,6 +105,10 @@ describe("retention", () => {
       assert.equal(index.length, kept.get(tenantId)!.size, "one index row per remaining alert");
       assert.ok(index.every((k) => Date.parse(`${k.slice(3, 26)}Z`) > Date.now() - RETENTION_DAYS * DAY), "no expired index row");
       assert.equal([...rows.keys()].filter((k) => k.startsWith("~g|")).length, 0, "no garbage row left");
+      if (tenantId === tenantA) {
+        const outbox = [...rows.values()].filter((r) => String(r.rowKey).startsWith("~o|")).map((r) => String(r.alertId));
+        assert.deepEqual(outbox.sort(), [...kept.get(tenantId)!].sort(), "the kept alerts' outbox entries, and no other");
+      }
       assert.equal(await foldAlertCount(svc.storage.table(TABLES.alerts), tenantId), kept.get(tenantId)!.size, "the exact count");
       const status = await h.http("tenants-get", { path: `tenants/${tenantId}`, params: { tenantId } });
       assert.equal((status.json as { alertsStored: number }).alertsStored, kept.get(tenantId)!.size, "alertsStored");

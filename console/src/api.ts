@@ -102,7 +102,21 @@ export interface HealthDetails {
   status: string;
   failing: string[];
   causes: { part: string; code: string; since: string }[];
-  destinations?: { name: string; backlog?: number; oldestAgeSeconds?: number; lastSuccessAt?: string; lastError?: string }[];
+  /** Delivery, reported when the app itself is healthy (shared/delivery/status.ts). */
+  delivery?: { destinations: DestinationStatus[]; oldestUndelivered?: string };
+}
+
+export interface DestinationStatus {
+  name: string;
+  type: string;
+  enabled: boolean;
+  /** A webhook's 410 disabled it until an Admin enables it again. */
+  disabled?: { at: string; code: string };
+  backlogSince?: string;
+  backlogAgeSeconds?: number;
+  lastSuccessAt?: string;
+  lastError?: { code: string; at: string };
+  parked: number;
 }
 
 export interface PurgeStatus {

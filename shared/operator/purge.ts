@@ -23,8 +23,9 @@ import { isStatus, TABLES, type TableName } from "../platform/storage.js";
  *   2. deletes, in bounded runs that resume where the data ends, every row of the tenant in
  *      every app table (PURGE_PLAN): its `alerts` partition (alert rows first, each batch
  *      with a negative `~n` count row so that `alertsStored` stays exact, then the time index,
- *      garbage and count rows), its `alertbodies` partition, its consent states, its
- *      `syncstate` partition, and finally its tenant row;
+ *      garbage, count and delivery outbox rows), its `alertbodies` partition, its consent
+ *      states, its rows in `deliverystate`, its `syncstate` partition, and finally its
+ *      tenant row;
  *   3. reports counts and progress on its record (`GET /api/tenants/{id}/purge`).
  *
  * What stays: the audit trail (`audit`, with the purge's record), the soft-deleted Key
@@ -33,7 +34,7 @@ import { isStatus, TABLES, type TableName } from "../platform/storage.js";
  */
 
 /** How the purge treats each app table. A table added without a decision does not compile. */
-export type PurgeTablePlan = "alerts-partition" | "tenant-partition" | "consent-states" | "tenant-row" | "keep";
+export type PurgeTablePlan = "alerts-partition" | "tenant-partition" | "consent-states" | "delivery-rows" | "tenant-row" | "keep";
 
 export const PURGE_PLAN: Record<TableName, PurgeTablePlan> = {
   alerts: "alerts-partition",
@@ -41,6 +42,8 @@ export const PURGE_PLAN: Record<TableName, PurgeTablePlan> = {
   consentstates: "consent-states",
   syncstate: "tenant-partition",
   tenants: "tenant-row",
+  // The tenant's delivery marker, its per-destination state and parked entries, replays of it.
+  deliverystate: "delivery-rows",
   // App-wide state: no tenant's data.
   appstate: "keep",
   // Who did what stays, and the record of the purge with it (partition `purge`).
@@ -315,7 +318,9 @@ export async function runPurge(svc: Services, message: PurgeMessage, log: Logger
       });
       finished = alerts && (await deletePartition(client, tenantId, () => within(), (n) => count("alertsBookkeeping", n)));
     } else if (plan === "consent-states") {
-      finished = await deleteConsentStates(client, tenantId, () => within(), (n) => count(table, n));
+      finished = await deleteMatching(client, odata`tenantId eq ${tenantId}`, () => within(), (n) => count(table, n));
+    } else if (plan === "delivery-rows") {
+      finished = await deleteMatching(client, deliveryRowsOf(tenantId), () => within(), (n) => count(table, n));
     } else {
       finished = await deletePartition(client, tenantId, () => within(), (n) => count(table, n));
     }
@@ -400,9 +405,17 @@ async function firstKeys(table: TableClient, filter: string, n: number): Promise
   return [];
 }
 
-/** Consent states live in one partition per consent link; the tenant is a column. */
-async function deleteConsentStates(table: TableClient, tenantId: string, within: () => boolean, counted: (n: number) => void): Promise<boolean> {
-  const filter = odata`tenantId eq ${tenantId}`;
+/**
+ * A tenant's rows in `deliverystate` (shared/delivery): keyed by the tenant (the `pending`
+ * marker, each destination's lease and backoff row), by `<tenant>|...` (parked entries), or
+ * naming it in a `tenantId` column (parked entries, replays of that tenant).
+ */
+function deliveryRowsOf(tenantId: string): string {
+  return odata`RowKey eq ${tenantId} or (RowKey ge ${`${tenantId}|`} and RowKey lt ${`${tenantId}}`}) or tenantId eq ${tenantId}`;
+}
+
+/** Rows spread over partitions (consent states: one partition per link; delivery state), found by `filter`. */
+async function deleteMatching(table: TableClient, filter: string, within: () => boolean, counted: (n: number) => void): Promise<boolean> {
   for await (const row of table.listEntities({ queryOptions: { filter, select: ["PartitionKey", "RowKey"] } })) {
     if (!within()) return false;
     try {

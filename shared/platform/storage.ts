@@ -13,6 +13,7 @@ export const TABLES = {
   syncState: "syncstate",
   /** Who did what (shared/operator/audit.ts) and purge records; kept for AUDIT_RETENTION_DAYS, never purged with a tenant. */
   audit: "audit",
+  deliveryState: "deliverystate",
 } as const;
 export type TableName = (typeof TABLES)[keyof typeof TABLES];
 
@@ -20,11 +21,14 @@ export type TableName = (typeof TABLES)[keyof typeof TABLES];
 export const PULL_QUEUE = "tenant-pulls";
 /** One message per tenant purge (DELETE /api/tenants/{id}?purge=true); the purge worker drains it. */
 export const PURGE_QUEUE = "tenant-purges";
+/** Wake-ups of the delivery worker (one message per tenant with alerts to deliver, or a replay). */
+export const DELIVERY_QUEUE = "tenant-deliveries";
 
 export interface Storage {
   table(name: TableName): TableClient;
   pullQueue: QueueClient;
   purgeQueue: QueueClient;
+  deliveryQueue: QueueClient;
   /** Creates the tables and the queue if they are missing (idempotent). */
   ensure(): Promise<void>;
 }
@@ -36,8 +40,7 @@ export interface Storage {
  */
 export function createStorage(connection: StorageConnection): Storage {
   let table: (name: TableName) => TableClient;
-  let pullQueue: QueueClient;
-  let purgeQueue: QueueClient;
+  let queues: QueueServiceClient;
   let service: TableServiceClient;
   if (connection.kind === "connectionString") {
     const cs = connection.connectionString;
@@ -46,9 +49,7 @@ export function createStorage(connection: StorageConnection): Storage {
     const options = insecure ? { allowInsecureConnection: true } : {};
     table = (name) => TableClientClass.fromConnectionString(cs, name, options);
     service = TableServiceClient.fromConnectionString(cs, options);
-    const queues = QueueServiceClient.fromConnectionString(cs);
-    pullQueue = queues.getQueueClient(PULL_QUEUE);
-    purgeQueue = queues.getQueueClient(PURGE_QUEUE);
+    queues = QueueServiceClient.fromConnectionString(cs);
   } else {
     const credential: TokenCredential = connection.clientId
       ? new ManagedIdentityCredential({ clientId: connection.clientId })
@@ -56,10 +57,11 @@ export function createStorage(connection: StorageConnection): Storage {
     const tableUri = connection.tableServiceUri; // https only (config)
     table = (name) => new TableClientClass(tableUri, name, credential);
     service = new TableServiceClient(tableUri, credential);
-    const queues = new QueueServiceClient(connection.queueServiceUri, credential);
-    pullQueue = queues.getQueueClient(PULL_QUEUE);
-    purgeQueue = queues.getQueueClient(PURGE_QUEUE);
+    queues = new QueueServiceClient(connection.queueServiceUri, credential);
   }
+  const pullQueue = queues.getQueueClient(PULL_QUEUE);
+  const deliveryQueue = queues.getQueueClient(DELIVERY_QUEUE);
+  const purgeQueue = queues.getQueueClient(PURGE_QUEUE);
   const clients = new Map<TableName, TableClient>();
   let ensured: Promise<void> | undefined;
   return {
@@ -73,12 +75,14 @@ export function createStorage(connection: StorageConnection): Storage {
     },
     pullQueue,
     purgeQueue,
+    deliveryQueue,
     ensure() {
       ensured ??= (async () => {
         await Promise.all([
           ...Object.values(TABLES).map((name) => service.createTable(name)),
           pullQueue.createIfNotExists(),
           purgeQueue.createIfNotExists(),
+          deliveryQueue.createIfNotExists(),
         ]);
       })().catch((err) => {
         ensured = undefined;

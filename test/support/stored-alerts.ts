@@ -8,17 +8,21 @@ import type { DefenderAlert } from "../../simulators/alerts.js";
 
 /**
  * Stores alerts for a tenant the way a pull does (the engine's AlertWriter: rows, index,
- * overflow parts, count rows), without a pull, so a test can store alerts of any age.
+ * overflow parts, count rows, and with `outbox` delivery outbox entries), without a pull, so
+ * a test can store alerts of any age.
  */
-export async function storeAlerts(tenantId: string, alerts: DefenderAlert[], options: { fresh?: boolean } = {}): Promise<void> {
+export async function storeAlerts(tenantId: string, alerts: DefenderAlert[], options: { fresh?: boolean; outbox?: string[] } = {}): Promise<void> {
   const svc = await services();
   const writer = new AlertWriter({
     tenantId,
+    source: "defender",
     tables: { alerts: svc.storage.table(TABLES.alerts), bodies: svc.storage.table(TABLES.alertBodies) },
     concurrency: 4,
     gcGraceMs: svc.config.pull.overflowGcGraceMs,
     now: svc.now,
     fence: async () => {},
+    // `outbox`: each version also gets a delivery outbox entry for these destinations, as with DESTINATIONS__* set.
+    ...(options.outbox ? { outbox: { destinations: options.outbox, beforeFirstWrite: async () => {} } } : {}),
   });
   const raw: RawAlert[] = alerts.map((alert) => ({
     json: JSON.stringify(alert),

@@ -49,31 +49,35 @@ export function HealthView({ session }: { session: Session }) {
             </tbody>
           </table>
           <h3>Delivery destinations</h3>
-          {data.destinations && data.destinations.length > 0 ? (
-            <table class="cards">
+          {data.delivery && data.delivery.destinations.length > 0 ? (
+            <table class="cards" id="destinations">
               <thead>
                 <tr>
                   <th>Destination</th>
+                  <th>State</th>
                   <th>Backlog</th>
+                  <th>Parked</th>
                   <th>Last success</th>
                   <th>Last error</th>
                 </tr>
               </thead>
               <tbody>
-                {data.destinations.map((d) => (
-                  <tr key={d.name}>
-                    <td data-label="Destination">{d.name}</td>
-                    <td data-label="Backlog">
-                      {d.backlog ?? 0} {d.oldestAgeSeconds !== undefined ? `(oldest ${duration(d.oldestAgeSeconds)})` : ""}
+                {data.delivery.destinations.map((d) => (
+                  <tr key={d.name} data-destination={d.name}>
+                    <td data-label="Destination">
+                      {d.name} <span class="muted">({d.type})</span>
                     </td>
+                    <td data-label="State">{d.disabled ? `disabled (${d.disabled.code}) ${ago(d.disabled.at)}` : d.enabled ? "enabled" : "off"}</td>
+                    <td data-label="Backlog">{d.backlogAgeSeconds !== undefined ? `oldest ${duration(d.backlogAgeSeconds)}` : "none"}</td>
+                    <td data-label="Parked">{d.parked}</td>
                     <td data-label="Last success">{ago(d.lastSuccessAt)}</td>
-                    <td data-label="Last error">{d.lastError ?? "–"}</td>
+                    <td data-label="Last error">{d.lastError ? `${d.lastError.code} ${ago(d.lastError.at)}` : "–"}</td>
                   </tr>
                 ))}
               </tbody>
             </table>
           ) : (
-            <p class="muted">No delivery destination is configured.</p>
+            <p class="muted">{data.status === "ok" ? "No delivery destination is configured." : "Shown once the app is healthy."}</p>
           )}
         </>
       )}

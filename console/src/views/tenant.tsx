@@ -169,8 +169,10 @@ function Offboard({ tenant, session, cancel, done }: { tenant: TenantStatus; ses
   const submit = async () => {
     try {
       const path = `tenants/${tenant.tenantId}${purge ? "?purge=true" : ""}`;
-      const answer = await callApi<{ purgeId?: string } | undefined>(session.token, path, { method: "DELETE" });
-      done(purge ? `Offboarded; purge ${answer?.purgeId ?? ""} deletes all of its data.` : "Offboarded; its refresh token is deleted.");
+      const answer = await callApi<{ purgeId?: string; accessEnds?: string } | undefined>(session.token, path, { method: "DELETE" });
+      // Application mode: the app cannot revoke an admin consent, and the answer says how the customer does.
+      const access = answer?.accessEnds ? ` ${answer.accessEnds}` : "";
+      done(purge ? `Offboarded; purge ${answer?.purgeId ?? ""} deletes all of its data.${access}` : `Offboarded.${access || " Its refresh token is deleted."}`);
     } catch (err) {
       setFailure(problem(err));
     }
