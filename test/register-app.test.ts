@@ -18,6 +18,8 @@ const VAULT_ID = "/subscriptions/s/resourceGroups/rg-prod/providers/Microsoft.Ke
 const ME = "99999999-9999-4999-8999-999999999999";
 const SCOPE_ID = "a1b2c3d4-0000-4000-8000-000000000001";
 const ROLE_ID = "a1b2c3d4-0000-4000-8000-000000000002";
+const GRAPH_SCOPE_ID = "b1b2c3d4-0000-4000-8000-000000000005";
+const GRAPH_ROLE_ID = "b1b2c3d4-0000-4000-8000-000000000006";
 const FIC_PRINCIPAL = "f1c0f1c0-0000-4000-8000-000000000003";
 const APP_PRINCIPAL = "a9900000-0000-4000-8000-000000000004";
 const TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47";
@@ -35,6 +37,8 @@ function initialState(change: (s: FakeAzState) => void = () => {}): FakeAzState 
     callerIp: "203.0.113.7",
     defenderScopeId: SCOPE_ID,
     defenderRoleId: ROLE_ID,
+    graphScopeId: GRAPH_SCOPE_ID,
+    graphRoleId: GRAPH_ROLE_ID,
     tenantId: TENANT,
     apps: [],
     servicePrincipals: [DEFENDER_APP_ID],
@@ -108,6 +112,7 @@ describe("register-app.sh", { skip: spawnSync("bash", ["--version"]).error ? "no
     assert.equal(created.displayName, "MSSP Defender collector (prod)");
     assert.deepEqual(created.tags, ["azd-env:prod"]);
     assert.deepEqual(created.scopes, [SCOPE_ID, ROLE_ID], "delegated Alert.Read and application Alert.Read.All, ids from the service principal");
+    assert.deepEqual(created.graphScopes, [GRAPH_SCOPE_ID, GRAPH_ROLE_ID], "Graph SecurityAlert.Read.All, delegated and application, for tenants on source graph");
     const [list] = called(run, "ad", "app", "list");
     assert.ok(list, "looked for an existing registration");
     assert.equal(list.argv[list.argv.indexOf("--filter") + 1], "displayName eq 'MSSP Defender collector (prod)'", "exact name, not a prefix");
@@ -151,6 +156,24 @@ describe("register-app.sh", { skip: spawnSync("bash", ["--version"]).error ? "no
     assert.equal(grant?.argv[grant.argv.indexOf("--scope") + 1], `${VAULT_ID}/secrets/mssp-client-secret`);
     assert.deepEqual(again.state.roleAssignments, []);
     assert.match(again.stderr, /exists for .*; keeping it/);
+  });
+
+  it("adds Graph SecurityAlert.Read.All to a registration that has only the Defender permissions, and stops when Graph does not publish it", async () => {
+    const older = (): FakeApp => ({ ...app("MSSP Defender collector (prod)", ["azd-env:prod"]), scopes: [SCOPE_ID, ROLE_ID] });
+    const run = await runScript(initialState((s) => s.apps.push(older())), ["--fic-principal-id", FIC_PRINCIPAL], {}, null);
+    assert.equal(run.status, 0, run.stderr);
+    assert.deepEqual(run.state.apps[0]?.scopes, [SCOPE_ID, ROLE_ID], "the Defender permissions are not requested twice");
+    assert.deepEqual(run.state.apps[0]?.graphScopes, [GRAPH_SCOPE_ID, GRAPH_ROLE_ID]);
+    assert.match(run.stderr, /- requested the delegated permission Microsoft Graph SecurityAlert\.Read\.All/);
+    assert.match(run.stderr, /- requested the application permission Microsoft Graph SecurityAlert\.Read\.All/);
+    assert.doesNotMatch(run.stderr, /permission WindowsDefenderATP/);
+
+    const missing = await runScript(initialState((s) => {
+        s.apps.push(older());
+        delete s.graphRoleId;
+      }), ["--fic-principal-id", FIC_PRINCIPAL], {}, null);
+    assert.notEqual(missing.status, 0);
+    assert.match(missing.stderr, /Microsoft Graph publishes no application permission named SecurityAlert\.Read\.All/);
   });
 
   it("uses standing data access when the deployer has it, without granting anything", async () => {
@@ -299,6 +322,7 @@ describe("register-app.sh", { skip: spawnSync("bash", ["--version"]).error ? "no
     const [created] = run.state.apps;
     assert.ok(created);
     assert.deepEqual(created.scopes, [SCOPE_ID, ROLE_ID]);
+    assert.deepEqual(created.graphScopes, [GRAPH_SCOPE_ID, GRAPH_ROLE_ID]);
     assert.deepEqual(created.federatedCredentials, [
       { name: "mssp-collector-managed-identity", issuer: `https://login.microsoftonline.com/${TENANT}/v2.0`, subject: FIC_PRINCIPAL, audiences: ["api://AzureADTokenExchange"] },
     ]);

@@ -7,9 +7,11 @@
 #     by its exact display name AND the tag azd-env:<environment> it gets at creation; a
 #     registration without that tag is never adopted unless --client-id names it
 #   - Web redirect URI https://<function app host>/api/consent/callback
-#   - on WindowsDefenderATP (Defender for Endpoint API) the delegated permission Alert.Read
-#     (delegated mode) and the application permission Alert.Read.All (application mode);
-#     both permission IDs are read from the API's service principal, never hard-coded
+#   - on WindowsDefenderATP (Defender for Endpoint API, source defender) the delegated
+#     permission Alert.Read (delegated mode) and the application permission Alert.Read.All
+#     (application mode); on Microsoft Graph (source graph, security alerts_v2) the
+#     delegated and the application permission SecurityAlert.Read.All; every permission ID
+#     is read from the API's service principal, never hard-coded
 #   - the app's credential, by --credential (MSSP_CLIENT_CREDENTIAL, default managed-identity):
 #     - managed-identity: a federated identity credential on the app registration (issuer
 #       {login host}/{tenant}/v2.0, subject = the user-assigned identity's principal ID,
@@ -59,6 +61,9 @@ set -euo pipefail
 readonly DEFENDER_APP_ID="fc780465-2017-40d4-a0c5-307022471b92" # WindowsDefenderATP
 readonly DEFENDER_SCOPE="Alert.Read"
 readonly DEFENDER_ROLE="Alert.Read.All"
+readonly GRAPH_APP_ID="00000003-0000-0000-c000-000000000000" # Microsoft Graph
+readonly GRAPH_SCOPE="SecurityAlert.Read.All"
+readonly GRAPH_ROLE="SecurityAlert.Read.All"
 readonly CREDENTIAL_PREFIX="mssp-collector"
 readonly FIC_NAME="mssp-collector-managed-identity"
 readonly CALLBACK_PATH="/api/consent/callback"
@@ -491,35 +496,47 @@ if ! $has_redirect; then
   did "added the Web redirect URI $redirect_uri"
 fi
 
-# --- Defender for Endpoint permissions: delegated and application ----------------------
+# --- Read permissions of both alert sources: delegated and application ----------------
 
-# Their IDs are read from the API's own service principal (published there, documented
-# nowhere): the delegated scope and the app role.
-scope_query="oauth2PermissionScopes[?value=='$DEFENDER_SCOPE'].id | [0]"
-role_query="appRoles[?value=='$DEFENDER_ROLE'].id | [0]"
-scope_id="$(az_tsv ad sp show --id "$DEFENDER_APP_ID" --query "$scope_query" 2>/dev/null || true)"
-if [[ -z "$scope_id" ]]; then
-  az ad sp create --id "$DEFENDER_APP_ID" --output none ||
-    die "cannot create the WindowsDefenderATP service principal ($DEFENDER_APP_ID); ask an administrator, or add the $DEFENDER_SCOPE and $DEFENDER_ROLE permissions in the portal"
-  did "created the WindowsDefenderATP service principal in this tenant"
-  scope_id="$(az_tsv ad sp show --id "$DEFENDER_APP_ID" --query "$scope_query")"
-fi
-[[ -n "$scope_id" ]] || die "WindowsDefenderATP publishes no delegated permission named $DEFENDER_SCOPE"
-role_id="$(az_tsv ad sp show --id "$DEFENDER_APP_ID" --query "$role_query")"
-[[ -n "$role_id" ]] || die "WindowsDefenderATP publishes no application permission named $DEFENDER_ROLE"
+# Requests a delegated permission (scope) and an application permission (app role) of one
+# API. Their IDs are read from the API's own service principal (published there, documented
+# nowhere), never hard-coded; the service principal is created when this tenant lacks it.
+#   $1 API app ID, $2 its name for messages, $3 delegated scope, $4 app role
+request_api_permissions() {
+  local api="$1" label="$2" scope="$3" role="$4" scope_query role_query scope_id role_id
+  scope_query="oauth2PermissionScopes[?value=='$scope'].id | [0]"
+  role_query="appRoles[?value=='$role'].id | [0]"
+  scope_id="$(az_tsv ad sp show --id "$api" --query "$scope_query" 2>/dev/null || true)"
+  if [[ -z "$scope_id" ]]; then
+    az ad sp create --id "$api" --output none ||
+      die "cannot create the $label service principal ($api); ask an administrator, or add the $label $scope and $role permissions in the portal"
+    did "created the $label service principal in this tenant"
+    scope_id="$(az_tsv ad sp show --id "$api" --query "$scope_query")"
+  fi
+  [[ -n "$scope_id" ]] || die "$label publishes no delegated permission named $scope"
+  role_id="$(az_tsv ad sp show --id "$api" --query "$role_query")"
+  [[ -n "$role_id" ]] || die "$label publishes no application permission named $role"
 
+  if ! has_permission "$api" "$scope_id"; then
+    az ad app permission add --id "$client_id" --api "$api" --api-permissions "$scope_id=Scope" --output none
+    did "requested the delegated permission $label $scope (delegated mode: a customer's admin signs in and consents)"
+  fi
+  if ! has_permission "$api" "$role_id"; then
+    az ad app permission add --id "$client_id" --api "$api" --api-permissions "$role_id=Role" --output none
+    did "requested the application permission $label $role (application mode: a customer's admin grants admin consent)"
+  fi
+}
+
+# $1 API app ID, $2 permission ID: already requested by the app registration?
 has_permission() {
   [[ -n "$(az_tsv ad app show --id "$client_id" \
-    --query "requiredResourceAccess[?resourceAppId=='$DEFENDER_APP_ID'].resourceAccess[] | [?id=='$1'].id | [0]")" ]]
+    --query "requiredResourceAccess[?resourceAppId=='$1'].resourceAccess[] | [?id=='$2'].id | [0]")" ]]
 }
-if ! has_permission "$scope_id"; then
-  az ad app permission add --id "$client_id" --api "$DEFENDER_APP_ID" --api-permissions "$scope_id=Scope" --output none
-  did "requested the delegated permission WindowsDefenderATP $DEFENDER_SCOPE (delegated mode: a customer's admin signs in and consents)"
-fi
-if ! has_permission "$role_id"; then
-  az ad app permission add --id "$client_id" --api "$DEFENDER_APP_ID" --api-permissions "$role_id=Role" --output none
-  did "requested the application permission WindowsDefenderATP $DEFENDER_ROLE (application mode: a customer's admin grants admin consent)"
-fi
+
+# The Defender for Endpoint API (source defender) and Microsoft Graph's security API
+# (source graph, alerts_v2): each tenant's source decides which one its consent covers.
+request_api_permissions "$DEFENDER_APP_ID" WindowsDefenderATP "$DEFENDER_SCOPE" "$DEFENDER_ROLE"
+request_api_permissions "$GRAPH_APP_ID" "Microsoft Graph" "$GRAPH_SCOPE" "$GRAPH_ROLE"
 
 if ! az ad sp show --id "$client_id" --output none 2>/dev/null; then
   if az ad sp create --id "$client_id" --output none; then

@@ -24,6 +24,8 @@ export interface FakeApp {
   redirectUris: string[];
   /** Ids of requested permissions (delegated scopes and app roles) on the Defender API. */
   scopes: string[];
+  /** Ids of requested permissions on Microsoft Graph (absent: none). */
+  graphScopes?: string[];
   credentials: { keyId: string; displayName: string; endDateTime: string; type?: "password" | "certificate"; certificate?: string }[];
   identifierUris?: string[];
   appRoles?: { id: string; value: string; allowedMemberTypes: string[]; isEnabled: boolean; [k: string]: unknown }[];
@@ -50,6 +52,9 @@ export interface FakeAzState {
   defenderScopeId: string;
   /** Id of the Defender API's app role Alert.Read.All. */
   defenderRoleId?: string;
+  /** Ids of Microsoft Graph's delegated scope and app role SecurityAlert.Read.All (Graph's service principal is in every tenant). */
+  graphScopeId?: string;
+  graphRoleId?: string;
   apps: FakeApp[];
   servicePrincipals: string[];
   vault: { name: string; id: string; publicNetworkAccess: "Enabled" | "Disabled"; defaultAction: "Allow" | "Deny"; ipRules: string[] };
@@ -65,6 +70,7 @@ export interface FakeAzState {
 }
 
 export const DEFENDER_APP_ID = "fc780465-2017-40d4-a0c5-307022471b92";
+export const GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000";
 
 /** x5t#S256 of a fake certificate: base64url SHA-256 of its DER (what the script must compute). */
 export function thumbprintOf(cerBase64: string): string {
@@ -156,6 +162,11 @@ function run(state: FakeAzState, argv: string[], stdin: () => string): string {
         if (query.includes("appRoles[?value=='Alert.Read.All']")) return state.defenderRoleId ?? "";
         throw new AzError(`fake az: unsupported query for the Defender service principal: ${query}`, 2);
       }
+      if (id === GRAPH_APP_ID) {
+        if (query.includes("oauth2PermissionScopes[?value=='SecurityAlert.Read.All']")) return state.graphScopeId ?? "";
+        if (query.includes("appRoles[?value=='SecurityAlert.Read.All']")) return state.graphRoleId ?? "";
+        throw new AzError(`fake az: unsupported query for the Microsoft Graph service principal: ${query}`, 2);
+      }
       if (id === "deployer-app-id") return state.objectId;
       if (!state.servicePrincipals.includes(id)) throw new AzError(`Service principal '${id}' doesn't exist`);
       const details = spDetails(id);
@@ -184,7 +195,13 @@ function run(state: FakeAzState, argv: string[], stdin: () => string): string {
       if (query.startsWith("requiredResourceAccess")) {
         const m = /resourceAppId=='([^']*)'.*id=='([^']*)'/.exec(query);
         if (!m) throw new AzError(`fake az: unsupported query ${query}`, 2);
-        const held = m[1] === DEFENDER_APP_ID ? a.scopes : (a.permissions ?? []).filter((p) => p.api === m[1]).map((p) => p.id);
+        // Defender's and Graph's permissions, and another API's (the console's Operator.Access).
+        const held =
+          m[1] === DEFENDER_APP_ID
+            ? a.scopes
+            : m[1] === GRAPH_APP_ID
+              ? (a.graphScopes ?? [])
+              : (a.permissions ?? []).filter((p) => p.api === m[1]).map((p) => p.id);
         return held.includes(m[2] ?? "") ? (m[2] ?? "") : "";
       }
       if (query === "identifierUris[]") return (a.identifierUris ?? []).join("\n");
@@ -250,12 +267,15 @@ function run(state: FakeAzState, argv: string[], stdin: () => string): string {
     }
     case "ad app permission add": {
       const a = app(opt("--id"));
+      const api = opt("--api");
+      if (api === GRAPH_APP_ID) a.graphScopes ??= [];
       for (const permission of options.get("--api-permissions") ?? []) {
         const m = /^([0-9a-f-]{36})=(Scope|Role)$/.exec(permission);
         if (!m) throw new AzError(`fake az: bad --api-permissions ${permission}`, 2);
-        // Defender's permissions are `scopes`; another API's (the console's Operator.Access) `permissions`.
-        if (opt("--api") === DEFENDER_APP_ID) a.scopes.push(m[1] ?? "");
-        else a.permissions = [...(a.permissions ?? []), { api: opt("--api"), id: m[1] ?? "" }];
+        // Defender's are `scopes`, Graph's `graphScopes`; another API's (the console's Operator.Access) `permissions`.
+        if (api === DEFENDER_APP_ID) a.scopes.push(m[1] ?? "");
+        else if (api === GRAPH_APP_ID) a.graphScopes!.push(m[1] ?? "");
+        else a.permissions = [...(a.permissions ?? []), { api, id: m[1] ?? "" }];
       }
       return "";
     }

@@ -200,10 +200,13 @@ export function watch<H extends Watchable>(harness: H): H {
 /**
  * Adds more fakes (their `secretsSeen()`) and log sinks to this file's check, for tests
  * that drive a module directly against simulators rather than through the harness.
+ * `stop` shuts down what the file started when the check fails (node:test then skips the
+ * file's own `after` hooks, and open servers would keep it running until the timeout).
  */
-export function watchParts(parts: { sources?: SecretSource[]; logs?: string[][] }): void {
+export function watchParts(parts: { sources?: SecretSource[]; logs?: string[][]; stop?: () => Promise<void> }): void {
   file.sources.push(...(parts.sources ?? []));
   file.logSinks.push(...(parts.logs ?? []));
+  if (parts.stop) file.cleanups.push(parts.stop);
 }
 
 /** Adds text the app produced outside a handler (an error it threw, a report it returned) to this file's check. */

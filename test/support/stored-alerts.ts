@@ -31,7 +31,7 @@ export async function storeAlerts(tenantId: string, alerts: DefenderAlert[], opt
     fields: alert as unknown as Record<string, unknown>,
   }));
   // `fresh`: none of these alerts is stored yet (distinct ids), so the writer needs no lookups.
-  for (let i = 0; i < raw.length; i += 500) await writer.write(raw.slice(i, i + 500), options.fresh ? "empty" : []);
+  for (let i = 0; i < raw.length; i += 500) await writer.write(raw.slice(i, i + 500), new Map(), options.fresh === true);
   await foldAlertCount(svc.storage.table(TABLES.alerts), tenantId);
 }
 
