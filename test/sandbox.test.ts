@@ -688,8 +688,10 @@ describe("sandbox", () => {
     const browser = await launchChromium();
     if (typeof browser === "string") return t.skip(browser);
     // The customers' names, as an operator gives them when onboarding (the README's screenshot shows them).
-    for (const tenant of [CONTOSO, FABRIKAM, NORTHWIND]) {
-      const named = await http("tenants-create", { method: "POST", path: "tenants", body: JSON.stringify({ tenantId: tenant.id, displayName: tenant.name.replace(" (sandbox)", ""), relink: true }) });
+    // Each keeps its mode and source (a re-link without them would switch to the defaults).
+    for (const tenant of [CONTOSO, FABRIKAM, NORTHWIND, WOODGROVE]) {
+      const body = { tenantId: tenant.id, displayName: tenant.name.replace(" (sandbox)", ""), relink: true, mode: tenant.mode, source: sourceOf(tenant) };
+      const named = await http("tenants-create", { method: "POST", path: "tenants", body: JSON.stringify(body) });
       assert.equal(named.status, 200, named.text);
     }
     try {
@@ -698,7 +700,7 @@ describe("sandbox", () => {
       const admin = sandbox.operators.users.Admin;
       await signIn(page, `${values.PUBLIC_BASE_URL}/api/console/`, { tenantId: sandbox.operators.tenantId, oid: admin.oid, upn: admin.upn });
       assert.equal(await page.textContent("#role"), "Admin");
-      // Every simulated customer the tests above onboarded, Woodgrove (on Graph) with the name it was registered with.
+      // Every simulated customer the tests above onboarded, Woodgrove on Graph.
       for (const tenant of [CONTOSO, FABRIKAM, NORTHWIND, WOODGROVE]) await page.waitForSelector(`tr[data-tenant="${tenant.id}"]`);
       const rows = await page.locator("#tenants tbody tr").allTextContents();
       assert.equal(rows.length, 4);
