@@ -20,6 +20,7 @@ let base: string;
 let consoleUrl: string;
 let failing: string;
 let healthy: string;
+let appMode: string;
 
 before(async () => {
   const port = await freePort();
@@ -37,6 +38,9 @@ before(async () => {
     assert.equal((await h.http("consent-callback", { path: pathOf(callback) })).status, 200);
     await h.trigger("pull-worker", { tenantId });
   }
+  // A customer onboarded in application mode (admin consent, nothing stored).
+  appMode = h.newTenant();
+  assert.equal((await h.onboardApp(appMode)).status, 200);
   // The customer's admin resets their password: the grant is gone, and the tenant says why.
   h.entra.revokeTenant(failing, 50173);
   await (await import("../shared/platform/services.js")).services().then((svc) => {
@@ -170,6 +174,30 @@ describe("operator console", () => {
       await s.page.screenshot({ path: artifact("console-onboard.png"), fullPage: true });
       const authorize = await openLink(h, link);
       assert.ok(authorize.startsWith(`${h.entra.url}/${tenantId}/oauth2/v2.0/authorize?`), "the copied link starts the customer's consent");
+    } finally {
+      await s.close();
+    }
+  });
+
+  it("onboards in application mode when asked, and re-links an application-mode tenant without switching its mode", async (t) => {
+    const s = await pageAs(t, "Operator");
+    if (!s) return;
+    try {
+      const tenantId = h.newTenant();
+      await s.page.click('nav button[data-view="onboard"]');
+      await s.page.fill("#tenant-id", tenantId);
+      await s.page.selectOption("#tenant-mode", "application");
+      await s.page.click("#create-link");
+      await s.page.waitForSelector("#consent-url");
+      const link = await s.page.locator("#consent-url").inputValue();
+      assert.ok((await openLink(h, link)).startsWith(`${h.entra.url}/${tenantId}/v2.0/adminconsent?`), "the link asks for admin consent");
+
+      await s.page.click('nav button[data-view="tenants"]');
+      await s.page.locator(`tr[data-tenant="${appMode}"] button.link`).click();
+      await s.page.click("#relink");
+      await s.page.waitForSelector("#consent-url");
+      const status = (await h.http("tenants-get", { path: `tenants/${appMode}`, params: { tenantId: appMode } })).json as { mode: string; requestedMode?: string };
+      assert.deepEqual({ mode: status.mode, requestedMode: status.requestedMode }, { mode: "application", requestedMode: undefined }, "no switch to the default mode");
     } finally {
       await s.close();
     }

@@ -48,6 +48,7 @@ export interface Page {
   click(selector: string): Promise<void>;
   fill(selector: string, value: string): Promise<void>;
   check(selector: string): Promise<void>;
+  selectOption(selector: string, value: string): Promise<string[]>;
   textContent(selector: string): Promise<string | null>;
   evaluate<T>(fn: string | (() => T)): Promise<T>;
   screenshot(options: { path: string; fullPage?: boolean }): Promise<unknown>;

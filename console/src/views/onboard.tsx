@@ -11,6 +11,8 @@ export function OnboardView({ session }: { session: Session }) {
   const [tenantId, setTenantId] = useState("");
   const [name, setName] = useState("");
   const [relink, setRelink] = useState(false);
+  const [mode, setMode] = useState("");
+  const [source, setSource] = useState("");
   const [failure, setFailure] = useState<string>();
   const [needsRelink, setNeedsRelink] = useState(false);
   const [registered, setRegistered] = useState<Registered>();
@@ -25,6 +27,9 @@ export function OnboardView({ session }: { session: Session }) {
       const body: Record<string, unknown> = { tenantId: tenantId.trim() };
       if (name.trim()) body.displayName = name.trim();
       if (relink) body.relink = true;
+      // Empty: the app's defaults (ONBOARDING_DEFAULT_MODE, DEFAULT_ALERT_SOURCE).
+      if (mode) body.mode = mode;
+      if (source) body.source = source;
       setRegistered(await callApi<Registered>(session.token, "tenants", { method: "POST", body }));
       setNeedsRelink(false);
     } catch (err) {
@@ -44,6 +49,22 @@ export function OnboardView({ session }: { session: Session }) {
         <label>
           Name
           <input type="text" id="tenant-name" value={name} maxLength={256} placeholder="Contoso" onInput={(e) => setName((e.target as HTMLInputElement).value)} />
+        </label>
+        <label>
+          Mode
+          <select id="tenant-mode" value={mode} onChange={(e) => setMode((e.target as HTMLSelectElement).value)}>
+            <option value="">The app's default</option>
+            <option value="delegated">Delegated: an admin signs in, their refresh token is kept</option>
+            <option value="application">Application: admin consent, nothing stored</option>
+          </select>
+        </label>
+        <label>
+          Alerts from
+          <select id="tenant-source" value={source} onChange={(e) => setSource((e.target as HTMLSelectElement).value)}>
+            <option value="">The app's default</option>
+            <option value="defender">Defender for Endpoint API</option>
+            <option value="graph">Microsoft Graph (security alerts_v2)</option>
+          </select>
         </label>
         {needsRelink && (
           <label class="check">

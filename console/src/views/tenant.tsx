@@ -107,7 +107,9 @@ export function TenantView({ session, tenantId, go }: { session: Session; tenant
               id="relink"
               onClick={() =>
                 void act("Re-link", async () => {
-                  const registered = await callApi<Registered>(session.token, "tenants", { method: "POST", body: { tenantId, relink: true } });
+                  // The tenant's own mode and source: left out, the API would use the defaults (a switch).
+                  const body = { tenantId, relink: true, ...(t.mode ? { mode: t.mode } : {}), ...(t.source ? { source: t.source } : {}) };
+                  const registered = await callApi<Registered>(session.token, "tenants", { method: "POST", body });
                   setLink(registered);
                   return "A new consent link is ready; the previous one stopped working.";
                 })
