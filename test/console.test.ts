@@ -262,6 +262,22 @@ describe("operator console", () => {
     }
   });
 
+  it("shows health: each part, the app's credential, and that no destination is configured", async (t) => {
+    const s = await pageAs(t, "Reader");
+    if (!s) return;
+    try {
+      await s.page.click('nav button[data-view="health"]');
+      await s.page.waitForSelector("#health-status");
+      assert.equal(await s.page.textContent("#health-status"), "Everything works.");
+      assert.match((await s.page.textContent("#credential")) ?? "", /with a client secret: /, "the harness's credential type");
+      assert.equal(await s.page.locator('tr[data-part="clientCredential"]').count(), 1);
+      assert.match((await s.page.textContent("main")) ?? "", /No delivery destination is configured\./);
+      await s.page.screenshot({ path: artifact("console-health.png"), fullPage: true });
+    } finally {
+      await s.close();
+    }
+  });
+
   it("filters alerts by tenant and opens one as its JSON", async (t) => {
     const s = await pageAs(t, "Reader");
     if (!s) return;

@@ -102,6 +102,8 @@ export interface HealthDetails {
   status: string;
   failing: string[];
   causes: { part: string; code: string; since: string }[];
+  /** The app's credential at customer tenants (MSSP_CLIENT_CREDENTIAL), and a secret's expiry. */
+  credential?: { type: string; expiresOn?: string; daysLeft?: number; expiry?: "unknown" | "none" };
   /** Delivery, reported when the app itself is healthy (shared/delivery/status.ts). */
   delivery?: { destinations: DestinationStatus[]; oldestUndelivered?: string };
 }

@@ -1,6 +1,6 @@
 import { callApi, type HealthDetails } from "../api.js";
 import type { Session } from "../auth.js";
-import { ago, duration } from "../format.js";
+import { ago, duration, when } from "../format.js";
 import { ErrorLine, Section, useLoad } from "./common.js";
 
 const PARTS: Record<string, string> = {
@@ -9,6 +9,18 @@ const PARTS: Record<string, string> = {
   keyVault: "Key Vault",
   clientCredential: "The app's credential at Entra ID",
 };
+
+const CREDENTIALS: Record<string, string> = {
+  "managed-identity": "its managed identity (a federated credential, no secret)",
+  certificate: "a Key Vault certificate",
+  secret: "a client secret",
+};
+
+function secretExpiry(c: NonNullable<HealthDetails["credential"]>): string {
+  if (c.expiry === "unknown") return "its expiry is read by the daily check, which has not run yet";
+  if (c.expiry === "none" || !c.expiresOn) return "it has no expiry date in Key Vault";
+  return `it expires ${when(c.expiresOn)} (${c.daysLeft ?? "?"} days left)`;
+}
 
 /** The app's parts (its credential among them) and each delivery destination's backlog. */
 export function HealthView({ session }: { session: Session }) {
@@ -48,6 +60,12 @@ export function HealthView({ session }: { session: Session }) {
               })}
             </tbody>
           </table>
+          {data.credential && (
+            <p id="credential">
+              The app signs in to customer tenants with <strong>{CREDENTIALS[data.credential.type] ?? data.credential.type}</strong>
+              {data.credential.type === "secret" && `: ${secretExpiry(data.credential)}`}.
+            </p>
+          )}
           <h3>Delivery destinations</h3>
           {data.delivery && data.delivery.destinations.length > 0 ? (
             <table class="cards" id="destinations">
