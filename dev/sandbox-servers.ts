@@ -24,6 +24,7 @@ import { FakeGraph, GRAPH_ALERTS_REQUESTS_PER_MINUTE } from "../simulators/graph
 import { repoRoot } from "../simulators/https.js";
 import { FakeKeyVault } from "../simulators/keyvault.js";
 import { FakeManagedIdentity } from "../simulators/managed-identity.js";
+import { type OperatorSetup, setupOperators } from "../simulators/operators.js";
 import { ensureCerts } from "../simulators/tls.js";
 import type { TenantMode } from "../shared/platform/config.js";
 import type { SourceName } from "../shared/collection/source.js";
@@ -39,6 +40,10 @@ import { createGraphActivity, graphAuthenticator, graphSeedAlerts } from "./sand
 export const SANDBOX_CLIENT_ID = "9d252484-fa05-4381-b462-f2bde6cafb8c";
 /** Its client secret (MSSP_CLIENT_SECRET); only the local Entra simulator accepts it. */
 export const SANDBOX_CLIENT_SECRET = "sandbox-client-secret-only-valid-for-the-local-entra-simulator";
+/** The MSSP's own tenant, where operators sign in (OPERATOR_TENANT_ID), and its two registrations. */
+export const SANDBOX_OPERATOR_TENANT_ID = "5e1f0c7a-3b2d-4a69-8c4e-2f7d9a0b1c3d";
+export const SANDBOX_OPERATOR_API_CLIENT_ID = "0a7c3e91-6d5b-4f28-9e1a-7b4c2d8f6e05";
+export const SANDBOX_CONSOLE_CLIENT_ID = "7f2b9d44-1c8e-4a3f-b6d5-9e0a2c4f8b17";
 /** X-IDENTITY-HEADER the simulated managed identity endpoint expects (IDENTITY_HEADER). */
 export const SANDBOX_IDENTITY_HEADER = "sandbox-identity-header";
 /** The Key Vault SDK wants `<vault>.<resource host>`; dev/loopback-dns.cjs resolves it to 127.0.0.1. */
@@ -293,6 +298,8 @@ export interface Sandbox {
   vault: FakeKeyVault;
   identity: FakeManagedIdentity;
   defender: FakeDefender;
+  /** Operators: the MSSP tenant's users (one per role), automation applications and registrations. */
+  operators: OperatorSetup;
   /** The Graph security API, for the tenants whose source is `graph`. */
   graph: FakeGraph;
   /** The delivery destinations (Sentinel, Splunk, webhook) and what each received. */
@@ -375,6 +382,13 @@ export async function startSandboxServers(options: SandboxOptions = {}): Promise
       applicationPermissions: { [DEFENDER_RESOURCE]: ["Alert.Read.All"], [GRAPH_RESOURCE]: ["SecurityAlert.Read.All"] },
     });
     for (const tenant of SANDBOX_TENANTS) entra.addTenant(tenant.id, { name: tenant.name, users: tenant.users });
+    const operators = setupOperators(entra, {
+      tenantId: SANDBOX_OPERATOR_TENANT_ID,
+      apiClientId: SANDBOX_OPERATOR_API_CLIENT_ID,
+      consoleClientId: SANDBOX_CONSOLE_CLIENT_ID,
+      publicBaseUrl,
+      domain: "mssp-sandbox.example",
+    });
     // The secretless credentials work too: set MSSP_CLIENT_CREDENTIAL (docs/sandbox.md).
     identity.authorityHost = entra.url;
     entra.trustIssuer(identity.exchangeIssuer, identity.publicKey);
@@ -475,6 +489,8 @@ export async function startSandboxServers(options: SandboxOptions = {}): Promise
       PULL_SCHEDULE: SANDBOX_PULL_SCHEDULE,
       ENTRA_AUTHORITY_HOST: entra.url,
       DEFENDER_API_BASE_URL: defender.url,
+      // Operators sign in to the console (and automation gets tokens) at the Entra simulator.
+      ...operators.settings,
       GRAPH_BASE_URL: graph.url,
       ...destinations.settings(),
       ...identity.env,
@@ -590,6 +606,7 @@ export async function startSandboxServers(options: SandboxOptions = {}): Promise
       certificate: { keyId: certificate.keyId, thumbprintSha256: certificate.thumbprintSha256 },
       ...(largeAlertId ? { largeAlertId } : {}),
       entra,
+      operators,
       vault,
       identity,
       defender,

@@ -15,7 +15,6 @@ import { findOnPath, NO_FUNC_LINE } from "./func-path.js";
 import { type DevHostProcess, hostProcessEnv, spawnDevHost } from "./host-process.js";
 import {
   DEFAULT_APP_PORT,
-  DEV_KEY_SETTING,
   DEFAULT_PORTS,
   PortInUseError,
   type Sandbox,
@@ -221,23 +220,28 @@ function printSummary(sandbox: Sandbox, cli: Cli, host: AppHost): void {
     '  "Accept the Risk and Continue"), or trust the CA (see docs/sandbox.md#trusting-the-ca for the risks), e.g.',
     `    ${trustCommand(sandbox.caPath)}`,
     "",
-    "Next steps, in a second terminal (the dev host checks the function key; func start ignores it locally):",
-    `  export KEY=${sandbox.settings[DEV_KEY_SETTING]}`,
+    `Operator console: ${base}/api/console/  (sign in on the Entra ID simulator as one of the MSSP's operators:`,
+    `  ${Object.entries(sandbox.operators.users)
+      .map(([role, user]) => `${user.upn} (${role})`)
+      .join(", ")})`,
+    "",
+    "Or the API, in a second terminal (operator routes want an Entra ID token; this one is an Admin's, valid for an hour):",
+    "  export TOKEN=$(node dist/dev/operator-token.js)      # or: node dist/dev/operator-token.js Reader",
     "  1. Onboard a tenant, in delegated mode (an admin signs in) or application mode (admin consent, nothing stored):",
-    `     curl -X POST ${base}/api/tenants -H "x-functions-key: $KEY" -H 'content-type: application/json' -d '{"tenantId":"${first.id}"}'`,
-    `     curl -X POST ${base}/api/tenants -H "x-functions-key: $KEY" -H 'content-type: application/json' -d '{"tenantId":"${appTenant.id}","mode":"application"}'`,
+    `     curl -X POST ${base}/api/tenants -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' -d '{"tenantId":"${first.id}","displayName":"Contoso"}'`,
+    `     curl -X POST ${base}/api/tenants -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' -d '{"tenantId":"${appTenant.id}","mode":"application"}'`,
     ...(graphTenant
       ? [
           `     and a tenant whose alerts come from Microsoft Graph (alerts_v2), read through the same API:`,
-          `     curl -X POST ${base}/api/tenants -H "x-functions-key: $KEY" -H 'content-type: application/json' -d '{"tenantId":"${graphTenant.id}","source":"graph"}'`,
+          `     curl -X POST ${base}/api/tenants -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' -d '{"tenantId":"${graphTenant.id}","source":"graph"}'`,
         ]
       : []),
     `  2. Open the "consentUrl" of the answer in a browser, pick a user and click Accept.`,
-    `  3. See the tenants:     curl ${base}/api/tenants -H "x-functions-key: $KEY"`,
-    `  4. Pull now:            curl -X POST ${base}/api/tenants/${first.id}/pull -H "x-functions-key: $KEY"   (the timer pulls every 5 min)`,
-    `  5. Read the alerts:     curl '${base}/api/alerts?tenantId=${first.id}&top=10' -H "x-functions-key: $KEY"`,
-    `  6. Deliveries:          curl ${base}/api/health/details -H "x-functions-key: $KEY"   (per destination: backlog, last success)`,
-    "  The same requests for editor REST clients: dev/sandbox.http (set @key there)",
+    `  3. See the tenants:     curl ${base}/api/tenants -H "Authorization: Bearer $TOKEN"`,
+    `  4. Pull now:            curl -X POST ${base}/api/tenants/${first.id}/pull -H "Authorization: Bearer $TOKEN"   (the timer pulls every 5 min)`,
+    `  5. Read the alerts:     curl '${base}/api/alerts?tenantId=${first.id}&top=10' -H "Authorization: Bearer $TOKEN"`,
+    `  6. Deliveries:          curl ${base}/api/health/details -H "Authorization: Bearer $TOKEN"   (per destination: backlog, last success)`,
+    "  The same requests for editor REST clients: dev/sandbox.http (set @token there)",
     "",
     host === "func"
       ? "Starting func start... Ctrl-C stops it and the simulators."

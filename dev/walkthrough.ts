@@ -2,9 +2,11 @@
  * `npm run sandbox -- --walkthrough`: the README journey, run by itself on this machine,
  * as proof that everything works. It starts the simulators and the app on the dev host
  * (dev/host, a separate process, as `func start` would run it), then over plain HTTP:
+ *   0. gets an operator token (Admin) from the simulated Entra ID, as automation does
+ *      (client credentials of an application assigned the operator API's Admin role);
  *   1. onboards the simulated tenants Contoso in delegated mode, Fabrikam in application
  *      mode and Woodgrove on Microsoft Graph (`"source": "graph"`) (POST /api/tenants with
- *      the function key);
+ *      that token);
  *   2. completes Contoso's consent: opens the consent link, reads the simulated Entra ID
  *      page and submits its form with Accept, and follows the redirect back to the callback;
  *   3. completes Fabrikam's admin consent the same way, on the admin consent page (no
@@ -20,12 +22,13 @@
  * and stops everything. It never needs Core Tools.
  */
 import { readFileSync } from "node:fs";
-import { Agent, request } from "undici";
+import { Agent, fetch as undiciFetch, request } from "undici";
 import { repoRoot } from "../simulators/https.js";
 import { INTERFERING_ENV } from "../simulators/managed-identity.js";
 import { hostProcessEnv, spawnDevHost } from "./host-process.js";
+import { automationToken } from "../simulators/operators.js";
 import type { DestinationReceipt } from "./sandbox-destinations.js";
-import { DEV_KEY_SETTING, type Sandbox, type SandboxOptions, type SandboxTenant, sourceOf, startSandboxServers } from "./sandbox-servers.js";
+import { type Sandbox, type SandboxOptions, type SandboxTenant, sourceOf, startSandboxServers } from "./sandbox-servers.js";
 
 export interface WalkthroughOptions extends SandboxOptions {
   /** Progress lines (default: console.log). */
@@ -116,7 +119,9 @@ async function journey(
 ): Promise<WalkthroughSummary> {
   const pullTimeoutMs = timeouts.pull;
   const base = `http://localhost:${sandbox.appPort}`;
-  const key = sandbox.settings[DEV_KEY_SETTING]!;
+  const token = await automationToken(sandbox.entra.url, sandbox.operators, "Admin", (url, init) =>
+    undiciFetch(url, { ...init, dispatcher: tls }),
+  );
   const tenant = sandbox.tenants.find((t) => t.mode === "delegated" && sourceOf(t) === "defender")!;
   const appTenant = sandbox.tenants.find((t) => t.mode === "application")!;
   const graphTenant = sandbox.tenants.find((t) => sourceOf(t) === "graph")!;
@@ -124,7 +129,7 @@ async function journey(
     sourceOf(t) === "graph"
       ? sandbox.graph.getAlerts(t.id).map((a) => ({ id: a.id, lastUpdateTime: a.lastUpdateDateTime }))
       : sandbox.defender.getAlerts(t.id);
-  const operator = { "x-functions-key": key };
+  const operator = { authorization: `Bearer ${token}` };
   const lines: string[] = [];
   const say = (line: string) => {
     lines.push(line);

@@ -779,6 +779,9 @@ describe("infra: the compiled template (bicep build), as deployed", () => {
       KEY_VAULT_URL: "https://kv.vault.azure.net",
       ALERTS_STORAGE: "UseDevelopmentStorage=true",
       PULL_SCHEDULE: "0 */5 * * * *",
+      // Required by operator sign-in; the deployment sets both (app.bicep).
+      OPERATOR_TENANT_ID: "72f988bf-86f1-41af-91ab-2d7cd011db47",
+      OPERATOR_API_CLIENT_ID: "0e2d7b61-4c1f-4b8e-9a3d-6f5c2b1a0e99",
       DESTINATIONS__sentinel__TYPE: String(settings.DESTINATIONS__sentinel__TYPE),
       DESTINATIONS__sentinel__DCR_ENDPOINT: "https://dcr-x-abcd.westeurope-1.ingest.monitor.azure.com",
       DESTINATIONS__sentinel__DCR_IMMUTABLE_ID: "dcr-0123456789abcdef0123456789abcdef",

@@ -104,7 +104,11 @@ describe("register-app.sh", { skip: spawnSync("bash", ["--version"]).error ? "no
     assert.equal(run.status, 0, run.stderr);
     noSecretLeaked(run);
     const [created] = run.state.apps;
-    assert.ok(created && run.state.apps.length === 1);
+    assert.ok(created);
+    assert.deepEqual(
+      run.state.apps.map((a) => a.displayName),
+      ["MSSP Defender collector (prod)", "MSSP Defender collector operator API (prod)", "MSSP Defender collector console (prod)"],
+    );
     assert.equal(created.displayName, "MSSP Defender collector (prod)");
     assert.deepEqual(created.tags, ["azd-env:prod"]);
     assert.deepEqual(created.scopes, [SCOPE_ID, ROLE_ID], "delegated Alert.Read and application Alert.Read.All, ids from the service principal");
@@ -138,7 +142,13 @@ describe("register-app.sh", { skip: spawnSync("bash", ["--version"]).error ? "no
     assert.equal(first.status, 0, first.stderr);
     const again = await runScript(first.state);
     assert.equal(again.status, 0, again.stderr);
-    assert.equal(again.state.apps.length, 1);
+    assert.equal(again.state.apps.length, 3);
+    assert.deepEqual(again.state.apps, first.state.apps, "no registration changed");
+    assert.deepEqual(
+      called(again, "rest").filter((c) => !c.argv.includes("GET")),
+      [],
+      "no Graph change",
+    );
     assert.equal(again.state.secret?.versions, 1, "the secret is kept");
     assert.equal(again.state.apps[0]?.credentials.length, 1, "no new client secret");
     assert.equal(called(again, "ad", "app", "create").length, 0);
@@ -243,6 +253,67 @@ describe("register-app.sh", { skip: spawnSync("bash", ["--version"]).error ? "no
     assert.equal(failing.state.vault.publicNetworkAccess, "Disabled", "closed again after a failure");
     assert.deepEqual(failing.state.vault.ipRules, []);
     assert.deepEqual(failing.state.roleAssignments, []);
+  });
+
+  it("creates the operator API (v2 tokens, Operator.Access, roles for users and apps) and the console (SPA, pre-authorized), and gives the deployer Admin", async () => {
+    const run = await runScript(initialState());
+    assert.equal(run.status, 0, run.stderr);
+    const api = run.state.apps.find((a) => a.displayName === "MSSP Defender collector operator API (prod)");
+    const console = run.state.apps.find((a) => a.displayName === "MSSP Defender collector console (prod)");
+    assert.ok(api && console);
+    for (const a of [api, console]) {
+      assert.equal(a.signInAudience, "AzureADMyOrg", "single tenant");
+      assert.deepEqual(a.tags, ["azd-env:prod"]);
+      assert.deepEqual(a.credentials, [], "no secret: the console is a public client, the API signs in nobody");
+    }
+    assert.deepEqual(api.identifierUris, [`api://${api.appId}`]);
+    assert.equal(api.api?.requestedAccessTokenVersion, 2);
+    const scope = api.api?.oauth2PermissionScopes?.find((x) => x.value === "Operator.Access");
+    assert.ok(scope);
+    assert.deepEqual(
+      (api.appRoles ?? []).map((r) => `${r.value} ${[...r.allowedMemberTypes].sort().join(",")} ${r.isEnabled}`),
+      ["Reader Application,User true", "Operator Application,User true", "Admin Application,User true"],
+    );
+    assert.deepEqual(api.api?.preAuthorizedApplications, [{ appId: console.appId, delegatedPermissionIds: [scope.id] }]);
+    assert.deepEqual(console.spa?.redirectUris, ["https://func-abc.azurewebsites.net/api/console/"]);
+    assert.deepEqual(console.redirectUris, [], "no Web redirect URI on the console");
+    assert.deepEqual(console.permissions, [{ api: api.appId, id: scope.id }]);
+    assert.ok(run.state.servicePrincipals.includes(api.appId) && run.state.servicePrincipals.includes(console.appId));
+    const apiSp = run.state.spDetails?.[api.appId];
+    assert.equal(apiSp?.appRoleAssignmentRequired, true);
+    const admin = api.appRoles?.find((r) => r.value === "Admin");
+    assert.deepEqual(run.state.appRoleAssignments, [{ principalId: ME, resourceId: apiSp?.id, appRoleId: admin?.id }]);
+    assert.match(run.stderr, /- gave you the operator API's Admin role/);
+    assert.match(run.stderr, /operators: API .*, console .* \(tenant 72f988bf-/);
+
+    // Again, after someone added a role of their own: the IDs stay, the extra role stays, nothing is re-created.
+    const custom = { id: "eeeeeeee-0000-4000-8000-000000000001", value: "Auditor", allowedMemberTypes: ["User"], isEnabled: true };
+    const state = structuredClone(run.state);
+    const apiAgain = state.apps.find((a) => a.appId === api.appId)!;
+    apiAgain.appRoles = [...(apiAgain.appRoles ?? []).filter((r) => r.value !== "Operator"), custom];
+    const again = await runScript(state);
+    assert.equal(again.status, 0, again.stderr);
+    const after = again.state.apps.find((a) => a.appId === api.appId)!;
+    assert.deepEqual(
+      (after.appRoles ?? []).map((r) => r.value).sort(),
+      ["Admin", "Auditor", "Operator", "Reader"],
+    );
+    assert.equal(after.appRoles?.find((r) => r.value === "Reader")?.id, api.appRoles?.find((r) => r.value === "Reader")?.id, "role IDs are kept");
+    assert.equal(again.state.appRoleAssignments?.length, 1, "Admin is given once");
+    assert.match(again.stderr, /- set the app roles Reader Operator Admin/);
+  });
+
+  it("adopts operator registrations only when tagged or named, and skips the Admin assignment on request", async () => {
+    const foreignApi = app("MSSP Defender collector operator API (prod)", [], "ffffffff-5555-4555-8555-555555555555");
+    const refused = await runScript(initialState((s) => s.apps.push(foreignApi)));
+    assert.notEqual(refused.status, 0);
+    assert.match(refused.stderr, /'MSSP Defender collector operator API \(prod\)' exists .* lacks the tag azd-env:prod/);
+    assert.equal(refused.state.apps.find((a) => a.appId === foreignApi.appId)?.appRoles, undefined, "someone else's registration is left alone");
+
+    const adopted = await runScript(initialState((s) => s.apps.push(foreignApi)), ["--operator-api-client-id", foreignApi.appId, "--no-operator-admin"]);
+    assert.equal(adopted.status, 0, adopted.stderr);
+    assert.deepEqual(adopted.state.apps.find((a) => a.appId === foreignApi.appId)?.tags, ["azd-env:prod"]);
+    assert.deepEqual(adopted.state.appRoleAssignments ?? [], []);
   });
 
   it("by default (managed-identity): both permissions, the federated credential, and no secret, vault access or role anywhere", async () => {

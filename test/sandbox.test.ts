@@ -25,7 +25,9 @@ import { resetServices, services } from "../shared/platform/services.js";
 import { PULL_QUEUE } from "../shared/platform/storage.js";
 import { loadLoopbackDns, repoRoot } from "../simulators/https.js";
 import { INTERFERING_ENV } from "../simulators/managed-identity.js";
-import { type AppHost, type HttpCall, type HttpResult, startAppHost } from "./support/functions.js";
+import { type AppHost, type HttpCall, type HttpResult, startAppHost, useOperatorTokens } from "./support/functions.js";
+import { operatorTokenSource } from "./support/operators.js";
+import { artifact, launchChromium, signIn } from "./support/browser.js";
 import { watchParts } from "./support/leaks.js";
 
 /**
@@ -250,6 +252,7 @@ before(async () => {
   resetServices();
   resetHealthCache();
   app = await startAppHost(values, { logs, port: sandbox.appPort });
+  useOperatorTokens(operatorTokenSource(sandbox.entra, sandbox.operators));
   // The suite-wide leak check: no token or secret of the simulators (the HEC token and the
   // webhook secret included) in the app's log or the sandbox's.
   const webhookSecret = sandbox.destinations.webhook.secret;
@@ -271,6 +274,7 @@ before(async () => {
 });
 
 async function stopAll(): Promise<void> {
+  useOperatorTokens(undefined);
   await app?.stop();
   await sandbox?.stop();
   resetServices();
@@ -347,11 +351,19 @@ describe("sandbox", () => {
     assert.notEqual(chooseFunctionKey(foreign, false), "k".repeat(30), "only a sandbox-written file's key is kept");
   });
 
-  it("answers operator routes only with the function key, as the README's curl steps send it", async () => {
-    assert.equal((await http("tenants-list", { path: "tenants", key: null })).status, 401);
-    assert.equal((await http("tenants-list", { path: "tenants", key: "not-the-key-but-long-enough" })).status, 401);
+  it("answers operator routes only with an operator token of the simulated MSSP tenant; the function key grants nothing", async () => {
+    assert.equal((await http("tenants-list", { path: "tenants", as: null })).status, 401);
+    const keyOnly = await http("tenants-list", { path: "tenants", as: null, headers: { "x-functions-key": values[DEV_KEY_SETTING]! } });
+    assert.equal(keyOnly.status, 401, "a function key is no operator credential");
     assert.equal((await http("tenants-list", { path: "tenants" })).status, 200);
+    assert.equal((await http("tenants-list", { path: "tenants", as: "Reader" })).status, 200);
+    assert.equal((await http("tenants-create", { method: "POST", path: "tenants", as: "Reader", body: "{}" })).status, 403);
     assert.equal((await http("health", { path: "health", key: null })).status, 200, "health is anonymous");
+    assert.deepEqual(
+      Object.fromEntries(Object.entries(sandbox.operators.users).map(([role, user]) => [role, user.upn])),
+      { Reader: "reader@mssp-sandbox.example", Operator: "operator@mssp-sandbox.example", Admin: "admin@mssp-sandbox.example" },
+      "three users sign in to the console, one per role",
+    );
   });
 
   it("refuses to start when a port is taken, naming the port and how to change it", async () => {
@@ -667,6 +679,34 @@ describe("sandbox", () => {
       assert.equal(status.status, "active");
       assert.equal(status.mode, "application");
       assert.equal(status.consentedBy, undefined, "admin consent names nobody");
+    } finally {
+      await browser.close();
+    }
+  });
+
+  it("opens the console signed in as the simulated admin, with the simulated tenants visible", async (t) => {
+    const browser = await launchChromium();
+    if (typeof browser === "string") return t.skip(browser);
+    // The customers' names, as an operator gives them when onboarding (the README's screenshot shows them).
+    // Each keeps its mode and source (a re-link without them would switch to the defaults).
+    for (const tenant of [CONTOSO, FABRIKAM, NORTHWIND, WOODGROVE]) {
+      const body = { tenantId: tenant.id, displayName: tenant.name.replace(" (sandbox)", ""), relink: true, mode: tenant.mode, source: sourceOf(tenant) };
+      const named = await http("tenants-create", { method: "POST", path: "tenants", body: JSON.stringify(body) });
+      assert.equal(named.status, 200, named.text);
+    }
+    try {
+      const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1280, height: 720 } });
+      const page = await context.newPage();
+      const admin = sandbox.operators.users.Admin;
+      await signIn(page, `${values.PUBLIC_BASE_URL}/api/console/`, { tenantId: sandbox.operators.tenantId, oid: admin.oid, upn: admin.upn });
+      assert.equal(await page.textContent("#role"), "Admin");
+      // Every simulated customer the tests above onboarded, Woodgrove on Graph.
+      for (const tenant of [CONTOSO, FABRIKAM, NORTHWIND, WOODGROVE]) await page.waitForSelector(`tr[data-tenant="${tenant.id}"]`);
+      const rows = await page.locator("#tenants tbody tr").allTextContents();
+      assert.equal(rows.length, 4);
+      assert.ok(rows.some((r) => r.includes("graph")), "the Graph tenant shows its source");
+      assert.ok(rows.some((r) => r.includes("collecting")), rows.join("\n"));
+      await page.screenshot({ path: artifact("sandbox-console.png") });
     } finally {
       await browser.close();
     }

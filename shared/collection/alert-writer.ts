@@ -271,7 +271,8 @@ function plan(alert: RawAlert, stored: IndexEntry | undefined): Plan {
   return { kind: "replace", alert, time, stored };
 }
 
-function countRow(tenantId: string, inserted: number): AlertEntity {
+/** A `~n` count row: `n` alerts more (or, negative, fewer) for the tenant; foldAlertCount folds it into `~c`. */
+export function countRow(tenantId: string, inserted: number): AlertEntity {
   return { partitionKey: tenantId, rowKey: `${COUNT_PREFIX}${randomUUID()}`, n: inserted };
 }
 
