@@ -99,13 +99,13 @@ param nodeVersion string = '22'
 @maxValue(1000)
 param maximumInstanceCount int = 40
 
-@description('Memory of each Flex Consumption instance, in MB.')
+@description('Memory of each Flex Consumption instance, in MB. 512 fits six concurrent pulls (docs/benchmark.md); the Node.js heap is capped at 3/8 of it.')
 @allowed([
   512
   2048
   4096
 ])
-param instanceMemoryMB int = 2048
+param instanceMemoryMB int = 512
 
 @description('Key Vault name. Default: kv-<token>. Set a new one to redeploy an environment whose old vault is still soft-deleted.')
 param keyVaultName string = ''

@@ -98,7 +98,7 @@ async function runScript(state: FakeAzState, args: string[] = [], env: Record<st
 const called = (run: Run, ...words: string[]) => run.calls.filter((c) => words.every((w, i) => c.argv[i] === w));
 const noSecretLeaked = (run: Run) => assert.doesNotMatch(run.stdout + run.stderr, /FAKE-CLIENT-SECRET/, "the client secret never appears in the output");
 
-describe("register-app.sh", { skip: spawnSync("bash", ["--version"]).error ? "no bash on this machine" : false }, () => {
+describe("register-app.sh", { skip: spawnSync("bash", ["--version"]).error ? "no bash on this machine" : false, concurrency: 2 }, () => {
   it("first run: creates a registration tagged azd-env:<env>, stores the secret with its expiry, takes back the temporary role, and says so", async () => {
     const run = await runScript(initialState());
     assert.equal(run.status, 0, run.stderr);

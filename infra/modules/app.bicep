@@ -49,13 +49,13 @@ param nodeVersion string = '22'
 @maxValue(1000)
 param maximumInstanceCount int = 40
 
-@description('Memory of each instance, in MB.')
+@description('Memory of each instance, in MB. 512 fits six concurrent pulls with streaming (docs/benchmark.md); the V8 heap is capped at 3/8 of it.')
 @allowed([
   512
   2048
   4096
 ])
-param instanceMemoryMB int = 2048
+param instanceMemoryMB int = 512
 
 @description('Application (client) id of the multi-tenant MSSP app registration (infra/scripts/register-app.sh). Empty until registered.')
 param msspClientId string = ''
@@ -245,6 +245,10 @@ var appSettings = {
   ALERTS_STORAGE__clientId: identityClientId
   ALERTS_STORAGE__tableServiceUri: storage.properties.primaryEndpoints.table
   ALERTS_STORAGE__queueServiceUri: storage.properties.primaryEndpoints.queue
+
+  // The Node.js worker's heap: 3/8 of the instance, so V8 collects before the instance's
+  // memory (shared with the Functions host) runs out (docs/deploy.md, Scaling).
+  languageWorkers__node__arguments: '--max-old-space-size=${instanceMemoryMB * 3 / 8}'
 
   // DefaultAzureCredential / ManagedIdentityCredential in the app (Key Vault, storage).
   AZURE_CLIENT_ID: identityClientId

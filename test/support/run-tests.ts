@@ -24,7 +24,7 @@ function run(files: string[]): Promise<number> {
     "--test",
     "--test-reporter=spec",
     `--test-concurrency=${process.env.TEST_CONCURRENCY ?? "2"}`,
-    "--test-timeout=180000",
+    "--test-timeout=300000",
     ...files,
   ];
   const child = spawn(process.execPath, args, {
