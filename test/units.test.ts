@@ -63,6 +63,12 @@ describe("CallBudget", () => {
     resumed.take("incremental");
     resumed.take("incremental");
     assert.throws(() => resumed.take("incremental"), /hourly/);
+    // The hour is the last 60 minutes: 60 minutes after the first calls, only the second
+    // minute's two still count, so three more fit (then the per-minute limit stops it).
+    now = Date.parse("2026-01-01T01:00:00Z");
+    const hourLater = new CallBudget(limits, 10, clock, resumed.serialize());
+    for (let i = 0; i < 3; i++) hourLater.take("incremental");
+    assert.throws(() => hourLater.take("incremental"), /per-minute/);
     now += 60 * 60_000;
     new CallBudget(limits, 10, clock, resumed.serialize()).take("incremental");
   });
@@ -91,13 +97,23 @@ describe("CallBudget", () => {
     }
     assert.equal(perMinuteMax, 9);
     assert.equal(budget.used.sweep, 140, "at most 10 % of the hourly limit");
+    assert.equal(budget.calls, 141, "the run's calls: the sweep's and the incremental one");
     budget.setSweepPercent(50);
     assert.deepEqual(budget.sweepLimits(), { perMinute: 45, perHour: 700 });
   });
 
   it("parses Retry-After seconds", () => {
     assert.equal(parseRetryAfter("7"), 7000);
+    assert.equal(parseRetryAfter(" 7 "), 7000);
     assert.equal(parseRetryAfter(null), undefined);
+  });
+
+  it("parses a Retry-After HTTP date, and never to a negative or unreadable wait", () => {
+    const wait = parseRetryAfter(new Date(Date.now() + 30_000).toUTCString());
+    assert.ok(wait !== undefined && wait > 28_000 && wait <= 30_000, String(wait));
+    assert.equal(parseRetryAfter("Fri, 31 Dec 1999 23:59:59 GMT"), 0, "a date in the past: no wait");
+    assert.equal(parseRetryAfter("5s"), undefined);
+    assert.ok((parseRetryAfter("-5") ?? 0) >= 0);
   });
 });
 
