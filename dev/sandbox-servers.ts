@@ -17,11 +17,12 @@ import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { createRng, type DefenderAlert, formatTimestamp, makeAlert, makeAlerts, makeLargeAlert, type Rng, toTicks } from "../simulators/alerts.js";
 import { FakeDefender, type RequestContext } from "../simulators/defender.js";
-import { type EntraUser, FakeEntra } from "../simulators/entra.js";
+import { defenderAuthenticator, type EntraUser, FakeEntra } from "../simulators/entra.js";
 import { repoRoot } from "../simulators/https.js";
 import { FakeKeyVault } from "../simulators/keyvault.js";
 import { FakeManagedIdentity } from "../simulators/managed-identity.js";
 import { ensureCerts } from "../simulators/tls.js";
+import type { TenantMode } from "../shared/platform/config.js";
 import { isFunctionKey, newFunctionKey } from "./host/keys.js";
 
 // ---------------------------------------------------------------------------------------
@@ -51,13 +52,23 @@ export interface SandboxTenant {
   id: string;
   name: string;
   users: EntraUser[];
+  /** How the walkthrough and the docs onboard it: one customer of each mode. */
+  mode: TenantMode;
 }
 
-/** The simulated customers. The third one is the one `revokeAfterMinutes` revokes. */
+/** The Key Vault certificate the sandbox registers, for trying MSSP_CLIENT_CREDENTIAL=certificate. */
+export const SANDBOX_CERTIFICATE_NAME = "mssp-client-certificate";
+
+/**
+ * The simulated customers: Contoso and Northwind are onboarded in delegated mode (an admin
+ * signs in), Fabrikam in application mode (admin consent, no refresh token). The third one
+ * is the one `revokeAfterMinutes` revokes.
+ */
 export const SANDBOX_TENANTS: readonly SandboxTenant[] = [
   {
     id: "82711ecb-9800-42be-9851-28415aa57e9f",
     name: "Contoso (sandbox)",
+    mode: "delegated",
     users: [
       { oid: "7427b6f7-15ad-4e23-bb2e-a91353a3b866", upn: "admin@contoso-sandbox.onmicrosoft.com", name: "Contoso Global Admin" },
       { oid: "d179ff02-104b-4a35-9f33-0551b6974d64", upn: "secops@contoso-sandbox.onmicrosoft.com", name: "Contoso Security Operator" },
@@ -66,6 +77,7 @@ export const SANDBOX_TENANTS: readonly SandboxTenant[] = [
   {
     id: "1473fcee-ea4d-45dd-8720-6d48b959c66b",
     name: "Fabrikam (sandbox)",
+    mode: "application",
     users: [
       { oid: "f628a38c-a682-4f28-80df-5af46ca20b9c", upn: "admin@fabrikam-sandbox.onmicrosoft.com", name: "Fabrikam Global Admin" },
     ],
@@ -73,6 +85,7 @@ export const SANDBOX_TENANTS: readonly SandboxTenant[] = [
   {
     id: "95e2ea9f-1512-445c-9ebe-c2d62049bf30",
     name: "Northwind (sandbox)",
+    mode: "delegated",
     users: [
       { oid: "03366d04-b465-4ff1-bbc7-06878e71bd95", upn: "admin@northwind-sandbox.onmicrosoft.com", name: "Northwind Global Admin" },
       { oid: "2c6a063c-6d08-4f22-a945-488dadc870ec", upn: "it@northwind-sandbox.onmicrosoft.com", name: "Northwind IT" },
@@ -240,6 +253,8 @@ export interface Sandbox {
   azurite: AzuriteProcess;
   /** One round of simulated SOC activity now (also runs on the timer). `at` is the new lastUpdateTime. */
   tick(at?: Date): ActivityReport[];
+  /** The certificate for MSSP_CLIENT_CREDENTIAL=certificate (its key never leaves the vault simulator). */
+  certificate: { keyId: string; thumbprintSha256: string };
   revocationState(): RevocationState;
   /** One step of the revocation watch (it also runs every second) as if the time were `at`. */
   checkRevocation(at?: Date): RevocationState;
@@ -308,15 +323,23 @@ export async function startSandboxServers(options: SandboxOptions = {}): Promise
       name: "MSSP Defender collector (sandbox)",
     });
     for (const tenant of SANDBOX_TENANTS) entra.addTenant(tenant.id, { name: tenant.name, users: tenant.users });
+    // The secretless credentials work too: set MSSP_CLIENT_CREDENTIAL (docs/sandbox.md).
+    identity.authorityHost = entra.url;
+    entra.trustIssuer(identity.exchangeIssuer, identity.publicKey);
+    entra.addFederatedCredential(SANDBOX_CLIENT_ID, {
+      name: "sandbox-managed-identity",
+      issuer: identity.exchangeIssuer,
+      subject: identity.principalId,
+      audiences: ["api://AzureADTokenExchange"],
+    });
+    const certificate = vault.createCertificate(SANDBOX_CERTIFICATE_NAME);
+    entra.addCertificate(SANDBOX_CLIENT_ID, certificate.certificateDer);
 
     const throttled = new Map<string, number>();
     const defender = new FakeDefender({
       certs,
       port: requested.defender,
-      authenticate: async (bearer) => {
-        const claims = await entra.verifyAccessToken(bearer);
-        return claims ? { tenantId: claims.tenantId } : null;
-      },
+      authenticate: defenderAuthenticator(entra),
       ...(options.rateLimitPerMinute ? { rateLimit: { perMinute: options.rateLimitPerMinute } } : {}),
       ...(options.throttle
         ? {
@@ -464,6 +487,7 @@ export async function startSandboxServers(options: SandboxOptions = {}): Promise
       caCreated: caBefore !== certs.caPem,
       tenants: SANDBOX_TENANTS,
       revokeTenantId: revokeTenant.id,
+      certificate: { keyId: certificate.keyId, thumbprintSha256: certificate.thumbprintSha256 },
       ...(largeAlertId ? { largeAlertId } : {}),
       entra,
       vault,

@@ -151,6 +151,7 @@ function printSummary(sandbox: Sandbox, cli: Cli, host: AppHost): void {
   const p = sandbox.ports;
   const base = `http://localhost:${sandbox.appPort}`;
   const first = sandbox.tenants[0]!;
+  const appTenant = sandbox.tenants.find((t) => t.mode === "application") ?? first;
   const lines = [
     "",
     "MSSP Defender collector - local sandbox (everything in memory; a restart starts from scratch)",
@@ -170,7 +171,8 @@ function printSummary(sandbox: Sandbox, cli: Cli, host: AppHost): void {
       notes.push(`grant revoked ${cli.options.revokeAfterMinutes} min after consent`);
     }
     if (t === first && sandbox.largeAlertId) notes.push(`+1 alert of ${cli.options.largeAlertMiB} MiB`);
-    lines.push(`  ${t.name.padEnd(22)} ${t.id}${notes.length ? `  (${notes.join("; ")})` : ""}`);
+    notes.unshift(`${t.mode} mode`);
+    lines.push(`  ${t.name.padEnd(22)} ${t.id}  (${notes.join("; ")})`);
     lines.push(`  ${"".padEnd(22)} users: ${t.users.map((u) => u.upn).join(", ")}`);
   }
   const activity = cli.options.activityMinutes ?? 2;
@@ -192,8 +194,9 @@ function printSummary(sandbox: Sandbox, cli: Cli, host: AppHost): void {
     "",
     "Next steps, in a second terminal (the dev host checks the function key; func start ignores it locally):",
     `  export KEY=${sandbox.settings[DEV_KEY_SETTING]}`,
-    "  1. Onboard a tenant:",
+    "  1. Onboard a tenant, in delegated mode (an admin signs in) or application mode (admin consent, nothing stored):",
     `     curl -X POST ${base}/api/tenants -H "x-functions-key: $KEY" -H 'content-type: application/json' -d '{"tenantId":"${first.id}"}'`,
+    `     curl -X POST ${base}/api/tenants -H "x-functions-key: $KEY" -H 'content-type: application/json' -d '{"tenantId":"${appTenant.id}","mode":"application"}'`,
     `  2. Open the "consentUrl" of the answer in a browser, pick a user and click Accept.`,
     `  3. See the tenants:     curl ${base}/api/tenants -H "x-functions-key: $KEY"`,
     `  4. Pull now:            curl -X POST ${base}/api/tenants/${first.id}/pull -H "x-functions-key: $KEY"   (the timer pulls every 5 min)`,

@@ -2,12 +2,15 @@
  * `npm run sandbox -- --walkthrough`: the README journey, run by itself on this machine,
  * as proof that everything works. It starts the simulators and the app on the dev host
  * (dev/host, a separate process, as `func start` would run it), then over plain HTTP:
- *   1. onboards the simulated tenant Contoso (POST /api/tenants with the function key);
- *   2. completes consent: opens the consent link, reads the simulated Entra ID page and
- *      submits its form with Accept, and follows the redirect back to the app's callback;
- *   3. pulls (POST /api/tenants/{id}/pull; the dev host's queue listener runs the worker);
- *   4. reads the alerts (GET /api/alerts);
- *   5. checks health (GET /api/health);
+ *   1. onboards the simulated tenants Contoso in delegated mode and Fabrikam in application
+ *      mode (POST /api/tenants with the function key);
+ *   2. completes Contoso's consent: opens the consent link, reads the simulated Entra ID
+ *      page and submits its form with Accept, and follows the redirect back to the callback;
+ *   3. completes Fabrikam's admin consent the same way, on the admin consent page (no
+ *      refresh token is stored: the app verifies with client credentials);
+ *   4. pulls both (POST /api/tenants/{id}/pull; the dev host's queue listener runs the worker);
+ *   5. reads the alerts (GET /api/alerts);
+ *   6. checks health (GET /api/health);
  * and stops everything. It never needs Core Tools.
  */
 import { readFileSync } from "node:fs";
@@ -32,6 +35,11 @@ export interface WalkthroughSummary {
   consentedBy: string;
   alertsInSimulator: number;
   alertsStored: number;
+  /** The application-mode tenant: onboarded by admin consent, pulled with client credentials. */
+  appTenantId: string;
+  appTenantName: string;
+  appAlertsInSimulator: number;
+  appAlertsStored: number;
   alertsRead: number;
   health: string;
   baseUrl: string;
@@ -82,7 +90,8 @@ export async function runWalkthrough(options: WalkthroughOptions = {}): Promise<
 async function journey(sandbox: Sandbox, tls: Agent, out: (line: string) => void, pullTimeoutMs: number, started: number): Promise<WalkthroughSummary> {
   const base = `http://localhost:${sandbox.appPort}`;
   const key = sandbox.settings[DEV_KEY_SETTING]!;
-  const tenant = sandbox.tenants[0]!;
+  const tenant = sandbox.tenants.find((t) => t.mode === "delegated")!;
+  const appTenant = sandbox.tenants.find((t) => t.mode === "application")!;
   const operator = { "x-functions-key": key };
   const lines: string[] = [];
   const say = (line: string) => {
@@ -93,82 +102,113 @@ async function journey(sandbox: Sandbox, tls: Agent, out: (line: string) => void
     if (!status.includes(reply.status)) throw new WalkthroughError(`${step}: expected HTTP ${status.join(" or ")}, got ${reply.status}: ${reply.text.slice(0, 500)}`);
   };
 
-  // 1. Onboard
-  const registered = await call("POST", `${base}/api/tenants`, {
-    headers: { ...operator, "content-type": "application/json" },
-    body: JSON.stringify({ tenantId: tenant.id, displayName: tenant.name }),
-  });
-  expect("1. onboard (POST /api/tenants)", registered, [200, 201]);
-  const consentUrl = (JSON.parse(registered.text) as { consentUrl?: string }).consentUrl;
-  if (!consentUrl) throw new WalkthroughError(`1. onboard: the answer has no consentUrl: ${registered.text}`);
-  say(`1/5 onboarded ${tenant.name} (${tenant.id}): HTTP ${registered.status}, consent link ${new URL(consentUrl).pathname}`);
-
-  // 2. Consent, as the customer's admin in a browser would
-  const started2 = await call("GET", consentUrl);
-  expect("2. open the consent link", started2, [302]);
-  const authorize = started2.headers.location ?? "";
-  const page = await call("GET", authorize, { dispatcher: tls });
-  expect("2. the simulated Entra ID consent page", page, [200]);
-  const form = readForm(page.text, authorize);
-  const user = form.users.find((u) => u.checked) ?? form.users[0];
-  if (!user) throw new WalkthroughError("2. the consent page offers no user to sign in as");
-  const accept = form.buttons.find((b) => b.text === "Accept");
-  if (!accept) throw new WalkthroughError("2. the consent page has no Accept button");
-  const body = new URLSearchParams(form.hidden);
-  body.set("user", user.value);
-  body.set(accept.name, accept.value);
-  const decided = await call("POST", form.action, {
-    dispatcher: tls,
-    headers: { "content-type": "application/x-www-form-urlencoded" },
-    body: body.toString(),
-  });
-  expect("2. Accept on the consent page", decided, [302]);
-  const callback = decided.headers.location ?? "";
-  if (!callback.startsWith(`${sandbox.publicBaseUrl}/api/consent/callback?`)) {
-    throw new WalkthroughError(`2. Entra ID redirected to ${callback.slice(0, 200)}, not to the app's callback`);
+  // 1. Onboard one tenant of each mode
+  const links = new Map<string, string>();
+  for (const t of [tenant, appTenant]) {
+    const registered = await call("POST", `${base}/api/tenants`, {
+      headers: { ...operator, "content-type": "application/json" },
+      body: JSON.stringify({ tenantId: t.id, displayName: t.name, mode: t.mode }),
+    });
+    expect(`1. onboard ${t.name} (POST /api/tenants)`, registered, [200, 201]);
+    const consentUrl = (JSON.parse(registered.text) as { consentUrl?: string }).consentUrl;
+    if (!consentUrl) throw new WalkthroughError(`1. onboard: the answer has no consentUrl: ${registered.text}`);
+    links.set(t.id, consentUrl);
   }
-  const done = await call("GET", callback);
-  expect("2. the app's consent callback", done, [200]);
-  if (!/Consent complete/.test(done.text)) throw new WalkthroughError(`2. the callback page does not say "Consent complete": ${done.text.slice(0, 300)}`);
+  say(`1/6 onboarded ${tenant.name} (delegated mode) and ${appTenant.name} (application mode): consent links ${new URL(links.get(tenant.id)!).pathname}`);
+
+  /** Opens the link and accepts on the simulated Entra page, as the customer's admin in a browser would. */
+  const consent = async (step: string, consentUrl: string): Promise<{ user: string; done: Reply }> => {
+    const started2 = await call("GET", consentUrl);
+    expect(`${step} open the consent link`, started2, [302]);
+    const entraPage = started2.headers.location ?? "";
+    const page = await call("GET", entraPage, { dispatcher: tls });
+    expect(`${step} the simulated Entra ID consent page`, page, [200]);
+    const form = readForm(page.text, entraPage);
+    const user = form.users.find((u) => u.checked) ?? form.users[0];
+    if (!user) throw new WalkthroughError(`${step} the consent page offers no user to sign in as`);
+    const accept = form.buttons.find((b) => b.text === "Accept");
+    if (!accept) throw new WalkthroughError(`${step} the consent page has no Accept button`);
+    const body = new URLSearchParams(form.hidden);
+    body.set("user", user.value);
+    body.set(accept.name, accept.value);
+    const decided = await call("POST", form.action, {
+      dispatcher: tls,
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+      body: body.toString(),
+    });
+    expect(`${step} Accept on the consent page`, decided, [302]);
+    const callback = decided.headers.location ?? "";
+    if (!callback.startsWith(`${sandbox.publicBaseUrl}/api/consent/callback?`)) {
+      throw new WalkthroughError(`${step} Entra ID redirected to ${callback.slice(0, 200)}, not to the app's callback`);
+    }
+    const done = await call("GET", callback);
+    expect(`${step} the app's consent callback`, done, [200]);
+    if (!/Consent complete/.test(done.text)) throw new WalkthroughError(`${step} the callback page does not say "Consent complete": ${done.text.slice(0, 300)}`);
+    return { user: user.value, done };
+  };
+
+  // 2. Delegated consent
+  const delegated = await consent("2.", links.get(tenant.id)!);
   const status = await tenantStatus(base, operator, tenant.id);
   if (status.status !== "active") throw new WalkthroughError(`2. after consent the tenant is ${status.status}, not active`);
-  const upn = tenant.users.find((u) => user.value.endsWith(u.oid))?.upn ?? user.value;
-  say(`2/5 consent completed on the simulated Entra ID page as ${upn}; the tenant is active`);
+  const upn = tenant.users.find((u) => delegated.user.endsWith(u.oid))?.upn ?? delegated.user;
+  say(`2/6 consent completed on the simulated Entra ID page as ${upn}; ${tenant.name} is active (delegated)`);
 
-  // 3. Pull
-  const queued = await call("POST", `${base}/api/tenants/${tenant.id}/pull`, { headers: operator });
-  expect("3. pull (POST /api/tenants/{id}/pull)", queued, [202]);
-  const until = Date.now() + pullTimeoutMs;
-  let pulled = await tenantStatus(base, operator, tenant.id);
-  while (!pulled.lastSuccessAt && !pulled.lastError) {
-    if (Date.now() > until) throw new WalkthroughError(`3. no pull finished within ${pullTimeoutMs / 1000} s of queueing it`);
-    await new Promise((resolve) => setTimeout(resolve, 250));
-    pulled = await tenantStatus(base, operator, tenant.id);
+  // 3. Admin consent (application mode)
+  await consent("3.", links.get(appTenant.id)!);
+  const appStatus = await tenantStatus(base, operator, appTenant.id);
+  if (appStatus.status !== "active" || appStatus.mode !== "application") {
+    throw new WalkthroughError(`3. after admin consent the tenant is ${appStatus.status} (${appStatus.mode}), not active in application mode`);
   }
-  if (pulled.lastError) throw new WalkthroughError(`3. the pull failed: ${JSON.stringify(pulled.lastError)}`);
+  say(`3/6 admin consent completed for ${appTenant.name}; verified with client credentials, no refresh token stored; active (application)`);
+
+  // 4. Pull both
+  const stored = new Map<string, number>();
+  for (const t of [tenant, appTenant]) {
+    const queued = await call("POST", `${base}/api/tenants/${t.id}/pull`, { headers: operator });
+    expect(`4. pull ${t.name} (POST /api/tenants/{id}/pull)`, queued, [202]);
+  }
+  for (const t of [tenant, appTenant]) {
+    const until = Date.now() + pullTimeoutMs;
+    let pulled = await tenantStatus(base, operator, t.id);
+    while (!pulled.lastSuccessAt && !pulled.lastError) {
+      if (Date.now() > until) throw new WalkthroughError(`4. no pull of ${t.name} finished within ${pullTimeoutMs / 1000} s of queueing it`);
+      await new Promise((resolve) => setTimeout(resolve, 250));
+      pulled = await tenantStatus(base, operator, t.id);
+    }
+    if (pulled.lastError) throw new WalkthroughError(`4. the pull of ${t.name} failed: ${JSON.stringify(pulled.lastError)}`);
+    stored.set(t.id, Number(pulled.alertsStored ?? 0));
+  }
   const inSimulator = sandbox.defender.getAlerts(tenant.id).length;
-  const stored = Number(pulled.alertsStored ?? 0);
-  say(`3/5 pulled through the queue worker: ${stored} alerts stored (the simulator holds ${inSimulator})`);
+  const appInSimulator = sandbox.defender.getAlerts(appTenant.id).length;
+  say(
+    `4/6 pulled through the queue worker: ${stored.get(tenant.id)} alerts of ${tenant.name} (the simulator holds ${inSimulator}), ` +
+      `${stored.get(appTenant.id)} of ${appTenant.name} (${appInSimulator})`,
+  );
 
-  // 4. Read alerts
+  // 5. Read alerts
   const alerts = await call("GET", `${base}/api/alerts?tenantId=${tenant.id}&top=10`, { headers: operator });
-  expect("4. read alerts (GET /api/alerts)", alerts, [200]);
+  expect("5. read alerts (GET /api/alerts)", alerts, [200]);
   const read = (JSON.parse(alerts.text) as { alerts?: unknown[] }).alerts ?? [];
-  if (inSimulator > 0 && read.length === 0) throw new WalkthroughError("4. GET /api/alerts returned no alerts after the pull");
-  say(`4/5 read ${read.length} alerts with GET /api/alerts?tenantId=...&top=10`);
+  if (inSimulator > 0 && read.length === 0) throw new WalkthroughError("5. GET /api/alerts returned no alerts after the pull");
+  say(`5/6 read ${read.length} alerts with GET /api/alerts?tenantId=...&top=10`);
 
-  // 5. Health
+  // 6. Health
   const health = await call("GET", `${base}/api/health`);
-  expect("5. health (GET /api/health)", health, [200]);
+  expect("6. health (GET /api/health)", health, [200]);
   const healthStatus = (JSON.parse(health.text) as { status?: string }).status ?? "?";
-  say(`5/5 GET /api/health: ${health.status} ${healthStatus}`);
+  say(`6/6 GET /api/health: ${health.status} ${healthStatus}`);
 
   return {
     tenantId: tenant.id,
     tenantName: tenant.name,
     consentedBy: upn,
     alertsInSimulator: inSimulator,
-    alertsStored: stored,
+    alertsStored: stored.get(tenant.id) ?? 0,
+    appTenantId: appTenant.id,
+    appTenantName: appTenant.name,
+    appAlertsInSimulator: appInSimulator,
+    appAlertsStored: stored.get(appTenant.id) ?? 0,
     alertsRead: read.length,
     health: healthStatus,
     baseUrl: base,
@@ -242,8 +282,9 @@ export function formatSummary(s: WalkthroughSummary): string {
   return [
     "",
     `Walkthrough passed in ${s.seconds} s, without Azure Functions Core Tools (the app ran on the dev host at ${s.baseUrl}):`,
-    `  tenant        ${s.tenantName} (${s.tenantId}), consented by ${s.consentedBy}`,
-    `  pull          ${s.alertsStored} of the simulator's ${s.alertsInSimulator} alerts stored`,
+    `  delegated     ${s.tenantName} (${s.tenantId}), consented by ${s.consentedBy}`,
+    `  application   ${s.appTenantName} (${s.appTenantId}), admin consent, no refresh token stored`,
+    `  pull          ${s.alertsStored} of ${s.alertsInSimulator} and ${s.appAlertsStored} of ${s.appAlertsInSimulator} alerts stored`,
     `  read          ${s.alertsRead} alerts from GET /api/alerts`,
     `  health        ${s.health}`,
     "Everything works. Run `npm run sandbox` to try it yourself (README, docs/sandbox.md).",

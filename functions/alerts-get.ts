@@ -3,10 +3,15 @@ import { getAlertJson } from "../shared/operator/alerts-read.js";
 import { api } from "../shared/platform/http.js";
 import { services } from "../shared/platform/services.js";
 
-/** GET /api/tenants/{tenantId}/alerts/{alertId}: the alert JSON exactly as Defender returned it. */
+/** GET /api/tenants/{tenantId}/alerts/{alertId}?source=: the alert JSON exactly as its source returned it. */
 export async function alertsGet(request: HttpRequest, context: InvocationContext) {
   return api(context, async () => {
-    const body = await getAlertJson(await services(), request.params.tenantId ?? "", request.params.alertId ?? "");
+    const body = await getAlertJson(
+      await services(),
+      request.params.tenantId ?? "",
+      request.params.alertId ?? "",
+      request.query.get("source"),
+    );
     return {
       status: 200,
       body,

@@ -1,13 +1,14 @@
 import { app, type InvocationContext, type Timer } from "@azure/functions";
 import { enqueueActiveTenants } from "../shared/collection/queue.js";
+import { queueOverdueDeliveries } from "../shared/delivery/queue.js";
 import { purgeExpiredStates } from "../shared/onboarding/consent.js";
 import { checkCredentialExpiry } from "../shared/platform/credential-expiry.js";
 import { errorName, HandlerFailure } from "../shared/platform/http.js";
 import { loggerFrom, services } from "../shared/platform/services.js";
 
 /**
- * Every %PULL_SCHEDULE%: one queue message per active tenant, then expired consent states
- * are removed, and once a day the client secret's expiry in Key Vault is checked. Stays
+ * Every %PULL_SCHEDULE%: one queue message per active tenant, expired consent states are
+ * removed, tenants whose delivery is overdue are woken again, and once a day the client secret's expiry in Key Vault is checked. Stays
  * short; workers scale out. A failure is logged as one sanitized line and thrown as
  * HandlerFailure (event and error class only), never as the raw error.
  */
@@ -20,6 +21,8 @@ export async function pullTimer(_timer: Timer, context: InvocationContext): Prom
     event = "states.purge-failed";
     const removed = await purgeExpiredStates(svc);
     if (removed > 0) log.info(`states.purged count=${removed}`);
+    event = "delivery.requeue-failed";
+    await queueOverdueDeliveries(svc, log);
     event = "credential.check-failed";
     await checkCredentialExpiry(svc, log);
   } catch (err) {

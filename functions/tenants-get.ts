@@ -12,7 +12,7 @@ export async function tenantsGet(request: HttpRequest, context: InvocationContex
     const svc = await services();
     const row = await getTenant(svc.storage.table(TABLES.tenants), tenantId);
     if (!row) throw new ApiError(404, "TenantNotFound", "No tenant with that ID is registered.");
-    const sync = await syncRowOf(svc.storage.table(TABLES.syncState), tenantId);
+    const sync = await syncRowOf(svc.storage.table(TABLES.syncState), row, svc.config);
     return json(200, tenantHealthStatus(svc.config, row, sync, svc.now()));
   });
 }

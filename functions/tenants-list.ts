@@ -14,7 +14,7 @@ export async function tenantsList(_request: HttpRequest, context: InvocationCont
       allSyncRows(svc.storage.table(TABLES.syncState)),
     ]);
     const now = svc.now();
-    return json(200, { tenants: rows.map((row) => tenantHealthStatus(svc.config, row, sync.get(row.rowKey), now)) });
+    return json(200, { tenants: rows.map((row) => tenantHealthStatus(svc.config, row, sync.get(`${row.rowKey}|${row.source ?? svc.config.defaultSource}`), now)) });
   });
 }
 

@@ -39,6 +39,23 @@ param principalType string = 'User'
 @description('Application (client) id of the multi-tenant MSSP app registration. infra/scripts/register-app.sh creates it and sets MSSP_CLIENT_ID in the azd environment.')
 param msspClientId string = ''
 
+@description('How the app authenticates at customer tenants\' token endpoints (MSSP_CLIENT_CREDENTIAL): managed-identity (default: the user-assigned identity as a federated identity credential of the app registration, no secret anywhere), certificate (a Key Vault certificate whose key never leaves the vault) or secret (a client secret in Key Vault).')
+@allowed([
+  'managed-identity'
+  'certificate'
+  'secret'
+])
+param clientCredential string = 'managed-identity'
+
+@description('With managed-identity: name of a dedicated user-assigned identity for customer-tenant access (its token is the federated credential), separate from the identity that reaches storage and Key Vault. Empty: the app\'s one identity.')
+param ficIdentityName string = ''
+
+@description('With certificate: the Key Vault key identifier (with version) of the app\'s certificate; infra/scripts/register-app.sh sets MSSP_CLIENT_CERTIFICATE_KEY_ID in the azd environment.')
+param clientCertificateKeyId string = ''
+
+@description('With certificate: the certificate\'s SHA-256 thumbprint, base64url (x5t#S256); register-app.sh sets MSSP_CLIENT_CERTIFICATE_THUMBPRINT.')
+param clientCertificateThumbprint string = ''
+
 @description('Default Defender cloud for tenants that do not name one.')
 @allowed([
   'commercial'
@@ -106,6 +123,9 @@ param logDailyCapGb int = 5
 @maxValue(730)
 param auditRetentionDays int = 365
 
+@description('Resource id of the Log Analytics workspace Microsoft Sentinel runs on (/subscriptions/<id>/resourceGroups/<group>/providers/Microsoft.OperationalInsights/workspaces/<name>). Set: the table MsspDefenderAlerts_CL and a data collection rule go into that workspace (its resource group and region), and the app delivers alerts there as destination "sentinel". Empty: no Sentinel destination. docs/delivery.md.')
+param sentinelWorkspaceResourceId string = ''
+
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = {
   'azd-env-name': environmentName
@@ -123,10 +143,20 @@ var names = {
   alertPrefix: 'alert-${resourceToken}'
   vnet: 'vnet-${resourceToken}'
   natGateway: 'ng-${resourceToken}'
+  dataCollectionRule: 'dcr-${resourceToken}'
 }
 var clientSecretName = 'mssp-client-secret'
 var deploymentContainerName = 'app-package'
 var effectivePullSchedule = empty(pullSchedule) ? '0 */5 * * * *' : pullSchedule
+var sentinelEnabled = !empty(sentinelWorkspaceResourceId)
+// /subscriptions/<id>/resourceGroups/<group>/providers/Microsoft.OperationalInsights/workspaces/<name>
+var sentinelIdParts = split(sentinelWorkspaceResourceId, '/')
+var sentinelWorkspaceRef = {
+  subscriptionId: sentinelEnabled ? sentinelIdParts[2] : subscription().subscriptionId
+  resourceGroup: sentinelEnabled ? sentinelIdParts[4] : names.resourceGroup
+  name: sentinelEnabled ? last(sentinelIdParts) : 'none'
+}
+var useDedicatedFicIdentity = clientCredential == 'managed-identity' && !empty(ficIdentityName)
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: names.resourceGroup
@@ -139,6 +169,17 @@ module identity 'modules/identity.bicep' = {
   scope: rg
   params: {
     name: names.identity
+    location: location
+    tags: tags
+  }
+}
+
+// A separate identity for customer-tenant access only: it holds no Azure role.
+module ficIdentity 'modules/identity.bicep' = if (clientCredential == 'managed-identity' && !empty(ficIdentityName)) {
+  name: 'fic-identity'
+  scope: rg
+  params: {
+    name: ficIdentityName
     location: location
     tags: tags
   }
@@ -212,6 +253,24 @@ module rbac 'modules/rbac.bicep' = {
   }
 }
 
+// The workspace Sentinel runs on (it exists already; possibly in another subscription).
+resource sentinelWorkspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' existing = if (sentinelEnabled) {
+  name: sentinelWorkspaceRef.name
+  scope: resourceGroup(sentinelWorkspaceRef.subscriptionId, sentinelWorkspaceRef.resourceGroup)
+}
+
+module sentinel 'modules/sentinel.bicep' = if (sentinelEnabled) {
+  name: 'sentinel-${resourceToken}'
+  scope: resourceGroup(sentinelWorkspaceRef.subscriptionId, sentinelWorkspaceRef.resourceGroup)
+  params: {
+    workspaceName: sentinelWorkspaceRef.name
+    location: sentinelWorkspace!.location
+    dataCollectionRuleName: names.dataCollectionRule
+    identityPrincipalId: identity.outputs.principalId
+    tags: tags
+  }
+}
+
 module app 'modules/app.bicep' = {
   name: 'app'
   scope: rg
@@ -233,8 +292,17 @@ module app 'modules/app.bicep' = {
     msspClientId: msspClientId
     defenderCloud: defenderCloud
     pullSchedule: effectivePullSchedule
+    clientCredential: clientCredential
     clientSecretName: clientSecretName
+    ficIdentityId: useDedicatedFicIdentity ? ficIdentity!.outputs.id : ''
+    ficIdentityClientId: useDedicatedFicIdentity ? ficIdentity!.outputs.clientId : identity.outputs.clientId
+    clientCertificateKeyId: clientCertificateKeyId
+    clientCertificateThumbprint: clientCertificateThumbprint
     virtualNetworkSubnetId: vnetEnabled ? network!.outputs.appSubnetId : ''
+    sentinelEnabled: sentinelEnabled
+    sentinelDcrEndpoint: sentinelEnabled ? sentinel!.outputs.logsIngestionEndpoint : ''
+    sentinelDcrImmutableId: sentinelEnabled ? sentinel!.outputs.immutableId : ''
+    sentinelStream: sentinelEnabled ? sentinel!.outputs.streamName : ''
   }
   // The identity must hold its storage and Key Vault roles before the host starts.
   dependsOn: [
@@ -273,9 +341,15 @@ output OUTBOUND_PUBLIC_IP string = vnetEnabled && natGatewayEnabled ? network!.o
 output AZURE_KEY_VAULT_ENDPOINT string = keyVault.outputs.uri
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output AZURE_MANAGED_IDENTITY_CLIENT_ID string = identity.outputs.clientId
+output AZURE_MANAGED_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
+// register-app.sh: which credential to set up, and the identity a federated credential names.
+output MSSP_CLIENT_CREDENTIAL string = clientCredential
+output AZURE_FIC_IDENTITY_PRINCIPAL_ID string = useDedicatedFicIdentity ? ficIdentity!.outputs.principalId : identity.outputs.principalId
+output AZURE_FIC_IDENTITY_CLIENT_ID string = useDedicatedFicIdentity ? ficIdentity!.outputs.clientId : identity.outputs.clientId
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
 output APPLICATIONINSIGHTS_CONNECTION_STRING string = monitoring.outputs.connectionString
 output ALERT_RULE_RECONSENT string = alerts.outputs.reconsentRuleName
 output ALERT_RULE_STALE_PULL string = alerts.outputs.stalePullRuleName
 output ALERT_RULE_DAILY_CAP string = alerts.outputs.dailyCapRuleName
 output ALERT_RULE_CREDENTIAL_EXPIRING string = alerts.outputs.credentialRuleName
+output SENTINEL_DCR_ID string = sentinelEnabled ? sentinel!.outputs.dataCollectionRuleId : ''

@@ -235,7 +235,8 @@ export function hashString(text: string, seed = 0x811c9dc5): number {
   return h >>> 0;
 }
 
-class R {
+/** Random-value helpers over an Rng (shared with the Graph alert generator). */
+export class R {
   constructor(readonly next: Rng) {}
   int(minInclusive: number, maxInclusive: number): number {
     return minInclusive + Math.floor(this.next() * (maxInclusive - minInclusive + 1));

@@ -79,8 +79,8 @@ export interface FakeDefenderOptions {
   host?: string;
   /** Host name in `url`, default 127.0.0.1 (the test certificate covers it and *.localhost). */
   hostname?: string;
-  /** Maps a bearer token to its tenant; null means 401. */
-  authenticate: (bearer: string) => Promise<{ tenantId: string } | null>;
+  /** Maps a bearer token to its tenant; null means 401, `forbidden` a 403 with that message. */
+  authenticate: (bearer: string) => Promise<{ tenantId: string; forbidden?: string } | null>;
   /** Clock for the request log and the rate limit; default Date.now. */
   now?: () => number;
   /** Largest accepted $top; default 10,000 like the real API. */
@@ -350,7 +350,7 @@ export class FakeDefender {
     });
 
     const auth = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? "");
-    let principal: { tenantId: string } | null = null;
+    let principal: { tenantId: string; forbidden?: string } | null = null;
     if (auth?.[1]) {
       try {
         principal = await this.options.authenticate(auth[1]);
@@ -401,6 +401,7 @@ export class FakeDefender {
           "www-authenticate": 'Bearer authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize"',
         });
       }
+      if (principal.forbidden !== undefined) throw new HttpError(403, "Forbidden", principal.forbidden);
       if (tenant.forbidden !== null) throw new HttpError(403, "Forbidden", tenant.forbidden);
       this.enforceRateLimit(tenant, entry);
       if (entry.method !== "GET") throw new HttpError(405, "BadRequest", `The requested resource does not support http method '${entry.method}'.`);

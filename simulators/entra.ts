@@ -1,6 +1,6 @@
-import { createHash, randomBytes, randomUUID, type webcrypto } from "node:crypto";
+import { createHash, type KeyObject, randomBytes, randomUUID, type webcrypto, X509Certificate } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { exportJWK, generateKeyPair, type JWK, jwtVerify, SignJWT } from "jose";
+import { decodeJwt, decodeProtectedHeader, errors as joseErrors, exportJWK, generateKeyPair, type JWK, jwtVerify, SignJWT } from "jose";
 import type { TestCerts } from "./tls.js";
 import { escapeHtml, type Listening, listenHttps, readBody, sendJson } from "./https.js";
 
@@ -11,7 +11,9 @@ import { escapeHtml, type Listening, listenHttps, readBody, sendJson } from "./h
  *   GET  /{tenant}/discovery/v2.0/keys                      JWKS (one RS256 key)
  *   GET  /{tenant}/oauth2/v2.0/authorize                    HTML sign-in + consent page
  *   POST /{tenant}/oauth2/v2.0/authorize/decision           the page's form: Accept / Cancel
- *   POST /{tenant}/oauth2/v2.0/token                        authorization_code and refresh_token grants
+ *   POST /{tenant}/oauth2/v2.0/token                        authorization_code, refresh_token and client_credentials
+ *   GET  /{tenant}/v2.0/adminconsent                        HTML admin consent page (application permissions)
+ *   POST /{tenant}/v2.0/adminconsent/decision               the page's form: Accept / Cancel
  *
  * `{tenant}` is a tenant GUID registered with `addTenant`, or `organizations` / `common`
  * (the user picked on the page decides the tenant; discovery then has the literal issuer
@@ -30,6 +32,22 @@ import { escapeHtml, type Listening, listenHttps, readBody, sendJson } from "./h
  *
  * Stricter than Entra, to catch client bugs: PKCE with S256 is required, and so are `state`
  * and `nonce` (turn off with `requireStateAndNonce: false`); only `response_mode=query`.
+ *
+ * Application access: admin consent creates the app's service principal in the tenant with
+ * the registration's application permissions (`roles` in client-credentials tokens, which
+ * carry `idtyp: app`). `delayAppAccess` makes the next client-credentials requests fail as
+ * consent propagates (AADSTS65001, AADSTS7000229, or a token without roles). Admin consent
+ * refuses `common` and `organizations`, the client-credentials grant refuses them with
+ * AADSTS9001023.
+ *
+ * Client authentication: `client_secret` (post or basic), or a `client_assertion` of type
+ * jwt-bearer: a certificate assertion (header `x5t#S256` or `x5t`, PS256 or RS256, `aud` the
+ * token endpoint, `iss` = `sub` = client id) against the certificates added with
+ * `addCertificate`, or a federated one (a managed identity's token) against the federated
+ * identity credentials added with `addFederatedCredential` and the issuers' keys given to
+ * `trustIssuer`, with Entra's codes: AADSTS700211 unknown issuer, 700212 audience, 700213
+ * subject, 700024 expired, 700027 bad signature or unknown certificate, 70021 a credential
+ * that is not active yet.
  */
 
 export const DEFENDER_RESOURCE = "https://api.securitycenter.microsoft.com";
@@ -59,7 +77,28 @@ export interface AppRegistration {
    * Defender API `Alert.Read` + `Incident.Read`, Graph `User.Read`.
    */
   permissions?: Record<string, string[]>;
+  /**
+   * Application permissions (app roles) per resource, granted by admin consent. Default:
+   * Defender API `Alert.Read.All`.
+   */
+  applicationPermissions?: Record<string, string[]>;
 }
+
+export interface FederatedCredential {
+  name: string;
+  issuer: string;
+  subject: string;
+  audiences: string[];
+}
+
+export interface AdminConsentOptions {
+  decision?: "accept" | "cancel";
+  /** The admin who consents (default: the tenant's first user). */
+  user?: EntraUser;
+}
+
+/** What the next client-credentials request of a tenant gets while consent propagates. */
+export type PropagationFailure = 65001 | 7000229 | "no-roles";
 
 export interface FakeEntraOptions {
   certs: TestCerts;
@@ -110,6 +149,8 @@ export interface TokenCounters {
   authorizationCode: number;
   /** Successful refresh_token redemptions. */
   refreshToken: number;
+  /** Successful client_credentials requests. */
+  clientCredentials: number;
   /** Token requests answered with an error. */
   errors: number;
   /** All token requests. */
@@ -123,12 +164,18 @@ export interface VerifiedAccessToken {
   scp: string;
   appid: string;
   upn: string;
+  /** Application permissions of an app-only token. */
+  roles: string[];
+  /** `app` for an app-only (client credentials) token, `user` otherwise. */
+  idtyp: "app" | "user";
 }
 
 export interface EntraRequest {
   method: string;
   path: string;
   grantType?: string;
+  /** How the client authenticated at the token endpoint (once it did). */
+  clientAuth?: "secret" | "certificate" | "federated";
   status: number;
   error?: string;
 }
@@ -141,9 +188,37 @@ interface Tenant {
   missingResources: Set<string>;
 }
 
-interface App extends Required<Omit<AppRegistration, "permissions">> {
+interface App extends Required<Omit<AppRegistration, "permissions" | "applicationPermissions">> {
   permissions: Map<string, string[]>;
+  applicationPermissions: Map<string, string[]>;
   secretExpired: boolean;
+}
+
+/** The app's service principal in a customer tenant (enterprise application). */
+interface ServicePrincipal {
+  objectId: string;
+  /** Granted application permissions per resource (admin consent). */
+  roles: Map<string, string[]>;
+  /** Failures the next client-credentials requests get (consent propagating). */
+  pending: PropagationFailure[];
+}
+
+interface AppCredentials {
+  federated: FederatedCredential[];
+  /** x5t#S256 (and x5t) of registered certificates -> public key. */
+  certificates: Map<string, KeyObject>;
+  /** Requests with a federated assertion that still get AADSTS70021 (a credential not active yet). */
+  inactiveFor: number;
+}
+
+interface AdminConsentRequest {
+  id: string;
+  tenantId: string;
+  clientId: string;
+  redirectUri: string;
+  scope: string;
+  state: string | null;
+  created: number;
 }
 
 interface AuthRequest {
@@ -217,6 +292,12 @@ export class FakeEntra {
   private readonly refreshTokens = new Map<string, RefreshRecord>();
   private readonly issuedRts = new Map<string, string[]>();
   private readonly counters = new Map<string, TokenCounters>();
+  private readonly servicePrincipals = new Map<string, ServicePrincipal>();
+  private readonly credentials = new Map<string, AppCredentials>();
+  private readonly trustedIssuers = new Map<string, KeyObject | webcrypto.CryptoKey>();
+  private readonly pendingAdminConsents = new Map<string, AdminConsentRequest>();
+  private readonly assertions: string[] = [];
+  private readonly appTokens = new Map<string, string[]>();
   private readonly seen = new Set<string>();
   private failures: { remaining: number; options: FailureOptions } = { remaining: 0, options: {} };
 
@@ -257,12 +338,17 @@ export class FakeEntra {
     const source = app.permissions ?? { [DEFENDER_RESOURCE]: ["Alert.Read", "Incident.Read"], [GRAPH_RESOURCE]: ["User.Read"] };
     for (const [resource, perms] of Object.entries(source)) permissions.set(normResource(resource), perms);
     if (!permissions.has(normResource(GRAPH_RESOURCE))) permissions.set(normResource(GRAPH_RESOURCE), ["User.Read"]);
+    const applicationPermissions = new Map<string, string[]>();
+    for (const [resource, roles] of Object.entries(app.applicationPermissions ?? { [DEFENDER_RESOURCE]: ["Alert.Read.All"] })) {
+      applicationPermissions.set(normResource(resource), roles);
+    }
     this.apps.set(app.clientId.toLowerCase(), {
       clientId: app.clientId,
       clientSecret: app.clientSecret,
       redirectUris: [...app.redirectUris],
       name: app.name ?? "MSSP Defender Collector",
       permissions,
+      applicationPermissions,
       secretExpired: false,
     });
     this.note(app.clientSecret);
@@ -306,6 +392,93 @@ export class FakeEntra {
   /** The app's secret is past its end date: 401 invalid_client AADSTS7000222. */
   expireClientSecret(clientId?: string): void {
     for (const app of this.apps.values()) if (!clientId || app.clientId.toLowerCase() === clientId.toLowerCase()) app.secretExpired = true;
+  }
+
+  /** Adds a federated identity credential to the app registration (replaces one of the same name). */
+  addFederatedCredential(clientId: string, credential: FederatedCredential): void {
+    const c = this.appCredentials(clientId);
+    c.federated = [...c.federated.filter((f) => f.name !== credential.name), { ...credential, audiences: [...credential.audiences] }];
+  }
+
+  removeFederatedCredential(clientId: string, name: string): void {
+    const c = this.appCredentials(clientId);
+    c.federated = c.federated.filter((f) => f.name !== name);
+  }
+
+  /** The next `requests` federated assertions get AADSTS70021, as for a credential created moments ago. */
+  federatedCredentialInactiveFor(clientId: string, requests: number): void {
+    this.appCredentials(clientId).inactiveFor = requests;
+  }
+
+  /** Entra checks an issuer's tokens against its published keys; the fake is given the key. */
+  trustIssuer(issuer: string, publicKey: KeyObject | webcrypto.CryptoKey): void {
+    this.trustedIssuers.set(issuer, publicKey);
+  }
+
+  /** Uploads a certificate's public part (DER) to the app registration. */
+  addCertificate(clientId: string, certificateDer: Buffer): void {
+    const cert = new X509Certificate(certificateDer);
+    const c = this.appCredentials(clientId);
+    c.certificates.set(createHash("sha256").update(certificateDer).digest("base64url"), cert.publicKey);
+    c.certificates.set(createHash("sha1").update(certificateDer).digest("base64url"), cert.publicKey);
+  }
+
+  removeCertificates(clientId: string): void {
+    this.appCredentials(clientId).certificates.clear();
+  }
+
+  /**
+   * What a browser admin would do on the admin consent page: returns the redirect back to
+   * the app (`admin_consent=True&tenant&scope&state`, or `error=access_denied`). Throws when
+   * Entra would show an error page instead.
+   */
+  adminConsent(adminConsentUrl: string, opts: AdminConsentOptions = {}): string {
+    const url = new URL(adminConsentUrl);
+    const match = /^\/([^/]+)\/v2\.0\/adminconsent$/.exec(url.pathname);
+    if (!match) throw new Error(`not an admin consent URL: ${url.pathname}`);
+    const outcome = this.adminConsentRequest(decodeURIComponent(match[1]!), url.searchParams);
+    if (outcome.kind === "error-page") throw new Error(`AADSTS${outcome.aadsts}: ${outcome.message}`);
+    if (outcome.kind === "redirect") return outcome.location;
+    return this.adminConsentDecision(outcome.request, opts.decision ?? "accept");
+  }
+
+  /** Whether the app has a service principal (an enterprise application) in the tenant. */
+  hasServicePrincipal(tenantId: string, clientId: string): boolean {
+    return this.servicePrincipals.has(spKey(tenantId, clientId));
+  }
+
+  /** The customer deleted the enterprise application: client credentials get AADSTS7000229. */
+  deleteServicePrincipal(tenantId: string, clientId: string): void {
+    this.servicePrincipals.delete(spKey(tenantId, clientId));
+  }
+
+  /** An admin removed the app's application permissions: tokens come without `roles`. */
+  withdrawApplicationPermissions(tenantId: string, clientId: string): void {
+    const sp = this.servicePrincipals.get(spKey(tenantId, clientId));
+    if (sp) sp.roles.clear();
+  }
+
+  /** Ends a `delayAppAccess`: the next client-credentials requests succeed again. */
+  clearAppAccessDelay(tenantId: string, clientId: string): void {
+    const sp = this.servicePrincipals.get(spKey(tenantId, clientId));
+    if (sp) sp.pending.length = 0;
+  }
+
+  /** Every client_assertion received, oldest first (for leak checks). */
+  assertionsSeen(): string[] {
+    return [...this.assertions];
+  }
+
+  /** App-only (client credentials) access tokens handed out for the tenant, oldest first. */
+  appTokensIssued(tenantId: string): string[] {
+    return [...(this.appTokens.get(tenantId.toLowerCase()) ?? [])];
+  }
+
+  /** The next client-credentials requests of the tenant get these answers in turn (consent propagating). */
+  delayAppAccess(tenantId: string, clientId: string, failures: PropagationFailure[]): void {
+    const sp = this.servicePrincipals.get(spKey(tenantId, clientId));
+    if (!sp) throw new Error(`no service principal of ${clientId} in ${tenantId}; admin consent first`);
+    sp.pending.push(...failures);
   }
 
   /** The next `n` requests to the chosen endpoint (default: token) fail. */
@@ -357,6 +530,8 @@ export class FakeEntra {
         scp: typeof payload.scp === "string" ? payload.scp : "",
         appid: payload.appid,
         upn: typeof payload.upn === "string" ? payload.upn : "",
+        roles: Array.isArray(payload.roles) ? payload.roles.filter((r): r is string => typeof r === "string") : [],
+        idtyp: payload.idtyp === "app" ? "app" : "user",
       };
     } catch {
       return null;
@@ -415,6 +590,12 @@ export class FakeEntra {
       }
       if (rest === "/oauth2/v2.0/authorize/decision" && method === "POST") {
         return this.decision(tenantSegment, new URLSearchParams(body), res, log);
+      }
+      if (rest === "/v2.0/adminconsent" && method === "GET") {
+        return this.adminConsentPage(tenantSegment, url.searchParams, res, log);
+      }
+      if (rest === "/v2.0/adminconsent/decision" && method === "POST") {
+        return this.adminConsentForm(tenantSegment, new URLSearchParams(body), res, log);
       }
       if (rest === "/oauth2/v2.0/token") {
         return await this.token(tenantSegment, method, req, body, res, log, correlationId);
@@ -723,6 +904,8 @@ ${userOptions}
     const code = `1.A${randomBytes(96).toString("base64url")}`;
     this.note(code);
     const tenantId = (opts.idTokenTenant ?? userTenant.id).toLowerCase();
+    // Consent creates the app's service principal (delegated grants only: no app roles).
+    if (this.tenants.has(tenantId)) this.ensureServicePrincipal(tenantId, request.clientId);
     this.codes.set(code, {
       request,
       grant: {
@@ -750,6 +933,166 @@ ${userOptions}
   }
 
   // ---------------------------------------------------------------------------------------
+  // Admin consent (application permissions)
+
+  private adminConsentRequest(
+    tenantSegment: string,
+    q: URLSearchParams,
+  ): { kind: "page"; request: AdminConsentRequest } | { kind: "error-page"; status: number; aadsts: number; message: string } | { kind: "redirect"; location: string } {
+    const page = (aadsts: number, message: string) => ({ kind: "error-page" as const, status: 400, aadsts, message });
+    const tenantId = tenantSegment.toLowerCase();
+    if (ALIASES.has(tenantId) || tenantId === "consumers") {
+      return page(90002, "The fake Entra needs a tenant-specific admin consent URL (never common or organizations).");
+    }
+    if (!this.tenants.has(tenantId)) return page(90002, tenantNotFound(tenantId));
+    const clientId = q.get("client_id");
+    if (!clientId) return page(900144, "The request body must contain the following parameter: 'client_id'.");
+    const app = this.apps.get(clientId.toLowerCase());
+    if (!app) return page(700016, appNotFound(clientId, tenantId));
+    const redirectUri = q.get("redirect_uri");
+    if (!redirectUri || !app.redirectUris.includes(redirectUri)) {
+      return page(50011, `The redirect URI '${redirectUri ?? ""}' specified in the request does not match the redirect URIs configured for the application '${app.clientId}'.`);
+    }
+    const state = q.get("state");
+    this.note(state);
+    const scope = q.get("scope") ?? "";
+    const parsed = parseScopes(scope);
+    const fail = (error: string, aadsts: number, message: string) => ({
+      kind: "redirect" as const,
+      location: redirectError(redirectUri, error, aadsts, message, state),
+    });
+    if ("invalid" in parsed || parsed.resources.size === 0) {
+      return fail("invalid_request", 70011, `The provided value for the input parameter 'scope' is not valid. The scope '${scope}' is not valid.`);
+    }
+    for (const [resource, perms] of parsed.resources) {
+      if (!(perms.length === 1 && perms[0] === ".default")) {
+        return fail("invalid_request", 70011, `The provided value for the input parameter 'scope' is not valid. Admin consent for application permissions needs '${resource}/.default'.`);
+      }
+      if (!app.permissions.has(resource) && !app.applicationPermissions.has(resource)) {
+        return fail("invalid_resource", 500011, resourceNotFound(resource, tenantId));
+      }
+    }
+    const request: AdminConsentRequest = {
+      id: randomBytes(24).toString("base64url"),
+      tenantId,
+      clientId: app.clientId,
+      redirectUri,
+      scope,
+      state,
+      created: this.now(),
+    };
+    return { kind: "page", request };
+  }
+
+  private adminConsentPage(tenantSegment: string, q: URLSearchParams, res: ServerResponse, log: EntraRequest): void {
+    const outcome = this.adminConsentRequest(tenantSegment, q);
+    if (outcome.kind === "error-page") {
+      log.status = outcome.status;
+      log.error = `AADSTS${outcome.aadsts}`;
+      sendHtml(res, outcome.status, errorPage(outcome.aadsts, outcome.message));
+      return;
+    }
+    if (outcome.kind === "redirect") {
+      log.status = 302;
+      redirect(res, outcome.location);
+      return;
+    }
+    const now = this.now();
+    for (const [id, r] of this.pendingAdminConsents) if (now - r.created > PENDING_LIFETIME_MS) this.pendingAdminConsents.delete(id);
+    this.pendingAdminConsents.set(outcome.request.id, outcome.request);
+    const request = outcome.request;
+    const app = this.apps.get(request.clientId.toLowerCase())!;
+    const tenant = this.tenants.get(request.tenantId)!;
+    const e = escapeHtml;
+    const roles = [...app.applicationPermissions.entries()].flatMap(([resource, perms]) => perms.map((p) => `<li><code>${e(p)}</code> (${e(resource)}, application)</li>`));
+    const users = tenant.users
+      .map(
+        (user, i) =>
+          `<label class="user"><input type="radio" name="user" value="${e(`${tenant.id}|${user.oid}`)}"${i === 0 ? " checked" : ""}> <strong>${e(user.name ?? user.upn)}</strong> ${e(user.upn)}</label>`,
+      )
+      .join("\n");
+    log.status = 200;
+    sendHtml(
+      res,
+      200,
+      `<!DOCTYPE html>
+<html lang="en">
+<head><meta charset="utf-8"><title>Permissions requested (admin consent) - Fake Microsoft Entra ID</title></head>
+<body style="font-family:system-ui,sans-serif;max-width:560px;margin:48px auto">
+<p>Fake Microsoft Entra ID</p>
+<h1>Permissions requested: accept for your organization</h1>
+<p><strong id="app-name">${e(app.name)}</strong> (<code>${e(app.clientId)}</code>) asks an administrator of
+<strong id="tenant">${e(tenant.name)} (${e(tenant.id)})</strong> for these application permissions. It will act as itself,
+without a signed-in user:</p>
+<ul id="roles">${roles.join("")}</ul>
+<form method="post" action="/${e(encodeURIComponent(request.tenantId))}/v2.0/adminconsent/decision">
+<input type="hidden" name="request" value="${e(request.id)}">
+<fieldset><legend>Sign in as</legend>
+${users}
+</fieldset>
+<button type="submit" name="decision" value="cancel">Cancel</button>
+<button type="submit" name="decision" value="accept">Accept</button>
+</form>
+</body>
+</html>
+`,
+    );
+  }
+
+  private adminConsentForm(tenantSegment: string, form: URLSearchParams, res: ServerResponse, log: EntraRequest): void {
+    const request = this.pendingAdminConsents.get(form.get("request") ?? "");
+    if (!request || request.tenantId !== tenantSegment || this.now() - request.created > PENDING_LIFETIME_MS) {
+      log.status = 400;
+      log.error = "AADSTS90014";
+      sendHtml(res, 400, errorPage(90014, "The admin consent request was not found, has expired or was already used."));
+      return;
+    }
+    this.pendingAdminConsents.delete(request.id);
+    const decision = form.get("decision");
+    log.status = 302;
+    redirect(res, this.adminConsentDecision(request, decision === "accept" ? "accept" : "cancel"));
+  }
+
+  private adminConsentDecision(request: AdminConsentRequest, decision: "accept" | "cancel"): string {
+    const url = new URL(request.redirectUri);
+    if (decision === "cancel") {
+      url.searchParams.set("error", "access_denied");
+      url.searchParams.set("error_subcode", "cancel");
+      url.searchParams.set("error_description", describe(65004, "User declined to consent to access the app.", randomUUID()));
+      if (request.state !== null) url.searchParams.set("state", request.state);
+      return url.href;
+    }
+    const app = this.apps.get(request.clientId.toLowerCase())!;
+    const sp = this.ensureServicePrincipal(request.tenantId, app.clientId);
+    for (const [resource, roles] of app.applicationPermissions) sp.roles.set(resource, [...roles]);
+    url.searchParams.set("admin_consent", "True");
+    url.searchParams.set("tenant", request.tenantId);
+    url.searchParams.set("scope", request.scope);
+    if (request.state !== null) url.searchParams.set("state", request.state);
+    return url.href;
+  }
+
+  private ensureServicePrincipal(tenantId: string, clientId: string): ServicePrincipal {
+    const key = spKey(tenantId, clientId);
+    let sp = this.servicePrincipals.get(key);
+    if (!sp) {
+      sp = { objectId: randomUUID(), roles: new Map(), pending: [] };
+      this.servicePrincipals.set(key, sp);
+    }
+    return sp;
+  }
+
+  private appCredentials(clientId: string): AppCredentials {
+    const key = clientId.toLowerCase();
+    let c = this.credentials.get(key);
+    if (!c) {
+      c = { federated: [], certificates: new Map(), inactiveFor: 0 };
+      this.credentials.set(key, c);
+    }
+    return c;
+  }
+
+  // ---------------------------------------------------------------------------------------
   // Token
 
   private async token(
@@ -765,7 +1108,7 @@ ${userOptions}
     const form = contentType.toLowerCase().startsWith("application/x-www-form-urlencoded") ? new URLSearchParams(body) : new URLSearchParams();
     const grantType = form.get("grant_type") ?? undefined;
     if (grantType) log.grantType = grantType;
-    for (const name of ["code", "code_verifier", "refresh_token", "client_secret"]) this.note(form.get(name));
+    for (const name of ["code", "code_verifier", "refresh_token", "client_secret", "client_assertion"]) this.note(form.get(name));
     // Counted under the grant's tenant once the code or refresh token is known, else the path's.
     const ctx: { tenant: string } = { tenant: tenantSegment };
     try {
@@ -782,7 +1125,7 @@ ${userOptions}
         throw new TokenError(400, "invalid_request", 90002, tenantNotFound(tenantSegment));
       }
       if (!grantType) throw new TokenError(400, "invalid_request", 900144, "The request body must contain the following parameter: 'grant_type'.");
-      const app = this.authenticateClient(req, form, tenantSegment);
+      const app = await this.authenticateClient(req, form, tenantSegment, log);
       let response: Record<string, unknown>;
       if (grantType === "authorization_code") {
         const record = this.redeemableCode(form, app, tenantSegment, ctx);
@@ -798,6 +1141,9 @@ ${userOptions}
         response = await this.issue(record.grant, form.get("scope"), { nonce: null, omitRefreshToken: false });
         record.lastUsedAt = this.now();
         this.counter(ctx.tenant).refreshToken++;
+      } else if (grantType === "client_credentials") {
+        response = await this.clientCredentials(form, app, tenantSegment);
+        this.counter(ctx.tenant).clientCredentials++;
       } else {
         throw new TokenError(400, "unsupported_grant_type", 70003, `The app requested an unsupported grant type '${grantType}'.`);
       }
@@ -825,7 +1171,11 @@ ${userOptions}
     }
   }
 
-  private authenticateClient(req: IncomingMessage, form: URLSearchParams, tenantSegment: string): App {
+  private async authenticateClient(req: IncomingMessage, form: URLSearchParams, tenantSegment: string, log: EntraRequest): Promise<App> {
+    const assertion = form.get("client_assertion");
+    const assertionType = form.get("client_assertion_type");
+    if (assertion !== null || assertionType !== null) return this.authenticateAssertion(form, tenantSegment, log);
+    log.clientAuth = "secret";
     let basicId: string | undefined;
     let basicSecret: string | undefined;
     const auth = headerValue(req, "authorization");
@@ -863,6 +1213,138 @@ ${userOptions}
       );
     }
     return app;
+  }
+
+  /** A client_assertion (certificate or federated credential) in place of a secret. */
+  private async authenticateAssertion(form: URLSearchParams, tenantSegment: string, log: EntraRequest): Promise<App> {
+    const assertion = form.get("client_assertion") ?? "";
+    if (assertion.length >= MIN_SECRET_LENGTH) this.assertions.push(assertion);
+    if (form.get("client_assertion_type") !== JWT_BEARER_TYPE) {
+      throw new TokenError(400, "invalid_request", 50027, "Invalid client_assertion_type: it must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer.");
+    }
+    if (form.has("client_secret")) throw new TokenError(400, "invalid_request", 50027, "Send either client_secret or client_assertion, not both.");
+    const clientId = form.get("client_id");
+    if (!clientId) throw new TokenError(400, "invalid_request", 900144, "The request body must contain the following parameter: 'client_id'.");
+    const app = this.apps.get(clientId.toLowerCase());
+    if (!app) throw new TokenError(400, "unauthorized_client", 700016, appNotFound(clientId, tenantSegment));
+    let header: ReturnType<typeof decodeProtectedHeader>;
+    let claims: ReturnType<typeof decodeJwt>;
+    try {
+      header = decodeProtectedHeader(assertion);
+      claims = decodeJwt(assertion);
+    } catch {
+      throw new TokenError(400, "invalid_request", 50027, "JWT token is invalid or malformed.");
+    }
+    const creds = this.appCredentials(app.clientId);
+    const verify = async (key: KeyObject | webcrypto.CryptoKey, algorithms: string[]) => {
+      try {
+        return (await jwtVerify(assertion, key, { algorithms, currentDate: new Date(this.now()), clockTolerance: 0 })).payload;
+      } catch (err) {
+        if (err instanceof joseErrors.JWTExpired) {
+          throw new TokenError(
+            401,
+            "invalid_client",
+            700024,
+            `Client assertion is not within its valid time range. Current time: ${new Date(this.now()).toISOString()}, assertion valid from ${isoTime(Number(claims.nbf ?? claims.iat ?? 0) * 1000)}, expiry time of assertion ${isoTime(Number(claims.exp ?? 0) * 1000)}.`,
+          );
+        }
+        throw new TokenError(401, "invalid_client", 700027, "Client assertion failed signature validation.");
+      }
+    };
+    const thumbprint = (header as Record<string, unknown>)["x5t#S256"] ?? header.x5t;
+    log.clientAuth = typeof thumbprint === "string" ? "certificate" : "federated";
+    if (typeof thumbprint === "string") {
+      const key = creds.certificates.get(thumbprint);
+      if (!key) {
+        throw new TokenError(401, "invalid_client", 700027, `Client assertion failed signature validation. The certificate with identifier used to sign the client assertion is not registered on application. [Reason - The key was not found., Thumbprint of key used by client: '${thumbprint}']`);
+      }
+      const payload = await verify(key, ["PS256", "RS256"]);
+      if (payload.iss !== app.clientId || payload.sub !== app.clientId) {
+        throw new TokenError(401, "invalid_client", 700021, "Client assertion application identifier doesn't match 'client_id' parameter.");
+      }
+      const audience = `${this.url}/${tenantSegment}/oauth2/v2.0/token`;
+      const aud = Array.isArray(payload.aud) ? payload.aud : [payload.aud];
+      if (!aud.includes(audience)) {
+        throw new TokenError(401, "invalid_client", 50013, `Assertion audience claim does not match the required value '${audience}'.`);
+      }
+      if (typeof payload.jti !== "string" || typeof payload.exp !== "number") {
+        throw new TokenError(400, "invalid_request", 50027, "The client assertion needs jti and exp.");
+      }
+      return app;
+    }
+    const issuer = typeof claims.iss === "string" ? claims.iss : "";
+    const key = this.trustedIssuers.get(issuer);
+    const byIssuer = creds.federated.filter((f) => f.issuer === issuer);
+    if (!key || byIssuer.length === 0) {
+      throw new TokenError(401, "invalid_client", 700211, `No matching federated identity record found for presented assertion issuer '${issuer}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion.`);
+    }
+    const payload = await verify(key, ["RS256"]);
+    const aud = Array.isArray(payload.aud) ? payload.aud : [String(payload.aud ?? "")];
+    const byAudience = byIssuer.filter((f) => f.audiences.some((a) => aud.includes(a)));
+    if (byAudience.length === 0) {
+      throw new TokenError(401, "invalid_client", 700212, `No matching federated identity record found for presented assertion audience '${aud.join(",")}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion.`);
+    }
+    if (!byAudience.some((f) => f.subject === payload.sub)) {
+      throw new TokenError(401, "invalid_client", 700213, `No matching federated identity record found for presented assertion subject '${String(payload.sub)}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion.`);
+    }
+    if (creds.inactiveFor > 0) {
+      creds.inactiveFor--;
+      throw new TokenError(401, "invalid_client", 70021, `No matching federated identity record found for presented assertion. Assertion Issuer: '${issuer}'. Assertion Subject: '${String(payload.sub)}'. Assertion Audience: '${aud.join(",")}'.`);
+    }
+    return app;
+  }
+
+  /** grant_type=client_credentials: an app-only token with the application permissions admin consent granted. */
+  private async clientCredentials(form: URLSearchParams, app: App, tenantSegment: string): Promise<Record<string, unknown>> {
+    if (ALIASES.has(tenantSegment)) {
+      throw new TokenError(400, "invalid_request", 9001023, "The grant type isn't supported over the /common or /consumers endpoints. Please use the /organizations or tenant-specific endpoint.");
+    }
+    const scope = form.get("scope") ?? "";
+    const parsed = parseScopes(scope);
+    const resources = "invalid" in parsed ? [] : [...parsed.resources.entries()];
+    if (resources.length !== 1 || resources[0]![1].join(" ") !== ".default" || ("oidc" in parsed && parsed.oidc.size > 0)) {
+      throw new TokenError(400, "invalid_scope", 1002012, `The provided value for scope ${scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI).`);
+    }
+    const resource = resources[0]![0];
+    const tenant = this.tenants.get(tenantSegment)!;
+    if (tenant.missingResources.has(resource)) throw new TokenError(400, "invalid_resource", 500011, resourceNotFound(resource, tenantSegment));
+    const sp = this.servicePrincipals.get(spKey(tenantSegment, app.clientId));
+    const missingSp = () =>
+      new TokenError(400, "invalid_client", 7000229, `The client application ${app.clientId} is missing service principal in the tenant ${tenantSegment}. See instructions here: https://go.microsoft.com/fwlink/?linkid=2225119`);
+    if (!sp) throw missingSp();
+    const next = sp.pending.shift();
+    if (next === 65001) {
+      throw new TokenError(400, "invalid_grant", 65001, `The user or administrator has not consented to use the application with ID '${app.clientId}' named '${app.name}'. Send an interactive authorization request for this user and resource.`);
+    }
+    if (next === 7000229) throw missingSp();
+    const roles = next === "no-roles" ? [] : (sp.roles.get(resource) ?? []);
+    const nowSec = Math.floor(this.now() / 1000);
+    const claims: Record<string, unknown> = {
+      aud: resource,
+      iss: `https://sts.windows.net/${tenantSegment}/`,
+      iat: nowSec,
+      nbf: nowSec,
+      exp: nowSec + this.accessTokenLifetimeSec,
+      appid: app.clientId,
+      appidacr: form.has("client_assertion") ? "2" : "1",
+      idp: `https://sts.windows.net/${tenantSegment}/`,
+      idtyp: "app",
+      oid: sp.objectId,
+      sub: sp.objectId,
+      tid: tenantSegment,
+      uti: randomBytes(16).toString("base64url"),
+      ver: "1.0",
+    };
+    if (roles.length > 0) claims.roles = roles;
+    const accessToken = await this.sign(claims);
+    this.note(accessToken);
+    this.appTokens.set(tenantSegment, [...(this.appTokens.get(tenantSegment) ?? []), accessToken]);
+    return {
+      token_type: "Bearer",
+      expires_in: this.accessTokenLifetimeSec,
+      ext_expires_in: this.accessTokenLifetimeSec,
+      access_token: accessToken,
+    };
   }
 
   private redeemableCode(form: URLSearchParams, app: App, tenantSegment: string, ctx: { tenant: string }): CodeRecord {
@@ -1067,7 +1549,7 @@ ${userOptions}
   private counter(tenantId: string): TokenCounters {
     let c = this.counters.get(tenantId);
     if (!c) {
-      c = { authorizationCode: 0, refreshToken: 0, errors: 0, total: 0 };
+      c = { authorizationCode: 0, refreshToken: 0, clientCredentials: 0, errors: 0, total: 0 };
       this.counters.set(tenantId, c);
     }
     return c;
@@ -1083,6 +1565,34 @@ ${userOptions}
 
 function normResource(resource: string): string {
   return resource.toLowerCase();
+}
+
+const JWT_BEARER_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+function spKey(tenantId: string, clientId: string): string {
+  return `${tenantId.toLowerCase()}|${clientId.toLowerCase()}`;
+}
+
+/** Defender refuses an app-only token without one of these application permissions (403). */
+const DEFENDER_APP_ROLES = ["Alert.Read.All", "Alert.ReadWrite.All"];
+
+/**
+ * The Defender fake's `authenticate`: the tenant of a valid access token of this Entra, and
+ * a 403 for an app-only token that carries no alert permission (consent still propagating,
+ * or the permission was withdrawn).
+ */
+export function defenderAuthenticator(entra: FakeEntra): (bearer: string) => Promise<{ tenantId: string; forbidden?: string } | null> {
+  return async (bearer) => {
+    const claims = await entra.verifyAccessToken(bearer, DEFENDER_RESOURCE);
+    if (!claims) return null;
+    if (claims.idtyp === "app" && !claims.roles.some((r) => DEFENDER_APP_ROLES.includes(r))) {
+      return {
+        tenantId: claims.tenantId,
+        forbidden: "The application does not have any of the required application permissions (Alert.ReadWrite.All, Alert.Read.All) to access the resource.",
+      };
+    }
+    return { tenantId: claims.tenantId };
+  };
 }
 
 function parseScopes(scope: string): { oidc: Set<string>; resources: Map<string, string[]> } | { invalid: string } {

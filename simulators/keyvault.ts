@@ -1,12 +1,14 @@
-import { randomBytes, randomUUID } from "node:crypto";
+import { constants, createHash, generateKeyPairSync, type KeyObject, privateEncrypt, randomBytes, randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
+import forge from "node-forge";
 import type { TestCerts } from "./tls.js";
 import { type Listening, listenHttps, readBody, sendJson } from "./https.js";
 
 /**
- * Fake Azure Key Vault (secrets only), speaking the REST protocol that
- * @azure/keyvault-secrets 4.12 uses (default api-version 2026-04-01; any `7.x` or dated
- * version is accepted, a missing one is a 400 like the real service):
+ * Fake Azure Key Vault (secrets, and the keys of certificates), speaking the REST protocol
+ * that @azure/keyvault-secrets 4.12 and @azure/keyvault-keys 4.10 use (default api-version
+ * 2026-04-01; any `7.x` or dated version is accepted, a missing one is a 400 like the real
+ * service):
  *
  *   PUT    /secrets/{name}                     set: a new version every time (200 SecretBundle with value)
  *   GET    /secrets/{name}/{version}           get; the SDK asks for the latest as `/secrets/{name}/` (trailing slash)
@@ -17,7 +19,12 @@ import { type Listening, listenHttps, readBody, sendJson } from "./https.js";
  *   GET    /deletedsecrets[/{name}]            deleted secret(s)
  *   POST   /deletedsecrets/{name}/recover      recover (immediate unless `lagReads` is set)
  *   DELETE /deletedsecrets/{name}              purge (204; 403 when purge protection is on)
+ *   GET    /keys/{name}/{version}              the public key (JWK) of a certificate's key; the SDK asks for the latest as `/keys/{name}/`
+ *   POST   /keys/{name}/{version}/sign         sign a digest: {alg: PS256 | RS256, value: base64url SHA-256} -> {kid, value}
  *
+ * Keys exist only through `createCertificate` (what `az keyvault certificate create` with a
+ * non-exportable key makes): the private key never leaves the fake, and its PEM is among
+ * `secretsSeen()` so a leak of it would be caught.
  * Challenge authentication as the SDK expects: its first request to a vault goes without
  * a body and without a token, and gets `401` with `WWW-Authenticate: Bearer
  * authorization="https://login.microsoftonline.com/<tenant>", resource="<resource>"`. The SDK
@@ -87,6 +94,26 @@ export interface SecretVersionState {
   updated: Date;
 }
 
+/** A certificate `createCertificate` made: what the app registration gets and the app is configured with. */
+export interface CertificateState {
+  name: string;
+  /** Key identifier with version, https://<vault>/keys/<name>/<version>. */
+  keyId: string;
+  /** The certificate (public part), DER. */
+  certificateDer: Buffer;
+  /** x5t#S256: base64url SHA-256 of the DER. */
+  thumbprintSha256: string;
+}
+
+interface KeyEntry {
+  name: string;
+  version: string;
+  privateKey: KeyObject;
+  publicJwk: Record<string, unknown>;
+  enabled: boolean;
+  created: number;
+}
+
 export interface SecretState {
   name: string;
   deleted: boolean;
@@ -143,6 +170,7 @@ export class FakeKeyVault {
   readonly requestLog: KeyVaultRequest[] = [];
   private readonly options: FakeKeyVaultOptions;
   private readonly secrets = new Map<string, Entry>();
+  private readonly keys = new Map<string, KeyEntry[]>();
   private readonly seen = new Set<string>();
   private listening: Listening | undefined;
   private failures: { remaining: number; status: number; retryAfterSec?: number } = { remaining: 0, status: 503 };
@@ -223,6 +251,52 @@ export class FakeKeyVault {
   expireDeleted(name: string): void {
     const e = this.secrets.get(name.toLowerCase());
     if (e?.deleted) this.secrets.delete(name.toLowerCase());
+  }
+
+  /**
+   * Creates a self-signed certificate whose RSA key is not exportable, as a Key Vault
+   * certificate (policy `exportable: false`): returns what is public. A second call makes a
+   * new version.
+   */
+  createCertificate(name: string, subject = `CN=${name}`): CertificateState {
+    checkName(name);
+    const { privateKey, publicKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
+    const pem = privateKey.export({ type: "pkcs1", format: "pem" }).toString();
+    this.seen.add(pem);
+    const forgeKey = forge.pki.privateKeyFromPem(pem);
+    const cert = forge.pki.createCertificate();
+    cert.publicKey = forge.pki.setRsaPublicKey(forgeKey.n, forgeKey.e);
+    cert.serialNumber = randomBytes(8).toString("hex").replace(/^[89a-f]/, "1");
+    cert.validity.notBefore = new Date(this.now() - 3600_000);
+    cert.validity.notAfter = new Date(this.now() + 365 * 24 * 3600_000);
+    const attrs = [{ name: "commonName", value: subject.replace(/^CN=/, "") }];
+    cert.setSubject(attrs);
+    cert.setIssuer(attrs);
+    cert.sign(forgeKey, forge.md.sha256.create());
+    const certificateDer = Buffer.from(forge.asn1.toDer(forge.pki.certificateToAsn1(cert)).getBytes(), "binary");
+    const version = randomBytes(16).toString("hex");
+    const entry: KeyEntry = {
+      name,
+      version,
+      privateKey,
+      publicJwk: publicKey.export({ format: "jwk" }) as Record<string, unknown>,
+      enabled: true,
+      created: this.nowSec(),
+    };
+    const versions = this.keys.get(name.toLowerCase()) ?? [];
+    versions.push(entry);
+    this.keys.set(name.toLowerCase(), versions);
+    return {
+      name,
+      keyId: `${this.url}/keys/${name}/${version}`,
+      certificateDer,
+      thumbprintSha256: createHash("sha256").update(certificateDer).digest("base64url"),
+    };
+  }
+
+  /** Signatures made with a key so far (sign operations, by key name). */
+  signCount(name: string): number {
+    return this.requestLog.filter((r) => r.method === "POST" && r.status === 200 && r.path.toLowerCase().startsWith(`/keys/${name.toLowerCase()}/`) && r.path.endsWith("/sign")).length;
   }
 
   reset(): void {
@@ -321,6 +395,15 @@ export class FakeKeyVault {
         throw methodNotAllowed(method);
       }
     }
+    if (collection === "keys" && rawName !== undefined && rawName !== "") {
+      const name = checkName(rawName);
+      if (parts.length === 3 && method === "GET") return this.getKey(name, third ?? "");
+      if (parts.length === 4 && fourth === "sign") {
+        if (method === "POST") return this.sign(name, third ?? "", body);
+        throw methodNotAllowed(method);
+      }
+      if (parts.length === 2 && method === "GET") return this.getKey(name, "");
+    }
     if (collection === "deletedsecrets") {
       if (parts.length === 1 || (parts.length === 2 && rawName === "")) {
         if (method === "GET") return this.listDeleted(url);
@@ -338,6 +421,42 @@ export class FakeKeyVault {
       }
     }
     throw new KvError(404, "NotFound", `The requested path ${url.pathname} was not found.`);
+  }
+
+  private findKey(name: string, version: string): KeyEntry {
+    const versions = this.keys.get(name.toLowerCase()) ?? [];
+    const key = version ? versions.find((k) => k.version === version.toLowerCase()) : versions.at(-1);
+    if (!key) throw new KvError(404, "KeyNotFound", `A key with (name/id) ${version ? `${name}/${version}` : name} was not found in this key vault.`);
+    if (!key.enabled) throw new KvError(403, "Forbidden", "Operation is not allowed on a disabled key.", "KeyDisabled");
+    return key;
+  }
+
+  private getKey(name: string, version: string): { status: number; json: unknown } {
+    const key = this.findKey(name, version);
+    return {
+      status: 200,
+      json: {
+        key: { ...key.publicJwk, kid: `${this.url}/keys/${key.name}/${key.version}`, key_ops: ["sign", "verify"] },
+        attributes: { enabled: key.enabled, created: key.created, updated: key.created, recoveryLevel: this.recoveryLevel(), exportable: false },
+        managed: true,
+      },
+    };
+  }
+
+  /** Signs a SHA-256 digest with the certificate's private key, as the keys API's sign operation does. */
+  private sign(name: string, version: string, body: string): { status: number; json: unknown } {
+    const key = this.findKey(name, version);
+    const params = parseJson(body) as { alg?: unknown; value?: unknown };
+    if (params.alg !== "PS256" && params.alg !== "RS256") {
+      throw new KvError(400, "BadParameter", `Invalid algorithm ${String(params.alg)}: the fake vault signs with PS256 and RS256.`);
+    }
+    const digest = typeof params.value === "string" ? Buffer.from(params.value, "base64url") : Buffer.alloc(0);
+    if (digest.length !== 32) throw new KvError(400, "BadParameter", "The value must be a base64url SHA-256 digest (32 bytes).");
+    const signature =
+      params.alg === "RS256"
+        ? privateEncrypt({ key: key.privateKey, padding: constants.RSA_PKCS1_PADDING }, Buffer.concat([SHA256_DIGEST_INFO, digest]))
+        : privateEncrypt({ key: key.privateKey, padding: constants.RSA_NO_PADDING }, emsaPss(digest, (key.privateKey.asymmetricKeyDetails?.modulusLength ?? 2048) - 1));
+    return { status: 200, json: { kid: `${this.url}/keys/${key.name}/${key.version}`, value: signature.toString("base64url") } };
   }
 
   private nowSec(): number {
@@ -590,6 +709,29 @@ export class FakeKeyVault {
       });
     return { status: 200, json: this.page(items, url) };
   }
+}
+
+/** DER prefix of a SHA-256 DigestInfo (RFC 8017 9.2 note 1), for PKCS#1 v1.5 signatures. */
+const SHA256_DIGEST_INFO = Buffer.from("3031300d060960864801650304020105000420", "hex");
+
+/** EMSA-PSS encoding of a SHA-256 digest with a 32-byte salt and MGF1-SHA-256 (RFC 8017 9.1.1), as JWA PS256 needs. */
+function emsaPss(mHash: Buffer, emBits: number): Buffer {
+  const hLen = 32;
+  const emLen = Math.ceil(emBits / 8);
+  const salt = randomBytes(hLen);
+  const h = createHash("sha256").update(Buffer.concat([Buffer.alloc(8), mHash, salt])).digest();
+  const db = Buffer.concat([Buffer.alloc(emLen - 2 * hLen - 2), Buffer.from([1]), salt]);
+  const mask = Buffer.alloc(db.length);
+  for (let counter = 0, offset = 0; offset < mask.length; counter++) {
+    const c = Buffer.alloc(4);
+    c.writeUInt32BE(counter);
+    const block = createHash("sha256").update(Buffer.concat([h, c])).digest();
+    block.copy(mask, offset);
+    offset += block.length;
+  }
+  for (let i = 0; i < db.length; i++) db[i] = (db[i] ?? 0) ^ (mask[i] ?? 0);
+  db[0] = (db[0] ?? 0) & (0xff >> (8 * emLen - emBits));
+  return Buffer.concat([db, h, Buffer.from([0xbc])]);
 }
 
 function checkName(name: string): string {

@@ -26,6 +26,11 @@ import { type Listening, listenHttp, sendJson } from "./https.js";
  * - `@azure/identity` adds a retry policy that retries 404 and 410 with 0.8 s+ backoff, and the
  *   default pipeline retries 5xx; give the credential `retryOptions: {maxRetries: 0}` when a
  *   test uses `failNext`.
+ *
+ * Tokens for the token-exchange audience (`api://AzureADTokenExchange`, `...USGov`,
+ * `...China`) are what a federated identity credential trusts, shaped like Entra's v2
+ * tokens: `iss` `{authorityHost}/{tenant}/v2.0` and `sub` the identity's principal id.
+ * Give `publicKey` to the fake Entra (`trustIssuer(exchangeIssuer, publicKey)`).
  */
 
 export interface FakeManagedIdentityOptions {
@@ -43,11 +48,15 @@ export interface FakeManagedIdentityOptions {
   /** Token lifetime in seconds (App Service hands out roughly 24 h tokens). */
   tokenLifetimeSec?: number;
   now?: () => number;
+  /** Entra's authority host, for the issuer of exchange tokens (default https://login.microsoftonline.com). */
+  authorityHost?: string;
 }
 
 export interface ManagedIdentityClaims {
   aud: string;
   iss: string;
+  /** The principal (object) id, on exchange tokens. */
+  sub?: string;
   tid: string;
   oid: string;
   appid: string;
@@ -111,6 +120,8 @@ export class FakeManagedIdentity {
   readonly userAssignedClientIds: string[];
   tokenLifetimeSec: number;
   now: () => number;
+  /** Entra's authority host in the issuer of exchange tokens (the fake Entra's URL in tests). */
+  authorityHost: string;
   /** Every request, newest last (no token values). */
   readonly requestLog: ManagedIdentityRequest[] = [];
   private listening: Listening | undefined;
@@ -128,6 +139,22 @@ export class FakeManagedIdentity {
     this.userAssignedClientIds = options.userAssignedClientIds ?? [];
     this.tokenLifetimeSec = options.tokenLifetimeSec ?? 24 * 3600;
     this.now = options.now ?? Date.now;
+    this.authorityHost = options.authorityHost ?? "https://login.microsoftonline.com";
+  }
+
+  /** The issuer of this identity's exchange tokens: what a federated identity credential names. */
+  get exchangeIssuer(): string {
+    return `${this.authorityHost}/${this.tenantId}/v2.0`;
+  }
+
+  /** The key every FakeManagedIdentity of this process signs with (an issuer's published key). */
+  get publicKey(): KeyObject {
+    return signingKey().publicKey;
+  }
+
+  /** The principal (object) id behind a client id (the `sub` of its exchange tokens). */
+  principalIdOf(clientId?: string): string {
+    return !clientId || clientId === this.clientId ? this.principalId : clientId;
   }
 
   async start(): Promise<void> {
@@ -256,11 +283,14 @@ export class FakeManagedIdentity {
     const appid = clientId ?? this.clientId;
     const nowSec = Math.floor(this.now() / 1000);
     const exp = nowSec + this.tokenLifetimeSec;
+    const exchange = /^api:\/\/AzureADTokenExchange(USGov|China)?\/?$/i.test(resource);
+    const oid = this.principalIdOf(appid);
     const claims: ManagedIdentityClaims = {
       aud: resource,
-      iss: `https://sts.windows.net/${this.tenantId}/`,
+      iss: exchange ? this.exchangeIssuer : `https://sts.windows.net/${this.tenantId}/`,
+      ...(exchange ? { sub: oid } : {}),
       tid: this.tenantId,
-      oid: appid === this.clientId ? this.principalId : appid,
+      oid,
       appid,
       idtyp: "app",
       iat: nowSec,

@@ -132,6 +132,64 @@ describe("config", () => {
     );
   });
 
+  it("needs MSSP_CLIENT_SECRET only with MSSP_CLIENT_CREDENTIAL=secret (the default), and the certificate's settings only with certificate", () => {
+    const { MSSP_CLIENT_SECRET: _secret, ...noSecret } = valid;
+    assert.deepEqual(problemsOf(noSecret), ["MSSP_CLIENT_SECRET"]);
+    assert.deepEqual(problemsOf({ ...noSecret, MSSP_CLIENT_CREDENTIAL: "secret" }), ["MSSP_CLIENT_SECRET"]);
+    const mi = loadConfig({ ...noSecret, MSSP_CLIENT_CREDENTIAL: "managed-identity", AZURE_CLIENT_ID: "AAAAAAAA-2222-3333-4444-555555555555" });
+    assert.deepEqual(mi.credential, { kind: "managed-identity", audience: "api://AzureADTokenExchange", identityClientId: "aaaaaaaa-2222-3333-4444-555555555555" });
+    assert.equal(
+      (loadConfig({ ...noSecret, MSSP_CLIENT_CREDENTIAL: "managed-identity", MSSP_FIC_CLIENT_ID: "bbbbbbbb-2222-3333-4444-555555555555", AZURE_CLIENT_ID: "aaaaaaaa-2222-3333-4444-555555555555" }).credential as { identityClientId: string })
+        .identityClientId,
+      "bbbbbbbb-2222-3333-4444-555555555555",
+      "a dedicated identity for customer tenants wins over the app's",
+    );
+    assert.deepEqual(problemsOf({ ...noSecret, MSSP_CLIENT_CREDENTIAL: "certificate" }).sort(), [
+      "MSSP_CLIENT_CERTIFICATE_KEY_ID",
+      "MSSP_CLIENT_CERTIFICATE_THUMBPRINT",
+    ]);
+    const keyId = "https://kv-example.vault.azure.net/keys/mssp-client-certificate/0123456789abcdef0123456789abcdef";
+    const thumbprint = "q".repeat(43);
+    assert.deepEqual(loadConfig({ ...noSecret, MSSP_CLIENT_CREDENTIAL: "certificate", MSSP_CLIENT_CERTIFICATE_KEY_ID: keyId, MSSP_CLIENT_CERTIFICATE_THUMBPRINT: thumbprint }).credential, {
+      kind: "certificate",
+      keyId,
+      thumbprint,
+    });
+    assert.deepEqual(
+      problemsOf({
+        ...valid,
+        MSSP_CLIENT_CREDENTIAL: "password",
+        MSSP_CLIENT_CERTIFICATE_KEY_ID: "https://kv-example.vault.azure.net/secrets/x",
+        MSSP_CLIENT_CERTIFICATE_THUMBPRINT: "ABCDEF",
+        MSSP_FIC_AUDIENCE: "api://SomethingElse",
+      }).sort(),
+      ["MSSP_CLIENT_CERTIFICATE_KEY_ID", "MSSP_CLIENT_CERTIFICATE_THUMBPRINT", "MSSP_CLIENT_CREDENTIAL", "MSSP_FIC_AUDIENCE"],
+    );
+  });
+
+  it("takes the token-exchange audience from the app registration's cloud, and lets MSSP_FIC_AUDIENCE override it", () => {
+    const mi = { ...valid, MSSP_CLIENT_CREDENTIAL: "managed-identity" };
+    const audience = (env: Record<string, string>) => (loadConfig(env).credential as { audience: string }).audience;
+    assert.equal(audience(mi), "api://AzureADTokenExchange");
+    assert.equal(audience({ ...mi, DEFENDER_CLOUD: "gcc" }), "api://AzureADTokenExchange");
+    assert.equal(audience({ ...mi, DEFENDER_CLOUD: "gcc-high" }), "api://AzureADTokenExchangeUSGov");
+    assert.equal(audience({ ...mi, DEFENDER_CLOUD: "dod" }), "api://AzureADTokenExchangeUSGov");
+    assert.equal(audience({ ...mi, ENTRA_AUTHORITY_HOST: "https://login.chinacloudapi.cn" }), "api://AzureADTokenExchangeChina");
+    assert.equal(audience({ ...mi, MSSP_FIC_AUDIENCE: "api://AzureADTokenExchangeUSGov" }), "api://AzureADTokenExchangeUSGov");
+  });
+
+  it("reads the onboarding settings: default mode, callback retry and verification window", () => {
+    assert.deepEqual(loadConfig(valid).onboarding, { defaultMode: "delegated", consentRetryMs: 60_000, consentVerifyMs: 24 * 3600_000 });
+    assert.deepEqual(
+      loadConfig({ ...valid, ONBOARDING_DEFAULT_MODE: "application", APP_CONSENT_RETRY_SECONDS: "0", APP_CONSENT_VERIFY_HOURS: "0" }).onboarding,
+      { defaultMode: "application", consentRetryMs: 0, consentVerifyMs: 0 },
+    );
+    assert.deepEqual(
+      problemsOf({ ...valid, ONBOARDING_DEFAULT_MODE: "app", APP_CONSENT_RETRY_SECONDS: "600", APP_CONSENT_VERIFY_HOURS: "-1" }).sort(),
+      ["APP_CONSENT_RETRY_SECONDS", "APP_CONSENT_VERIFY_HOURS", "ONBOARDING_DEFAULT_MODE"],
+    );
+  });
+
   it("rejects a PULL_SCHEDULE that is not six-field NCRONTAB", () => {
     assert.deepEqual(problemsOf({ ...valid, PULL_SCHEDULE: "*/5 * * * *" }), ["PULL_SCHEDULE"]);
   });

@@ -21,7 +21,8 @@ import { Ajv2019 } from "ajv/dist/2019.js";
 import semver from "semver";
 import { parse as parseYaml, parseDocument } from "yaml";
 import { enqueueActiveTenants } from "../shared/collection/queue.js";
-import { REQUIRED_SETTINGS, SETTING_NAMES } from "../shared/platform/config.js";
+import { SENTINEL_COLUMNS, SENTINEL_STREAM, SENTINEL_TABLE } from "../shared/delivery/destinations/sentinel.js";
+import { loadConfig, REQUIRED_SETTINGS, SETTING_NAMES } from "../shared/platform/config.js";
 import { checkCredentialExpiry } from "../shared/platform/credential-expiry.js";
 import type { Logger, Services } from "../shared/platform/services.js";
 import { type ArmTemplate, at, type DeployedResource, deploy, only, Unknown } from "./support/arm.js";
@@ -455,7 +456,7 @@ describe("infra: alert rules match the app's log lines", () => {
     const now = new Date("2026-03-01T10:00:00Z");
     const svc = {
       now: () => now,
-      config: { clientSecretName: "mssp-client-secret" },
+      config: { clientSecretName: "mssp-client-secret", credential: { kind: "secret", secret: "x" } },
       storage: {
         table: () => ({
           getEntity: async () => {
@@ -640,10 +641,9 @@ describe("infra: the compiled template (bicep build), as deployed", () => {
     assert.equal(at(diag, "properties.logAnalyticsDestinationType"), "Dedicated");
     assert.deepEqual(at(diag, "properties.logs"), [{ category: "AuditEvent", enabled: true }]);
     assert.ok(mentions(at(diag, "properties.workspaceId"), "monitoring", "logAnalyticsId"));
-    const table = only(rs, "Microsoft.OperationalInsights/workspaces/tables");
-    assert.match(String(table.name), /AZKVAuditLogs/);
+    const table = only(rs, "Microsoft.OperationalInsights/workspaces/tables", "AZKVAuditLogs");
     assert.equal(at(table, "properties.retentionInDays"), 365);
-    assert.equal(at(only(deploy(arm, { ...BASE, auditRetentionDays: 90 }), "Microsoft.OperationalInsights/workspaces/tables"), "properties.totalRetentionInDays"), 90);
+    assert.equal(at(only(deploy(arm, { ...BASE, auditRetentionDays: 90 }), "Microsoft.OperationalInsights/workspaces/tables", "AZKVAuditLogs"), "properties.totalRetentionInDays"), 90);
   });
 
   it("caps the workspace's daily ingestion at logDailyCapGb (5 GB; 0 means no cap)", (t) => {
@@ -700,6 +700,93 @@ describe("infra: the compiled template (bicep build), as deployed", () => {
     assert.equal(at(only(rs, "Microsoft.Insights/components"), "properties.DisableLocalAuth"), true);
   });
 
+  const WORKSPACE = "/subscriptions/aaaaaaaa-1111-4222-8333-444444444444/resourceGroups/rg-soc/providers/Microsoft.OperationalInsights/workspaces/law-soc";
+  const appSettingsOf = (rs: DeployedResource[]) => at(only(rs, "Microsoft.Web/sites/config"), "properties") as Record<string, unknown>;
+
+  it("without sentinelWorkspaceResourceId: no data collection rule, no custom table, no role on a rule, no destination setting", (t) => {
+    const arm = template(t);
+    if (!arm) return;
+    const given = (JSON.parse(files[PARAMS] ?? "{}") as { parameters: Record<string, { value: unknown }> }).parameters;
+    assert.equal(given.sentinelWorkspaceResourceId?.value, interp("SENTINEL_WORKSPACE_RESOURCE_ID="), "azd variable, empty by default");
+    assert.equal(arm.parameters?.sentinelWorkspaceResourceId?.defaultValue, "");
+    const rs = deploy(arm, BASE);
+    assert.equal(live(rs, "Microsoft.Insights/dataCollectionRules").length, 0);
+    assert.equal(live(rs, "Microsoft.OperationalInsights/workspaces/tables").filter((r) => String(r.name).includes(SENTINEL_TABLE)).length, 0);
+    assert.equal(live(rs, "Microsoft.Authorization/roleAssignments").length, 5, "only the identity's five roles");
+    assert.deepEqual(Object.keys(appSettingsOf(rs)).filter((k) => k.startsWith("DESTINATIONS__")), []);
+  });
+
+  it("with sentinelWorkspaceResourceId: a Direct rule and the table in the workspace's group and region, the role on the rule, and the destination settings", (t) => {
+    const arm = template(t);
+    if (!arm) return;
+    const rs = deploy(arm, { ...BASE, sentinelWorkspaceResourceId: WORKSPACE });
+
+    const module = rs.find((r) => r.type === "Microsoft.Resources/deployments" && at(r, "parameters.dataCollectionRuleName") !== undefined);
+    assert.ok(module, "the sentinel module");
+    assert.equal(module.deployed, true);
+    assert.equal(at(module, "subscriptionId"), "aaaaaaaa-1111-4222-8333-444444444444", "in the workspace's subscription");
+    assert.equal(at(module, "resourceGroup"), "rg-soc", "and resource group");
+    assert.equal(at(module, "parameters.workspaceName"), "law-soc");
+    assert.ok(mentions(at(module, "parameters.location"), "Microsoft.OperationalInsights/workspaces", "sentinelWorkspaceRef", ".location"), "the workspace's region");
+
+    const dcr = only(rs, "Microsoft.Insights/dataCollectionRules");
+    assert.equal(dcr.deployed, true);
+    assert.equal(at(dcr, "kind"), "Direct", "its own logsIngestion endpoint, no DCE");
+    assert.ok(mentions(at(dcr, "location"), "Microsoft.OperationalInsights/workspaces", ".location"));
+    const declared = at(dcr, `properties.streamDeclarations.${SENTINEL_STREAM}.columns`);
+    assert.deepEqual(declared, SENTINEL_COLUMNS.map((c) => ({ name: c.name, type: c.type })), "the stream declares exactly what sentinel.ts sends");
+    const flows = at(dcr, "properties.dataFlows") as { streams: string[]; destinations: string[]; outputStream: string; transformKql: string }[];
+    assert.deepEqual(flows, [{ streams: [SENTINEL_STREAM], destinations: ["workspace"], transformKql: "source", outputStream: SENTINEL_STREAM }]);
+    const law = (at(dcr, "properties.destinations.logAnalytics") as { name: string; workspaceResourceId: unknown }[])[0];
+    assert.equal(law?.name, "workspace");
+    assert.ok(mentions(law?.workspaceResourceId, "Microsoft.OperationalInsights/workspaces"));
+
+    const table = only(rs, "Microsoft.OperationalInsights/workspaces/tables", SENTINEL_TABLE);
+    assert.equal(table.deployed, true);
+    assert.equal(String(table.name), `law-soc/${SENTINEL_TABLE}`);
+    const columns = at(table, "properties.schema.columns") as { name: string; type: string }[];
+    assert.deepEqual(
+      columns.map((c) => [c.name, c.type]),
+      SENTINEL_COLUMNS.map((c) => [c.name, c.type === "datetime" ? "dateTime" : c.type]),
+      "exactly the issue's columns and types",
+    );
+    for (const reserved of ["TenantId", "Type", "Title", "id"]) assert.ok(!columns.some((c) => c.name === reserved));
+    assert.ok(SENTINEL_TABLE.endsWith("_CL"));
+
+    const roles = live(rs, "Microsoft.Authorization/roleAssignments");
+    assert.equal(roles.length, 6);
+    const onRule = roles.filter((r) => mentions(at(r, "scope"), "Microsoft.Insights/dataCollectionRules"));
+    assert.equal(onRule.length, 1, "one assignment on the rule");
+    const grant = onRule[0] as DeployedResource;
+    // The id behind roles.monitoringMetricsPublisher is checked against the documented one by checkRoleDefinitions.
+    assert.ok(mentions(at(grant, "properties.roleDefinitionId"), "roleDefinitions", "monitoringMetricsPublisher"), "Monitoring Metrics Publisher");
+    assert.ok(mentions(at(grant, "properties.principalId"), "identity", "principalId"), "for the app's identity");
+    assert.equal(at(grant, "properties.principalType"), "ServicePrincipal");
+
+    const settings = appSettingsOf(rs);
+    assert.equal(settings.DESTINATIONS__sentinel__TYPE, "sentinel");
+    assert.ok(mentions(settings.DESTINATIONS__sentinel__DCR_ENDPOINT, "logsIngestionEndpoint"));
+    assert.ok(mentions(settings.DESTINATIONS__sentinel__DCR_IMMUTABLE_ID, "immutableId"));
+    assert.ok(mentions(settings.DESTINATIONS__sentinel__STREAM, "streamName"));
+    assert.ok(files["infra/modules/sentinel.bicep"]?.includes(`var tableName = '${SENTINEL_TABLE}'`));
+    assert.ok("SENTINEL_DCR_ID" in (arm.outputs ?? {}));
+
+    // What the deployment writes is what the app's config schema accepts as a sentinel destination.
+    const config = loadConfig({
+      MSSP_CLIENT_ID: "5f0c8c1e-7c2b-4e0a-9a57-3d2b8f6a1c11",
+      MSSP_CLIENT_SECRET: "x",
+      PUBLIC_BASE_URL: "https://collector.example",
+      KEY_VAULT_URL: "https://kv.vault.azure.net",
+      ALERTS_STORAGE: "UseDevelopmentStorage=true",
+      PULL_SCHEDULE: "0 */5 * * * *",
+      DESTINATIONS__sentinel__TYPE: String(settings.DESTINATIONS__sentinel__TYPE),
+      DESTINATIONS__sentinel__DCR_ENDPOINT: "https://dcr-x-abcd.westeurope-1.ingest.monitor.azure.com",
+      DESTINATIONS__sentinel__DCR_IMMUTABLE_ID: "dcr-0123456789abcdef0123456789abcdef",
+      DESTINATIONS__sentinel__STREAM: SENTINEL_STREAM,
+    });
+    assert.deepEqual(config.destinations.map((d) => [d.name, d.type, d.enabled]), [["sentinel", "sentinel", true]]);
+  });
+
   it("samples requests and dependencies only (host.json), and no app setting overrides that", (t) => {
     const host = JSON.parse(readFileSync(join(root, "host.json"), "utf8")) as {
       logging: { applicationInsights: { samplingSettings: { isEnabled: boolean; includedTypes?: string; excludedTypes?: string } } };
@@ -711,7 +798,57 @@ describe("infra: the compiled template (bicep build), as deployed", () => {
     if (!arm) return;
     const settings = at(only(deploy(arm, BASE), "Microsoft.Web/sites/config"), "properties") as Record<string, unknown>;
     assert.deepEqual(Object.keys(settings).filter((k) => /sampling/i.test(k)), []);
-    assert.equal(settings.MSSP_CLIENT_SECRET_NAME, "mssp-client-secret");
+  });
+
+  it("with the defaults (managed-identity) no app setting names or references a client secret; the identity's client id is the federated credential", (t) => {
+    const arm = template(t);
+    if (!arm) return;
+    const given = (JSON.parse(files[PARAMS] ?? "{}") as { parameters: Record<string, { value: unknown }> }).parameters;
+    assert.equal(given.clientCredential?.value, interp("MSSP_CLIENT_CREDENTIAL=managed-identity"));
+    assert.equal(arm.parameters?.clientCredential?.defaultValue, "managed-identity");
+    const rs = deploy(arm, BASE);
+    const settings = at(only(rs, "Microsoft.Web/sites/config"), "properties") as Record<string, unknown>;
+    assert.equal(settings.MSSP_CLIENT_CREDENTIAL, "managed-identity");
+    assert.deepEqual(Object.keys(settings).filter((k) => /SECRET|CERTIFICATE/.test(k)), []);
+    assert.ok(!JSON.stringify(settings, (_k, v) => (v instanceof Unknown ? v.expression : v)).includes("@Microsoft.KeyVault("), "no Key Vault reference at all");
+    assert.ok(mentions(settings.MSSP_FIC_CLIENT_ID, "identity", "clientId"), "the app's one identity");
+    assert.equal(Object.keys(at(only(rs, "Microsoft.Web/sites"), "identity.userAssignedIdentities") as object).length, 1);
+    assert.equal(live(rs, "Microsoft.ManagedIdentity/userAssignedIdentities").length, 1);
+    const outputs = arm.outputs ?? {};
+    for (const name of ["MSSP_CLIENT_CREDENTIAL", "AZURE_FIC_IDENTITY_PRINCIPAL_ID", "AZURE_FIC_IDENTITY_CLIENT_ID", "AZURE_MANAGED_IDENTITY_PRINCIPAL_ID"]) {
+      assert.ok(name in outputs, `output ${name} (register-app.sh reads it)`);
+    }
+  });
+
+  it("a dedicated identity (ficIdentityName) for customer tenants: on the site, named in MSSP_FIC_CLIENT_ID, holding no Azure role", (t) => {
+    const arm = template(t);
+    if (!arm) return;
+    const rs = deploy(arm, { ...BASE, ficIdentityName: "id-customers" });
+    const identities = live(rs, "Microsoft.ManagedIdentity/userAssignedIdentities");
+    assert.deepEqual(identities.map((r) => r.name).filter((n) => n === "id-customers"), ["id-customers"]);
+    // Both identities on the site (the id is known only at deployment: the expression names both).
+    assert.ok(mentions(at(only(rs, "Microsoft.Web/sites"), "identity.userAssignedIdentities"), "fic-identity", "Microsoft.Resources/deployments"));
+    const settings = at(only(rs, "Microsoft.Web/sites/config"), "properties") as Record<string, unknown>;
+    assert.ok(mentions(settings.MSSP_FIC_CLIENT_ID, "fic-identity", "clientId"));
+    assert.ok(mentions(settings.AZURE_CLIENT_ID, "identity", "clientId") && !mentions(settings.AZURE_CLIENT_ID, "fic-identity"), "storage and Key Vault stay with the app's identity");
+    const principals = live(rs, "Microsoft.Authorization/roleAssignments").map((r) => String((at(r, "properties.principalId") as Unknown | string) instanceof Unknown ? (at(r, "properties.principalId") as Unknown).expression : at(r, "properties.principalId")));
+    assert.equal(principals.length, 5);
+    assert.ok(principals.every((p) => !p.includes("fic-identity")), "no role for the customer-tenant identity");
+  });
+
+  it("a client secret exists only with clientCredential=secret, and a certificate's settings only with certificate", (t) => {
+    const arm = template(t);
+    if (!arm) return;
+    const settingsOf = (params: Record<string, unknown>) => at(only(deploy(arm, { ...BASE, ...params }), "Microsoft.Web/sites/config"), "properties") as Record<string, unknown>;
+    const secret = settingsOf({ clientCredential: "secret" });
+    assert.equal(secret.MSSP_CLIENT_SECRET_NAME, "mssp-client-secret");
+    assert.ok(mentions(secret.MSSP_CLIENT_SECRET, "@Microsoft.KeyVault(VaultName=") || /@Microsoft\.KeyVault\(VaultName=/.test(String(secret.MSSP_CLIENT_SECRET)));
+    assert.equal(secret.MSSP_FIC_CLIENT_ID, undefined);
+    const keyId = "https://kv.vault.azure.net/keys/mssp-client-certificate/0123456789abcdef0123456789abcdef";
+    const cert = settingsOf({ clientCredential: "certificate", clientCertificateKeyId: keyId, clientCertificateThumbprint: "t".repeat(43) });
+    assert.equal(cert.MSSP_CLIENT_CERTIFICATE_KEY_ID, keyId);
+    assert.equal(cert.MSSP_CLIENT_CERTIFICATE_THUMBPRINT, "t".repeat(43));
+    assert.deepEqual(Object.keys(cert).filter((k) => /SECRET/.test(k)), []);
   });
 });
 
@@ -736,6 +873,17 @@ describe("infra/scripts/register-app.sh", () => {
     assert.ok(script.includes("/api/consent/callback"));
     assert.ok(script.includes("azd env set MSSP_CLIENT_ID"));
     assert.ok(script.includes("--rotate"));
+  });
+
+  it("adds the application permission Alert.Read.All too, and hard-codes no permission ID (only the API's app ID and built-in role IDs)", () => {
+    assert.ok(script.includes('DEFENDER_ROLE="Alert.Read.All"'));
+    assert.ok(script.includes("appRoles[?value=='$DEFENDER_ROLE'].id"));
+    assert.ok(script.includes('"$role_id=Role"'));
+    const guids = new Set(script.match(/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/gi) ?? []);
+    assert.deepEqual(
+      [...guids].sort(),
+      ["12338af0-0e69-4776-bea7-57ae8d297424", "a4417e6f-fecd-4de8-b567-7b0420556985", "b86a8fe4-44ce-4948-aee5-eccb2c155cd7", "fc780465-2017-40d4-a0c5-307022471b92"],
+    );
   });
 
   it("pipes the client secret into Key Vault without exposing it", () => {

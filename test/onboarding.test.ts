@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { after, before, describe, it } from "node:test";
 import type { TableClient } from "@azure/data-tables";
-import { grantsAlertRead } from "../shared/onboarding/consent.js";
+import { grantsRead, sourceAccess } from "../shared/collection/sources/index.js";
 import { resetHealthCache } from "../shared/platform/health.js";
 import { type Services, services } from "../shared/platform/services.js";
 import { TABLES } from "../shared/platform/storage.js";
@@ -328,14 +328,24 @@ describe("consent flow", () => {
     assertPage(await callback(granted.callbackUrl), 200, /now connected/);
   });
 
-  it("reads the granted scope in the short and the resource-qualified form", () => {
-    const endpoints = { authorityHost: "", apiBaseUrl: "", apiScope: "https://api.securitycenter.microsoft.com/.default" };
-    assert.ok(grantsAlertRead("Alert.Read offline_access", endpoints));
-    assert.ok(grantsAlertRead("https://api.securitycenter.microsoft.com/Alert.Read openid", endpoints));
-    assert.ok(grantsAlertRead("https://api.securitycenter.microsoft.com/alert.readwrite", endpoints));
-    assert.ok(!grantsAlertRead("https://graph.microsoft.com/Alert.Read", endpoints));
-    assert.ok(!grantsAlertRead("https://api.securitycenter.microsoft.com/Incident.Read Alert.Read.All", endpoints));
-    assert.ok(!grantsAlertRead(undefined, endpoints));
+  it("reads the granted scope in the short and the resource-qualified form, per source", () => {
+    const endpoints = sourceAccess("defender", {
+      authorityHost: "",
+      apiBaseUrl: "",
+      apiScope: "https://api.securitycenter.microsoft.com/.default",
+      graphBaseUrl: "https://graph.microsoft.com",
+      graphScope: "https://graph.microsoft.com/.default",
+    });
+    assert.ok(grantsRead("Alert.Read offline_access", endpoints));
+    assert.ok(grantsRead("https://api.securitycenter.microsoft.com/Alert.Read openid", endpoints));
+    assert.ok(grantsRead("https://api.securitycenter.microsoft.com/alert.readwrite", endpoints));
+    assert.ok(!grantsRead("https://graph.microsoft.com/Alert.Read", endpoints));
+    assert.ok(!grantsRead("https://api.securitycenter.microsoft.com/Incident.Read Alert.Read.All", endpoints));
+    assert.ok(!grantsRead(undefined, endpoints));
+    const graph = sourceAccess("graph", { authorityHost: "", apiBaseUrl: "", apiScope: "", graphBaseUrl: "", graphScope: "https://graph.microsoft.com/.default" });
+    assert.ok(grantsRead("SecurityAlert.Read.All offline_access", graph));
+    assert.ok(grantsRead("https://graph.microsoft.com/SecurityAlert.ReadWrite.All", graph));
+    assert.ok(!grantsRead("Alert.Read User.Read", graph));
   });
 
   it("rejects a token response without a refresh token", async () => {

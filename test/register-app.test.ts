@@ -10,12 +10,18 @@ import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
 import { after, describe, it } from "node:test";
 import { ROOT } from "../dev/package.js";
-import { azWrapper, DEFENDER_APP_ID, type FakeApp, type FakeAzCall, type FakeAzState, startFakeAz } from "./support/fake-az.js";
+import { azWrapper, DEFENDER_APP_ID, type FakeApp, type FakeAzCall, type FakeAzState, startFakeAz, thumbprintOf } from "./support/fake-az.js";
 
 const SCRIPT = join(ROOT, "infra", "scripts", "register-app.sh");
 const REDIRECT = "https://func-abc.azurewebsites.net/api/consent/callback";
 const VAULT_ID = "/subscriptions/s/resourceGroups/rg-prod/providers/Microsoft.KeyVault/vaults/kv-abc";
 const ME = "99999999-9999-4999-8999-999999999999";
+const SCOPE_ID = "a1b2c3d4-0000-4000-8000-000000000001";
+const ROLE_ID = "a1b2c3d4-0000-4000-8000-000000000002";
+const FIC_PRINCIPAL = "f1c0f1c0-0000-4000-8000-000000000003";
+const APP_PRINCIPAL = "a9900000-0000-4000-8000-000000000004";
+const TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+const CRYPTO_USER = "12338af0-0e69-4776-bea7-57ae8d297424";
 const dirs: string[] = [];
 after(() => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
@@ -27,7 +33,9 @@ function initialState(change: (s: FakeAzState) => void = () => {}): FakeAzState 
     userType: "user",
     objectId: ME,
     callerIp: "203.0.113.7",
-    defenderScopeId: "a1b2c3d4-0000-4000-8000-000000000001",
+    defenderScopeId: SCOPE_ID,
+    defenderRoleId: ROLE_ID,
+    tenantId: TENANT,
     apps: [],
     servicePrincipals: [DEFENDER_APP_ID],
     vault: { name: "kv-abc", id: VAULT_ID, publicNetworkAccess: "Enabled", defaultAction: "Allow", ipRules: [] },
@@ -51,8 +59,13 @@ interface Run {
   calls: FakeAzCall[];
 }
 
-/** Runs the script (asynchronously: the fake az answers from this process). */
-async function runScript(state: FakeAzState, args: string[] = [], env: Record<string, string> = {}): Promise<Run> {
+/**
+ * Runs the script (asynchronously: the fake az answers from this process). Without
+ * `--credential` in `args` it runs with `--credential secret` (the tests of the secret's
+ * handling), unless `credential` is null (the script's own default).
+ */
+async function runScript(state: FakeAzState, args: string[] = [], env: Record<string, string> = {}, credential: string | null = "secret"): Promise<Run> {
+  if (credential !== null && !args.includes("--credential")) args = ["--credential", credential, ...args];
   const dir = mkdtempSync(join(tmpdir(), "register-app-"));
   dirs.push(dir);
   const fake = await startFakeAz(state);
@@ -90,7 +103,7 @@ describe("register-app.sh", { skip: spawnSync("bash", ["--version"]).error ? "no
     assert.ok(created && run.state.apps.length === 1);
     assert.equal(created.displayName, "MSSP Defender collector (prod)");
     assert.deepEqual(created.tags, ["azd-env:prod"]);
-    assert.deepEqual(created.scopes, ["a1b2c3d4-0000-4000-8000-000000000001"]);
+    assert.deepEqual(created.scopes, [SCOPE_ID, ROLE_ID], "delegated Alert.Read and application Alert.Read.All, ids from the service principal");
     const [list] = called(run, "ad", "app", "list");
     assert.ok(list, "looked for an existing registration");
     assert.equal(list.argv[list.argv.indexOf("--filter") + 1], "displayName eq 'MSSP Defender collector (prod)'", "exact name, not a prefix");
@@ -207,6 +220,68 @@ describe("register-app.sh", { skip: spawnSync("bash", ["--version"]).error ? "no
     assert.equal(failing.state.vault.publicNetworkAccess, "Disabled", "closed again after a failure");
     assert.deepEqual(failing.state.vault.ipRules, []);
     assert.deepEqual(failing.state.roleAssignments, []);
+  });
+
+  it("by default (managed-identity): both permissions, the federated credential, and no secret, vault access or role anywhere", async () => {
+    const run = await runScript(initialState(), ["--fic-principal-id", FIC_PRINCIPAL], {}, null);
+    assert.equal(run.status, 0, run.stderr);
+    const [created] = run.state.apps;
+    assert.ok(created);
+    assert.deepEqual(created.scopes, [SCOPE_ID, ROLE_ID]);
+    assert.deepEqual(created.federatedCredentials, [
+      { name: "mssp-collector-managed-identity", issuer: `https://login.microsoftonline.com/${TENANT}/v2.0`, subject: FIC_PRINCIPAL, audiences: ["api://AzureADTokenExchange"] },
+    ]);
+    assert.equal(run.state.secret, undefined, "no client secret in the vault");
+    assert.deepEqual(created.credentials, [], "no client secret on the app registration");
+    assert.deepEqual(run.calls.filter((c) => c.argv[0] === "keyvault" || c.argv[0] === "role"), [], "the vault is never touched");
+    assert.match(run.stderr, /- added the federated identity credential mssp-collector-managed-identity .*no client secret is needed/);
+    assert.match(run.stderr, /Credential: managed-identity/);
+
+    const again = await runScript(run.state, ["--fic-principal-id", FIC_PRINCIPAL], {}, null);
+    assert.equal(again.status, 0, again.stderr);
+    assert.equal(again.state.apps[0]?.federatedCredentials?.length, 1);
+    assert.match(again.stderr, /is in place/);
+    assert.match(again.stderr, /summary: nothing changed/);
+
+    const moved = await runScript(run.state, ["--fic-principal-id", APP_PRINCIPAL], {}, null);
+    assert.equal(moved.state.apps[0]?.federatedCredentials?.[0]?.subject, APP_PRINCIPAL, "another identity: the credential follows it");
+  });
+
+  it("uses the US Government audience in that cloud, and refuses to run without the identity's principal ID", async () => {
+    const gov = await runScript(initialState((s) => (s.cloud = "AzureUSGovernment")), ["--credential", "managed-identity", "--fic-principal-id", FIC_PRINCIPAL]);
+    assert.equal(gov.status, 0, gov.stderr);
+    assert.deepEqual(gov.state.apps[0]?.federatedCredentials?.[0]?.audiences, ["api://AzureADTokenExchangeUSGov"]);
+    assert.equal(gov.state.apps[0]?.federatedCredentials?.[0]?.issuer, `https://login.microsoftonline.us/${TENANT}/v2.0`);
+    const missing = await runScript(initialState(), ["--credential", "managed-identity"]);
+    assert.notEqual(missing.status, 0);
+    assert.match(missing.stderr, /no principal ID of the managed identity/);
+    assert.deepEqual(missing.calls, [], "nothing was asked or changed");
+  });
+
+  it("certificate: a non-exportable key in Key Vault, its public part on the app, Crypto User on that key only; no secret", async () => {
+    const run = await runScript(initialState(), ["--credential", "certificate", "--app-principal-id", APP_PRINCIPAL]);
+    assert.equal(run.status, 0, run.stderr);
+    const cert = run.state.certificate;
+    assert.ok(cert && cert.name === "mssp-client-certificate" && cert.versions.length === 1);
+    assert.equal(cert.versions[0]?.exportable, false, "the private key never leaves the vault");
+    const [created] = run.state.apps;
+    assert.deepEqual(
+      created?.credentials.map((c) => [c.type, c.certificate]),
+      [["certificate", cert.versions[0]?.cer]],
+      "only the public part, no client secret",
+    );
+    assert.equal(run.state.secret, undefined);
+    assert.deepEqual(run.state.roleAssignments.map((r) => [r.principalId, r.scope, r.role]), [[APP_PRINCIPAL, `${VAULT_ID}/keys/mssp-client-certificate`, CRYPTO_USER]], "a standing grant on that key alone; the temporary one is gone");
+    const thumbprint = thumbprintOf(cert.versions[0]?.cer ?? "");
+    assert.ok(run.stderr.includes(`x5t#S256 ${thumbprint}`), "the SHA-256 thumbprint the app sends");
+    assert.ok(run.stderr.includes(cert.versions[0]?.kid ?? "?"));
+    assert.match(run.stderr, /- removed the temporary Key Vault Certificates Officer assignment/);
+
+    const again = await runScript(run.state, ["--credential", "certificate", "--app-principal-id", APP_PRINCIPAL]);
+    assert.equal(again.status, 0, again.stderr);
+    assert.equal(again.state.certificate?.versions.length, 1, "kept");
+    assert.equal(again.state.apps[0]?.credentials.length, 1, "not uploaded twice");
+    assert.equal(again.state.roleAssignments.length, 1, "not granted twice");
   });
 
   it("without an environment name it creates nothing, and the hook can be skipped", () => {

@@ -25,13 +25,16 @@ describe("function registrations", () => {
       "GET tenants function",
       "GET tenants/{tenantId} function",
       "GET tenants/{tenantId}/alerts/{alertId} function",
+      "PATCH tenants/{tenantId} function",
+      "POST destinations/{name}/enable function",
+      "POST destinations/{name}/replay function",
       "POST tenants function",
       "POST tenants/{tenantId}/pull function",
       "POST tenants/{tenantId}/reconcile function",
     ]);
   });
 
-  it("runs the timer on %PULL_SCHEDULE% and the worker on the tenant-pulls queue of ALERTS_STORAGE", async () => {
+  it("runs the timer on %PULL_SCHEDULE%, the pull worker on tenant-pulls and the delivery worker on tenant-deliveries of ALERTS_STORAGE", async () => {
     const fns = await loadFunctions();
     const timer = fns.get("pull-timer");
     assert.equal(timer?.kind, "timer");
@@ -41,6 +44,10 @@ describe("function registrations", () => {
     assert.equal(worker?.kind, "storageQueue");
     assert.equal(worker?.options.queueName, "tenant-pulls");
     assert.equal(worker?.options.connection, "ALERTS_STORAGE");
+    const deliver = fns.get("deliver-worker");
+    assert.equal(deliver?.kind, "storageQueue");
+    assert.equal(deliver?.options.queueName, "tenant-deliveries");
+    assert.equal(deliver?.options.connection, "ALERTS_STORAGE");
   });
 
   it("binds only what the Functions host and the dev host both run: one trigger, and an HTTP output for HTTP functions", async () => {
@@ -54,7 +61,7 @@ describe("function registrations", () => {
 
   it("has one file per function, loaded by the package.json main glob, and host.json settings", async () => {
     const fns = await loadFunctions();
-    assert.equal(fns.size, 14);
+    assert.equal(fns.size, 18);
     const pkg = JSON.parse(readFileSync("package.json", "utf8")) as { main: unknown; engines: { node: string } };
     assert.equal(pkg.main, "dist/functions/*.js");
     assert.match(pkg.engines.node, />=\s*22/);

@@ -4,9 +4,9 @@ import { describe, it } from "node:test";
 import * as oauth from "oauth4webapi";
 import { encodeAlert, encodeKey, INLINE_PARTS, PART_BYTES, parseTime, toBatches } from "../shared/collection/alert-store.js";
 import { CallBudget } from "../shared/collection/budget.js";
-import { parseRetryAfter } from "../shared/collection/sources/defender/client.js";
+import { parseRetryAfter } from "../shared/collection/sources/odata-client.js";
 import { classifyTokenError } from "../shared/platform/oauth.js";
-import { splitODataPage } from "../shared/collection/sources/defender/odata-json.js";
+import { splitODataPage } from "../shared/collection/sources/odata-json.js";
 import { compareTimes } from "../shared/collection/time.js";
 
 describe("splitODataPage", () => {

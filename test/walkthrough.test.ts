@@ -28,7 +28,7 @@ async function freePort(): Promise<number> {
 }
 
 describe("sandbox walkthrough", () => {
-  it("onboards, consents on the simulated Entra page, pulls, reads alerts and checks health without Core Tools", async () => {
+  it("onboards a tenant of each mode, consents on the simulated Entra pages, pulls both, reads alerts and checks health without Core Tools", async () => {
     loadLoopbackDns();
     for (const name of INTERFERING_ENV) delete process.env[name];
     const out: string[] = [];
@@ -43,11 +43,15 @@ describe("sandbox walkthrough", () => {
     });
     assert.deepEqual(
       out.map((l) => l.slice(0, 4)),
-      ["1/5 ", "2/5 ", "3/5 ", "4/5 ", "5/5 "],
+      ["1/6 ", "2/6 ", "3/6 ", "4/6 ", "5/6 ", "6/6 "],
     );
     assert.equal(summary.tenantId, "82711ecb-9800-42be-9851-28415aa57e9f");
     assert.equal(summary.alertsInSimulator, 60);
     assert.equal(summary.alertsStored, 60, "every alert of the simulated tenant was pulled");
+    assert.equal(summary.appTenantId, "1473fcee-ea4d-45dd-8720-6d48b959c66b", "Fabrikam, in application mode");
+    assert.equal(summary.appAlertsInSimulator, 60);
+    assert.equal(summary.appAlertsStored, 60, "every alert of the application-mode tenant was pulled with client credentials");
+    assert.match(out[2] ?? "", /no refresh token stored/);
     assert.equal(summary.alertsRead, 10);
     assert.equal(summary.health, "ok");
     assert.match(summary.consentedBy, /@contoso-sandbox\.onmicrosoft\.com$/);

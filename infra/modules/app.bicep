@@ -1,7 +1,8 @@
 // The function app: Flex Consumption (FC1, Linux), Node runtime, one user-assigned
 // identity for everything (host storage, deployment package, app data, Key Vault,
-// Key Vault references, Application Insights). No keys or connection strings with
-// secrets in app settings.
+// Key Vault references, Application Insights), plus optionally a second one whose token
+// is the federated credential at customer tenants. No keys or connection strings with
+// secrets in app settings; no client secret at all unless clientCredential is 'secret'.
 
 @description('Function app name (globally unique; also the default host name prefix).')
 param name string
@@ -71,14 +72,46 @@ param defenderCloud string = 'commercial'
 @description('NCRONTAB schedule (six fields) of the timer that queues tenant pulls.')
 param pullSchedule string = '0 */5 * * * *'
 
-@description('Key Vault secret holding the MSSP app\'s client secret (register-app.sh writes it). The app reads its expiry to warn before it runs out.')
+@description('How the app authenticates at customer tenants (MSSP_CLIENT_CREDENTIAL).')
+@allowed([
+  'managed-identity'
+  'certificate'
+  'secret'
+])
+param clientCredential string = 'managed-identity'
+
+@description('Key Vault secret holding the MSSP app\'s client secret (register-app.sh writes it, only with clientCredential secret). The app reads its expiry to warn before it runs out.')
 param clientSecretName string = 'mssp-client-secret'
+
+@description('Resource id of a dedicated user-assigned identity for customer-tenant access (managed-identity). Empty: the app\'s one identity.')
+param ficIdentityId string = ''
+
+@description('Client id of the identity whose token is the federated credential (MSSP_FIC_CLIENT_ID).')
+param ficIdentityClientId string = ''
+
+@description('With certificate: Key Vault key identifier of the app\'s certificate (MSSP_CLIENT_CERTIFICATE_KEY_ID).')
+param clientCertificateKeyId string = ''
+
+@description('With certificate: its SHA-256 thumbprint, base64url (MSSP_CLIENT_CERTIFICATE_THUMBPRINT).')
+param clientCertificateThumbprint string = ''
 
 @description('Subnet for VNet integration (network.bicep, with vnetEnabled). Empty: no VNet integration.')
 param virtualNetworkSubnetId string = ''
 
 @description('Extra app settings (for example PULL_OVERLAP_MINUTES). They cannot override the settings defined here.')
 param additionalAppSettings object = {}
+
+@description('Whether sentinel.bicep was deployed: the app then gets the Sentinel destination\'s settings.')
+param sentinelEnabled bool = false
+
+@description('Sentinel destination (sentinel.bicep): the data collection rule\'s logsIngestion endpoint.')
+param sentinelDcrEndpoint string = ''
+
+@description('Sentinel destination: the data collection rule\'s immutable id.')
+param sentinelDcrImmutableId string = ''
+
+@description('Sentinel destination: the rule\'s input stream (Custom-MsspDefenderAlerts_CL).')
+param sentinelStream string = ''
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
@@ -115,9 +148,14 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   kind: 'functionapp,linux'
   identity: {
     type: 'UserAssigned'
-    userAssignedIdentities: {
-      '${identityId}': {}
-    }
+    userAssignedIdentities: empty(ficIdentityId)
+      ? {
+          '${identityId}': {}
+        }
+      : {
+          '${identityId}': {}
+          '${ficIdentityId}': {}
+        }
   }
   properties: {
     serverFarmId: plan.id
@@ -203,19 +241,49 @@ var appSettings = {
 
   // The app's own settings (shared/platform/config.ts).
   MSSP_CLIENT_ID: msspClientId
-  MSSP_CLIENT_SECRET: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${clientSecretName})'
-  MSSP_CLIENT_SECRET_NAME: clientSecretName
+  MSSP_CLIENT_CREDENTIAL: clientCredential
   PUBLIC_BASE_URL: 'https://${functionApp.properties.defaultHostName}'
   KEY_VAULT_URL: vault.properties.vaultUri
   PULL_SCHEDULE: pullSchedule
   DEFENDER_CLOUD: defenderCloud
 }
 
+// Delivery destinations the deployment creates (shared/delivery/config.ts reads
+// DESTINATIONS__<name>__<FIELD>): Sentinel when sentinel.bicep was deployed.
+var destinationSettings = sentinelEnabled
+  ? {
+      DESTINATIONS__sentinel__TYPE: 'sentinel'
+      DESTINATIONS__sentinel__DCR_ENDPOINT: sentinelDcrEndpoint
+      DESTINATIONS__sentinel__DCR_IMMUTABLE_ID: sentinelDcrImmutableId
+      DESTINATIONS__sentinel__STREAM: sentinelStream
+    }
+  : {}
+// Only the chosen credential's settings: with the default (managed-identity) no setting
+// names or references a client secret.
+var secretSettings = {
+  MSSP_CLIENT_SECRET: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${clientSecretName})'
+  MSSP_CLIENT_SECRET_NAME: clientSecretName
+}
+var ficSettings = {
+  MSSP_FIC_CLIENT_ID: ficIdentityClientId
+}
+var certificateSettings = {
+  MSSP_CLIENT_CERTIFICATE_KEY_ID: clientCertificateKeyId
+  MSSP_CLIENT_CERTIFICATE_THUMBPRINT: clientCertificateThumbprint
+}
+
 // Set after the site exists, so PUBLIC_BASE_URL can use its real default host name.
 resource appSettingsConfig 'Microsoft.Web/sites/config@2024-04-01' = {
   parent: functionApp
   name: 'appsettings'
-  properties: union(additionalAppSettings, appSettings)
+  properties: union(
+    additionalAppSettings,
+    appSettings,
+    destinationSettings,
+    clientCredential == 'secret' ? secretSettings : {},
+    clientCredential == 'managed-identity' ? ficSettings : {},
+    clientCredential == 'certificate' ? certificateSettings : {}
+  )
 }
 
 output id string = functionApp.id

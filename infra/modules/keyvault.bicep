@@ -1,5 +1,7 @@
-// Key Vault for the customer tenants' refresh tokens and the MSSP app's client secret
-// (secret name mssp-client-secret). Access is Azure RBAC only (no access policies).
+// Key Vault for the customer tenants' refresh tokens (delegated mode) and, only when
+// clientCredential chooses one, the MSSP app's client secret (mssp-client-secret) or its
+// certificate with a non-exportable key (mssp-client-certificate). Access is Azure RBAC
+// only (no access policies).
 
 @description('Key Vault name (3-24 characters, globally unique; kept reserved while soft-deleted).')
 @minLength(3)

@@ -1,20 +1,31 @@
 #!/usr/bin/env bash
 # Creates or updates the multi-tenant app registration the collector signs customers in
-# with, and keeps its client secret in Key Vault. Idempotent: run it again at any time; it
-# only changes what is missing, and ends with a summary of what it did.
+# with, and the credential the app authenticates with. Idempotent: run it again at any
+# time; it only changes what is missing, and ends with a summary of what it did.
 #
 #   - app registration, sign-in audience AzureADMultipleOrgs (any Entra ID tenant), found
 #     by its exact display name AND the tag azd-env:<environment> it gets at creation; a
 #     registration without that tag is never adopted unless --client-id names it
 #   - Web redirect URI https://<function app host>/api/consent/callback
-#   - delegated permission Alert.Read on WindowsDefenderATP (Defender for Endpoint API)
-#   - a client secret, piped from Entra ID straight into Key Vault (never printed or
-#     written to disk) with its expiry as the secret's `expires` attribute, only when the
-#     vault has none yet or with --rotate; a vault secret of another client ID is never
-#     overwritten
+#   - on WindowsDefenderATP (Defender for Endpoint API) the delegated permission Alert.Read
+#     (delegated mode) and the application permission Alert.Read.All (application mode);
+#     both permission IDs are read from the API's service principal, never hard-coded
+#   - the app's credential, by --credential (MSSP_CLIENT_CREDENTIAL, default managed-identity):
+#     - managed-identity: a federated identity credential on the app registration (issuer
+#       {login host}/{tenant}/v2.0, subject = the user-assigned identity's principal ID,
+#       audience api://AzureADTokenExchange, ...USGov or ...China by the cloud). No secret
+#       is created or stored anywhere, and the vault is not touched;
+#     - certificate: a Key Vault certificate whose key is not exportable, its public part
+#       uploaded to the app registration, and Key Vault Crypto User for the app's identity
+#       on that key only (the private key never leaves the vault); MSSP_CLIENT_CERTIFICATE_KEY_ID
+#       and MSSP_CLIENT_CERTIFICATE_THUMBPRINT (x5t#S256) in the azd environment and the app;
+#     - secret: a client secret, piped from Entra ID straight into Key Vault (never printed
+#       or written to disk) with its expiry as the secret's `expires` attribute, only when
+#       the vault has none yet or with --rotate; a vault secret of another client ID is never
+#       overwritten
 #   - MSSP_CLIENT_ID in the azd environment and in the function app's settings
 #
-# Access to the vault is temporary. The deployer has no standing data role (main.bicep
+# Access to the vault (certificate, secret) is temporary. The deployer has no standing data role (main.bicep
 # grantDeployerDataAccess is off), so when the script cannot read the vault's secrets it
 # grants the signed-in principal Key Vault Secrets Officer, scoped to the client secret
 # when that exists (to the vault only for the very first secret), and deletes the
@@ -32,17 +43,28 @@ set -euo pipefail
 
 readonly DEFENDER_APP_ID="fc780465-2017-40d4-a0c5-307022471b92" # WindowsDefenderATP
 readonly DEFENDER_SCOPE="Alert.Read"
+readonly DEFENDER_ROLE="Alert.Read.All"
 readonly CREDENTIAL_PREFIX="mssp-collector"
+readonly FIC_NAME="mssp-collector-managed-identity"
 readonly CALLBACK_PATH="/api/consent/callback"
-readonly SECRETS_OFFICER_ROLE="b86a8fe4-44ce-4948-aee5-eccb2c155cd7" # Key Vault Secrets Officer
+readonly SECRETS_OFFICER_ROLE="b86a8fe4-44ce-4948-aee5-eccb2c155cd7"      # Key Vault Secrets Officer
+readonly CERTIFICATES_OFFICER_ROLE="a4417e6f-fecd-4de8-b567-7b0420556985" # Key Vault Certificates Officer
+readonly CRYPTO_USER_ROLE="12338af0-0e69-4776-bea7-57ae8d297424"          # Key Vault Crypto User
 
 usage() {
   cat <<'USAGE'
 Usage: infra/scripts/register-app.sh [options]
 
 Options (each defaults to the azd environment value in brackets):
+  --credential TYPE      managed-identity (no secret anywhere), certificate (key stays in
+                         Key Vault) or secret [MSSP_CLIENT_CREDENTIAL, managed-identity]
+  --fic-principal-id ID  principal (object) ID of the user-assigned identity whose token is
+                         the federated credential [AZURE_FIC_IDENTITY_PRINCIPAL_ID]
+  --app-principal-id ID  principal ID of the app's identity, granted Key Vault Crypto User
+                         on the certificate's key [AZURE_MANAGED_IDENTITY_PRINCIPAL_ID]
+  --certificate-name N   Key Vault certificate [MSSP_CLIENT_CERTIFICATE_NAME, mssp-client-certificate]
   --redirect-uri URI     consent callback URI [CONSENT_REDIRECT_URI]
-  --vault-name NAME      Key Vault for the client secret [AZURE_KEY_VAULT_NAME]
+  --vault-name NAME      Key Vault for the client secret or certificate [AZURE_KEY_VAULT_NAME]
   --secret-name NAME     vault secret of the client secret [MSSP_CLIENT_SECRET_NAME, mssp-client-secret]
   --function-app NAME    function app to update MSSP_CLIENT_ID on [AZURE_FUNCTION_APP_NAME]
   --resource-group NAME  its resource group [AZURE_RESOURCE_GROUP]
@@ -52,7 +74,7 @@ Options (each defaults to the azd environment value in brackets):
   --secret-years N       lifetime of a new client secret, in years (default 1)
   --deployer-ip IP       this machine's public IP, opened on a private vault while the
                          script runs [DEPLOYER_IP; otherwise looked up with curl]
-  --rotate               add a new client secret and store it as a new vault version
+  --rotate               add a new client secret (or certificate version) and use it
   --prune-old-secrets    delete this script's older client secrets of the app and disable
                          older vault versions (run after the app runs on the new secret)
   --no-azd               do not read or write the azd environment
@@ -79,6 +101,10 @@ die() {
 redirect_uri=""
 vault_name=""
 secret_name=""
+credential=""
+fic_principal_id=""
+app_principal_id=""
+certificate_name=""
 function_app=""
 resource_group=""
 env_name=""
@@ -96,6 +122,10 @@ retry_seconds="${REGISTER_APP_RETRY_SECONDS:-15}"
 need_value() { [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value"; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
+  --credential) need_value "$@"; credential="$2"; shift 2 ;;
+  --fic-principal-id) need_value "$@"; fic_principal_id="$2"; shift 2 ;;
+  --app-principal-id) need_value "$@"; app_principal_id="$2"; shift 2 ;;
+  --certificate-name) need_value "$@"; certificate_name="$2"; shift 2 ;;
   --redirect-uri) need_value "$@"; redirect_uri="$2"; shift 2 ;;
   --vault-name) need_value "$@"; vault_name="$2"; shift 2 ;;
   --secret-name) need_value "$@"; secret_name="$2"; shift 2 ;;
@@ -156,6 +186,12 @@ env_value() {
   fi
 }
 
+[[ -n "$credential" ]] || credential="$(env_value MSSP_CLIENT_CREDENTIAL)"
+[[ -n "$credential" ]] || credential="managed-identity"
+[[ -n "$fic_principal_id" ]] || fic_principal_id="$(env_value AZURE_FIC_IDENTITY_PRINCIPAL_ID)"
+[[ -n "$app_principal_id" ]] || app_principal_id="$(env_value AZURE_MANAGED_IDENTITY_PRINCIPAL_ID)"
+[[ -n "$certificate_name" ]] || certificate_name="$(env_value MSSP_CLIENT_CERTIFICATE_NAME)"
+[[ -n "$certificate_name" ]] || certificate_name="mssp-client-certificate"
 [[ -n "$redirect_uri" ]] || redirect_uri="$(env_value CONSENT_REDIRECT_URI)"
 [[ -n "$vault_name" ]] || vault_name="$(env_value AZURE_KEY_VAULT_NAME)"
 [[ -n "$secret_name" ]] || secret_name="$(env_value MSSP_CLIENT_SECRET_NAME)"
@@ -174,9 +210,23 @@ env_tag="azd-env:${env_name}"
 [[ -n "$redirect_uri" ]] || die "no redirect URI: run 'azd provision' first or pass --redirect-uri https://<app host>$CALLBACK_PATH"
 [[ "$redirect_uri" == https://* ]] || die "the redirect URI must use https: $redirect_uri"
 [[ "$redirect_uri" == *"$CALLBACK_PATH" ]] || log "warning: the app's callback is $CALLBACK_PATH; $redirect_uri does not end with it"
-[[ -n "$vault_name" ]] || die "no Key Vault: run 'azd provision' first or pass --vault-name"
 [[ "$secret_name" =~ ^[0-9A-Za-z-]{1,127}$ ]] || die "--secret-name must be a Key Vault secret name"
+[[ "$certificate_name" =~ ^[0-9A-Za-z-]{1,127}$ ]] || die "--certificate-name must be a Key Vault certificate name"
 [[ -n "$env_name" || -n "$client_id" ]] || die "no environment name to tag the app registration with: pass --env-name (or --client-id of an existing registration)"
+case "$credential" in
+managed-identity | certificate | secret) ;;
+*) die "--credential must be managed-identity, certificate or secret, not $credential" ;;
+esac
+guid_re='^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$'
+if [[ "$credential" == "managed-identity" ]]; then
+  [[ "$fic_principal_id" =~ $guid_re ]] || die "no principal ID of the managed identity for the federated credential: run 'azd provision' first or pass --fic-principal-id"
+else
+  [[ -n "$vault_name" ]] || die "no Key Vault: run 'azd provision' first or pass --vault-name"
+fi
+if [[ "$credential" == "certificate" ]]; then
+  [[ "$app_principal_id" =~ $guid_re ]] || die "no principal ID of the app's identity to grant Key Vault Crypto User: run 'azd provision' first or pass --app-principal-id"
+  command -v openssl >/dev/null 2>&1 || die "openssl is needed to compute the certificate's SHA-256 thumbprint"
+fi
 
 az account show --output none 2>/dev/null || die "not logged in: run 'az login' (the tenant that should own the app registration)"
 
@@ -192,7 +242,7 @@ cleanup() {
   set +eu
   if [[ -n "$temp_role_id" ]]; then
     if az role assignment delete --ids "$temp_role_id" --output none; then
-      did "removed the temporary Key Vault Secrets Officer assignment"
+      did "removed the temporary $vault_role_name assignment"
     else
       log "warning: could not remove the role assignment $temp_role_id: delete it (az role assignment delete --ids $temp_role_id)"
     fi
@@ -265,37 +315,52 @@ signed_in_principal() {
   fi
 }
 
-# Grants the signed-in principal Key Vault Secrets Officer on the client secret (on the
-# vault while no secret exists yet), removed on exit.
+# The vault object this run manages: the client secret, or the certificate.
+if [[ "$credential" == "certificate" ]]; then
+  vault_kind="certificate"
+  vault_object="$certificate_name"
+  vault_collection="certificates"
+  vault_role="$CERTIFICATES_OFFICER_ROLE"
+  vault_role_name="Key Vault Certificates Officer"
+else
+  vault_kind="secret"
+  vault_object="$secret_name"
+  vault_collection="secrets"
+  vault_role="$SECRETS_OFFICER_ROLE"
+  vault_role_name="Key Vault Secrets Officer"
+fi
+
+# Grants the signed-in principal the vault role for the object (on the vault while the
+# object does not exist yet), removed on exit.
 grant_temporary_role() {
   local principal object_id principal_type scope
   principal="$(signed_in_principal)"
   IFS=$'\t' read -r object_id principal_type <<<"$principal"
   [[ -n "$object_id" ]] || die "cannot find the object id of the signed-in principal"
-  if az resource show --ids "$vault_id/secrets/$secret_name" --query id --output none 2>/dev/null; then
-    scope="$vault_id/secrets/$secret_name"
+  if az resource show --ids "$vault_id/$vault_collection/$vault_object" --query id --output none 2>/dev/null; then
+    scope="$vault_id/$vault_collection/$vault_object"
   else
     scope="$vault_id"
   fi
   temp_role_id="$(az_tsv role assignment create --assignee-object-id "$object_id" --assignee-principal-type "$principal_type" \
-    --role "$SECRETS_OFFICER_ROLE" --scope "$scope" --query id)" ||
-    die "cannot grant yourself Key Vault Secrets Officer on $scope: ask someone with Owner or Role Based Access Control Administrator, or deploy with DEPLOYER_DATA_ACCESS=true"
-  did "granted you Key Vault Secrets Officer on ${scope#"$vault_id"/} of $vault_name while this script runs"
+    --role "$vault_role" --scope "$scope" --query id)" ||
+    die "cannot grant yourself $vault_role_name on $scope: ask someone with Owner or Role Based Access Control Administrator, or deploy with DEPLOYER_DATA_ACCESS=true"
+  did "granted you $vault_role_name on ${scope#"$vault_id"/} of $vault_name while this script runs"
 }
 
-# Waits until the client secret can be read: opens the firewall, grants the role
+# Waits until the secret (or certificate) can be read: opens the firewall, grants the role
 # when the deployer has none, and retries while both propagate (usually seconds, at worst
 # a few minutes).
 ensure_vault_access() {
   local attempt err granted=false
   open_vault_firewall
   for attempt in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
-    # The client secret itself is the probe: a role scoped to it cannot list the vault.
-    if err="$(az keyvault secret show --vault-name "$vault_name" --name "$secret_name" --query id --output none 2>&1)"; then
+    # The object itself is the probe: a role scoped to it cannot list the vault.
+    if err="$(az keyvault "$vault_kind" show --vault-name "$vault_name" --name "$vault_object" --query id --output none 2>&1)"; then
       return 0
     fi
     case "$err" in
-    *SecretNotFound* | *"was not found"*) return 0 ;;
+    *SecretNotFound* | *CertificateNotFound* | *"was not found"*) return 0 ;;
     *ForbiddenByFirewall* | *"Client address is not authorized"* | *"Public network access is disabled"*)
       log "the vault firewall change has not reached $vault_name yet; retrying ($attempt/20)"
       ;;
@@ -306,11 +371,11 @@ ensure_vault_access() {
       fi
       log "waiting for the role assignment to reach $vault_name ($attempt/20)"
       ;;
-    *) die "cannot read $vault_name/$secret_name: $err" ;;
+    *) die "cannot read $vault_name/$vault_object: $err" ;;
     esac
     sleep "$retry_seconds"
   done
-  die "still no access to $vault_name/$secret_name; run the script again in a few minutes"
+  die "still no access to $vault_name/$vault_object; run the script again in a few minutes"
 }
 
 # --- App registration -----------------------------------------------------------------
@@ -385,24 +450,34 @@ if ! $has_redirect; then
   did "added the Web redirect URI $redirect_uri"
 fi
 
-# --- Defender for Endpoint delegated permission ---------------------------------------
+# --- Defender for Endpoint permissions: delegated and application ----------------------
 
+# Their IDs are read from the API's own service principal (published there, documented
+# nowhere): the delegated scope and the app role.
 scope_query="oauth2PermissionScopes[?value=='$DEFENDER_SCOPE'].id | [0]"
+role_query="appRoles[?value=='$DEFENDER_ROLE'].id | [0]"
 scope_id="$(az_tsv ad sp show --id "$DEFENDER_APP_ID" --query "$scope_query" 2>/dev/null || true)"
 if [[ -z "$scope_id" ]]; then
   az ad sp create --id "$DEFENDER_APP_ID" --output none ||
-    die "cannot create the WindowsDefenderATP service principal ($DEFENDER_APP_ID); ask an administrator, or add the $DEFENDER_SCOPE delegated permission in the portal"
+    die "cannot create the WindowsDefenderATP service principal ($DEFENDER_APP_ID); ask an administrator, or add the $DEFENDER_SCOPE and $DEFENDER_ROLE permissions in the portal"
   did "created the WindowsDefenderATP service principal in this tenant"
   scope_id="$(az_tsv ad sp show --id "$DEFENDER_APP_ID" --query "$scope_query")"
 fi
 [[ -n "$scope_id" ]] || die "WindowsDefenderATP publishes no delegated permission named $DEFENDER_SCOPE"
+role_id="$(az_tsv ad sp show --id "$DEFENDER_APP_ID" --query "$role_query")"
+[[ -n "$role_id" ]] || die "WindowsDefenderATP publishes no application permission named $DEFENDER_ROLE"
 
-granted="$(az_tsv ad app show --id "$client_id" \
-  --query "requiredResourceAccess[?resourceAppId=='$DEFENDER_APP_ID'].resourceAccess[] | [?id=='$scope_id'].id | [0]")"
-if [[ -z "$granted" ]]; then
-  az ad app permission add --id "$client_id" --api "$DEFENDER_APP_ID" \
-    --api-permissions "$scope_id=Scope" --output none
-  did "requested the delegated permission WindowsDefenderATP $DEFENDER_SCOPE (each customer's admin consents in their own tenant)"
+has_permission() {
+  [[ -n "$(az_tsv ad app show --id "$client_id" \
+    --query "requiredResourceAccess[?resourceAppId=='$DEFENDER_APP_ID'].resourceAccess[] | [?id=='$1'].id | [0]")" ]]
+}
+if ! has_permission "$scope_id"; then
+  az ad app permission add --id "$client_id" --api "$DEFENDER_APP_ID" --api-permissions "$scope_id=Scope" --output none
+  did "requested the delegated permission WindowsDefenderATP $DEFENDER_SCOPE (delegated mode: a customer's admin signs in and consents)"
+fi
+if ! has_permission "$role_id"; then
+  az ad app permission add --id "$client_id" --api "$DEFENDER_APP_ID" --api-permissions "$role_id=Role" --output none
+  did "requested the application permission WindowsDefenderATP $DEFENDER_ROLE (application mode: a customer's admin grants admin consent)"
 fi
 
 if ! az ad sp show --id "$client_id" --output none 2>/dev/null; then
@@ -470,9 +545,88 @@ new_credential() {
   did "added a client secret ($credential_name, expires $end_date) and stored it in $vault_name/$secret_name with that expiry"
 }
 
-ensure_vault_access
-state="$(secret_state)" || die "cannot read $vault_name/$secret_name"
-case "$state" in
+# --- Managed identity as a federated identity credential --------------------------------
+
+ensure_federated_credential() {
+  local tenant cloud login audience issuer existing current parameters
+  tenant="$(az_tsv account show --query tenantId)"
+  cloud="$(az_tsv cloud show --query name)"
+  login="$(az_tsv cloud show --query endpoints.activeDirectory)"
+  login="${login%/}"
+  case "$cloud" in
+  AzureUSGovernment) audience="api://AzureADTokenExchangeUSGov" ;;
+  AzureChinaCloud) audience="api://AzureADTokenExchangeChina" ;;
+  *) audience="api://AzureADTokenExchange" ;;
+  esac
+  issuer="$login/$tenant/v2.0"
+  parameters="{\"name\":\"$FIC_NAME\",\"issuer\":\"$issuer\",\"subject\":\"$fic_principal_id\",\"audiences\":[\"$audience\"],\"description\":\"The collector's user-assigned managed identity (MSSP_CLIENT_CREDENTIAL=managed-identity)\"}"
+  existing="$(az_tsv ad app federated-credential list --id "$client_id" --query "[?name=='$FIC_NAME'].name | [0]")"
+  if [[ -z "$existing" ]]; then
+    az ad app federated-credential create --id "$client_id" --parameters "$parameters" --output none
+    did "added the federated identity credential $FIC_NAME (issuer $issuer, subject $fic_principal_id, audience $audience): no client secret is needed"
+    return 0
+  fi
+  current="$(az_tsv ad app federated-credential list --id "$client_id" --query "[?name=='$FIC_NAME'] | [0].[issuer, subject, join(',', audiences)]")"
+  if [[ "$current" != "$issuer"$'\t'"$fic_principal_id"$'\t'"$audience" ]]; then
+    az ad app federated-credential update --id "$client_id" --federated-credential-id "$FIC_NAME" --parameters "$parameters" --output none
+    did "updated the federated identity credential $FIC_NAME to issuer $issuer, subject $fic_principal_id, audience $audience"
+  else
+    log "the federated identity credential $FIC_NAME is in place"
+  fi
+}
+
+# --- Certificate whose key stays in Key Vault -------------------------------------------
+
+cert_key_id=""
+cert_thumbprint=""
+
+ensure_certificate() {
+  local policy display key_id cer exists=false assignment scope
+  if az keyvault certificate show --vault-name "$vault_name" --name "$certificate_name" --query id --output none 2>/dev/null; then
+    exists=true
+  fi
+  if ! $exists || $rotate; then
+    # Not exportable: the private key can be used for signing in the vault, never read.
+    policy="{\"issuerParameters\":{\"name\":\"Self\"},\"keyProperties\":{\"exportable\":false,\"keyType\":\"RSA\",\"keySize\":2048,\"reuseKey\":false},\"secretProperties\":{\"contentType\":\"application/x-pkcs12\"},\"x509CertificateProperties\":{\"subject\":\"CN=$CREDENTIAL_PREFIX-$client_id\",\"validityInMonths\":12,\"keyUsage\":[\"digitalSignature\"]},\"lifetimeActions\":[{\"trigger\":{\"daysBeforeExpiry\":30},\"action\":{\"actionType\":\"EmailContacts\"}}]}"
+    az keyvault certificate create --vault-name "$vault_name" --name "$certificate_name" --policy "$policy" --output none
+    did "created a certificate version in $vault_name/$certificate_name with a non-exportable key"
+  fi
+  key_id="$(az_tsv keyvault certificate show --vault-name "$vault_name" --name "$certificate_name" --query kid)"
+  cer="$(az_tsv keyvault certificate show --vault-name "$vault_name" --name "$certificate_name" --query cer)"
+  [[ -n "$key_id" && -n "$cer" ]] || die "cannot read the certificate $vault_name/$certificate_name"
+  cert_thumbprint="$(printf '%s' "$cer" | openssl base64 -d -A | openssl dgst -sha256 -binary | openssl base64 -A | tr '+/' '-_' | tr -d '=')"
+  [[ ${#cert_thumbprint} -eq 43 ]] || die "could not compute the certificate's SHA-256 thumbprint"
+  cert_key_id="$key_id"
+  log "certificate: key $cert_key_id, x5t#S256 $cert_thumbprint (MSSP_CLIENT_CERTIFICATE_KEY_ID, MSSP_CLIENT_CERTIFICATE_THUMBPRINT)"
+  display="$CREDENTIAL_PREFIX certificate $cert_thumbprint"
+  if [[ -z "$(az_tsv ad app credential list --id "$client_id" --cert --query "[?displayName=='$display'].keyId | [0]")" ]]; then
+    az ad app credential reset --id "$client_id" --append --keyvault "$vault_name" --cert "$certificate_name" --display-name "$display" --output none
+    did "uploaded the certificate's public part to the app registration ($display)"
+  fi
+  # The app's identity may sign with this key only: not read it, not touch other keys.
+  scope="$vault_id/keys/$certificate_name"
+  assignment="$(az_tsv role assignment list --assignee "$app_principal_id" --scope "$scope" --role "$CRYPTO_USER_ROLE" --query "[0].id")"
+  if [[ -z "$assignment" ]]; then
+    az role assignment create --assignee-object-id "$app_principal_id" --assignee-principal-type ServicePrincipal \
+      --role "$CRYPTO_USER_ROLE" --scope "$scope" --output none
+    did "granted the app's identity Key Vault Crypto User on keys/$certificate_name only"
+  fi
+}
+
+state=""
+case "$credential" in
+managed-identity)
+  ensure_federated_credential
+  log "credential: managed-identity; no client secret is created or stored"
+  ;;
+certificate)
+  ensure_vault_access
+  ensure_certificate
+  ;;
+secret)
+  ensure_vault_access
+  state="$(secret_state)" || die "cannot read $vault_name/$secret_name"
+  case "$state" in
 absent)
   new_credential
   ;;
@@ -490,9 +644,11 @@ present:*)
     log "$vault_name/$secret_name exists for $client_id; keeping it (use --rotate for a new one)"
   fi
   ;;
+  esac
+  ;;
 esac
 
-if $prune; then
+if $prune && [[ "$credential" == "secret" ]]; then
   current="$(az_tsv keyvault secret show --vault-name "$vault_name" --name "$secret_name" --query "tags.credential")"
   [[ -n "$current" && "$current" != "None" ]] || die "the current vault version has no credential tag; prune by hand (az ad app credential list)"
   while IFS=$'\t' read -r key_id name; do
@@ -516,15 +672,32 @@ if $use_azd && [[ "$(azd_value MSSP_CLIENT_ID)" != "$client_id" ]]; then
   azd env set MSSP_CLIENT_ID "$client_id"
   did "set MSSP_CLIENT_ID=$client_id in the azd environment (the next 'azd provision' keeps it in the app settings)"
 fi
+if $use_azd && [[ "$credential" == "certificate" ]]; then
+  for pair in "MSSP_CLIENT_CERTIFICATE_KEY_ID=$cert_key_id" "MSSP_CLIENT_CERTIFICATE_THUMBPRINT=$cert_thumbprint"; do
+    if [[ "$(azd_value "${pair%%=*}")" != "${pair#*=}" ]]; then
+      azd env set "${pair%%=*}" "${pair#*=}"
+      did "set ${pair%%=*} in the azd environment"
+    fi
+  done
+fi
 
 if [[ -n "$function_app" && -n "$resource_group" ]]; then
   deployed="$(az_tsv functionapp config appsettings list --resource-group "$resource_group" --name "$function_app" \
     --query "[?name=='MSSP_CLIENT_ID'].value | [0]" 2>/dev/null || true)"
+  if [[ "$credential" == "certificate" ]]; then
+    deployed_key="$(az_tsv functionapp config appsettings list --resource-group "$resource_group" --name "$function_app" \
+      --query "[?name=='MSSP_CLIENT_CERTIFICATE_KEY_ID'].value | [0]" 2>/dev/null || true)"
+    if [[ "$deployed_key" != "$cert_key_id" ]]; then
+      az functionapp config appsettings set --resource-group "$resource_group" --name "$function_app" \
+        --settings "MSSP_CLIENT_CERTIFICATE_KEY_ID=$cert_key_id" "MSSP_CLIENT_CERTIFICATE_THUMBPRINT=$cert_thumbprint" --output none
+      did "set MSSP_CLIENT_CERTIFICATE_KEY_ID and MSSP_CLIENT_CERTIFICATE_THUMBPRINT on $function_app"
+    fi
+  fi
   if [[ "$deployed" != "$client_id" ]]; then
     az functionapp config appsettings set --resource-group "$resource_group" --name "$function_app" \
       --settings "MSSP_CLIENT_ID=$client_id" --output none
     did "set MSSP_CLIENT_ID on $function_app (which also re-reads Key Vault references)"
-  elif [[ "$state" == "absent" ]] || $rotate; then
+  elif [[ "$credential" == "secret" ]] && { [[ "$state" == "absent" ]] || $rotate; }; then
     # No settings change to trigger it: ask App Service to re-read the Key Vault references.
     site_id="$(az_tsv functionapp show --resource-group "$resource_group" --name "$function_app" --query id)"
     if az rest --method post --url "$site_id/config/configreferences/appsettings/refresh?api-version=2022-03-01" --output none; then
@@ -537,4 +710,4 @@ else
   log "no function app given: set MSSP_CLIENT_ID=$client_id in its app settings yourself"
 fi
 
-log "done. Client id: $client_id. Redirect URI: $redirect_uri"
+log "done. Client id: $client_id. Redirect URI: $redirect_uri. Credential: $credential"

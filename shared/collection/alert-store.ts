@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { gunzipSync, gzipSync } from "node:zlib";
 import { odata, type TableClient } from "@azure/data-tables";
 import { isStatus } from "../platform/storage.js";
+import type { SourceName } from "./source.js";
 import { canonicalTime, formatTicks, parseTime } from "./time.js";
 
 /**
@@ -36,7 +37,10 @@ export const INLINE_PARTS = 10;
 export const MAX_BATCH_ENTITIES = 100;
 export const MAX_BATCH_BYTES = 3.5 * 1024 * 1024;
 
-/** The query-friendly columns, copied as they are from the alert. */
+/**
+ * The query-friendly columns, copied from the alert's `fields` (each source maps its own
+ * schema to these names and to the read API's vocabulary; see docs/sources.md).
+ */
 export const ALERT_COLUMNS = [
   "title",
   "severity",
@@ -81,6 +85,15 @@ export const COUNT_TOTAL_KEY = "~c";
 /** Alert rows only: the filter every alert list query adds. */
 export const ALERT_ROWS_ONLY = odata`RowKey lt ${"~"}`;
 
+/**
+ * The alert row's RowKey: the encoded id for `defender` rows (the layout of earlier
+ * versions stays valid), `g|` + the encoded id for `graph` rows (an encoded id never holds
+ * a raw `|`, so the two can never collide).
+ */
+export function alertRowKey(source: SourceName, id: string): string {
+  return source === "graph" ? `g|${encodeKey(id)}` : encodeKey(id);
+}
+
 /** RowKey-safe alert id: `/ \ # ? % | ~` and control characters are percent-encoded. */
 export function encodeKey(id: string): string {
   // biome-ignore lint/suspicious/noControlCharactersInRegex: Table Storage forbids them in keys
@@ -105,15 +118,18 @@ export function sha256Hex(json: string | Buffer): string {
   return createHash("sha256").update(json).digest("hex");
 }
 
-export function encodeAlert(tenantId: string, alert: RawAlert, sha = sha256Hex(alert.json)): EncodedAlert {
+export function encodeAlert(tenantId: string, alert: RawAlert, source: SourceName = "defender"): EncodedAlert {
+  const sha = sha256Hex(alert.json);
   const bytes = Buffer.from(alert.json, "utf8");
   const packed = gzipSync(bytes, { level: 1 }); // level 1: ~25% less CPU, ~3% larger
   const parts: Buffer[] = [];
   for (let offset = 0; offset < packed.length; offset += PART_BYTES) {
     parts.push(packed.subarray(offset, offset + PART_BYTES));
   }
-  const rowKey = encodeKey(alert.id);
-  const row: AlertEntity = { partitionKey: tenantId, rowKey, alertId: alert.id };
+  const rowKey = alertRowKey(source, alert.id);
+  const row: AlertEntity = { partitionKey: tenantId, rowKey, alertId: alert.id, source };
+  const providerAlertId = alert.fields.providerAlertId;
+  row.providerAlertId = typeof providerAlertId === "string" && providerAlertId ? providerAlertId : alert.id;
   for (const column of ALERT_COLUMNS) {
     const value = alert.fields[column];
     if (value !== null && value !== undefined) row[column] = typeof value === "string" ? value : JSON.stringify(value);
@@ -280,10 +296,24 @@ export class BodyPartMissingError extends Error {
  * of a version that was just replaced stay for a grace period, so a reader that read the
  * old row finishes; one that is slower than that finds a part missing and re-reads the row.
  */
-export async function readAlertJson(tables: AlertTables, tenantId: string, alertId: string): Promise<Buffer | undefined> {
+export async function readAlertJson(
+  tables: AlertTables,
+  tenantId: string,
+  alertId: string,
+  source: SourceName = "defender",
+): Promise<Buffer | undefined> {
+  return (await readStoredAlert(tables, tenantId, alertRowKey(source, alertId)))?.json;
+}
+
+/** The stored alert row (columns) and its exact JSON, or undefined (see readAlertJson). */
+export async function readStoredAlert(
+  tables: AlertTables,
+  tenantId: string,
+  rowKey: string,
+): Promise<{ row: AlertEntity; json: Buffer } | undefined> {
   for (let attempt = 0; ; attempt++) {
     try {
-      return await readOnce(tables, tenantId, alertId);
+      return await readOnce(tables, tenantId, rowKey);
     } catch (err) {
       if (err instanceof BodyPartMissingError && attempt === 0) continue;
       throw err;
@@ -291,10 +321,10 @@ export async function readAlertJson(tables: AlertTables, tenantId: string, alert
   }
 }
 
-async function readOnce(tables: AlertTables, tenantId: string, alertId: string): Promise<Buffer | undefined> {
+async function readOnce(tables: AlertTables, tenantId: string, rowKey: string): Promise<{ row: AlertEntity; json: Buffer } | undefined> {
   let row: AlertEntity;
   try {
-    row = await tables.alerts.getEntity(tenantId, encodeKey(alertId));
+    row = await tables.alerts.getEntity(tenantId, rowKey);
   } catch (err) {
     if (isStatus(err, 404)) return undefined;
     throw err;
@@ -313,7 +343,7 @@ async function readOnce(tables: AlertTables, tenantId: string, alertId: string):
   if (sha256Hex(json) !== row.bodySha256) {
     throw new Error(`Stored body of alert ${row.rowKey} fails its checksum`);
   }
-  return json;
+  return { row, json };
 }
 
 function partsOf(entity: Record<string, unknown>): Uint8Array[] {

@@ -8,8 +8,8 @@ import {
   COUNT_PREFIX,
   COUNT_TOTAL_KEY,
   type EncodedAlert,
+  alertRowKey,
   encodeAlert,
-  encodeKey,
   GARBAGE_PREFIX,
   INLINE_PARTS,
   type IndexEntry,
@@ -23,6 +23,8 @@ import {
   sha256Hex,
   toBatches,
 } from "./alert-store.js";
+import { entryFor } from "../delivery/outbox.js";
+import type { SourceName } from "./source.js";
 import { canonicalTime, compareTimes } from "./time.js";
 
 /**
@@ -46,6 +48,8 @@ import { canonicalTime, compareTimes } from "./time.js";
 
 export interface WriterOptions {
   tenantId: string;
+  /** The source of the alerts written (their RowKeys and `source` column). */
+  source: SourceName;
   tables: AlertTables;
   /** Transactions in flight at once. */
   concurrency: number;
@@ -54,6 +58,12 @@ export interface WriterOptions {
   now: () => Date;
   /** Called before every write batch; throws when this writer may no longer write (fencing). */
   fence: () => Promise<void>;
+  /**
+   * The delivery outbox (shared/delivery/outbox.ts): every version written also records an
+   * outbox entry for these destinations, in the same transaction; `beforeFirstWrite` runs
+   * once, before the first transaction.
+   */
+  outbox?: { destinations: readonly string[]; beforeFirstWrite(): Promise<void> };
 }
 
 export interface WrittenAlert {
@@ -90,15 +100,20 @@ const MAX_CONFLICT_ROUNDS = 5;
 export class AlertWriter {
   private readonly alerts: TableClient;
   private readonly limit: ReturnType<typeof pLimit>;
+  private marked: Promise<void> | undefined;
 
   constructor(private readonly options: WriterOptions) {
     this.alerts = options.tables.alerts;
     this.limit = pLimit(options.concurrency);
   }
 
-  /** The stored versions in a window, for callers that compare before fetching bodies. */
-  storedIn(fromMs: number, toMs: number): Promise<IndexEntry[]> {
-    return listIndex(this.alerts, this.options.tenantId, fromMs, toMs);
+  /**
+   * The stored versions of this source's alerts in a window, for callers that compare
+   * before fetching bodies (the index holds both sources' rows of the tenant).
+   */
+  async storedIn(fromMs: number, toMs: number): Promise<IndexEntry[]> {
+    const { source, tenantId } = this.options;
+    return (await listIndex(this.alerts, tenantId, fromMs, toMs)).filter((e) => e.rowKey === alertRowKey(source, e.alertId));
   }
 
   /**
@@ -118,7 +133,7 @@ export class AlertWriter {
     const lookups = await Promise.all(
       [...unique.values()].map(async (alert) => {
         if (known.has(alert.id) || stored === "empty") return [alert, known.get(alert.id)] as const;
-        return [alert, await this.limit(() => readAlertHead(this.alerts, this.options.tenantId, encodeKey(alert.id)))] as const;
+        return [alert, await this.limit(() => readAlertHead(this.alerts, this.options.tenantId, alertRowKey(this.options.source, alert.id)))] as const;
       }),
     );
     let pending: Plan[] = lookups.map(([alert, entry]) => plan(alert, entry));
@@ -128,7 +143,7 @@ export class AlertWriter {
       // Re-read each alert of a failed transaction and decide again.
       pending = await Promise.all(
         conflicted.map(async (alert) =>
-          plan(alert, await this.limit(() => readAlertHead(this.alerts, this.options.tenantId, encodeKey(alert.id)))),
+          plan(alert, await this.limit(() => readAlertHead(this.alerts, this.options.tenantId, alertRowKey(this.options.source, alert.id)))),
         ),
       );
     }
@@ -166,6 +181,10 @@ export class AlertWriter {
           const actions = batch.flatMap((p) => p.actions);
           if (inserts > 0) actions.push(["create", countRow(this.options.tenantId, inserts)]);
           await this.options.fence();
+          if (this.options.outbox) {
+            this.marked ??= this.options.outbox.beforeFirstWrite();
+            await this.marked;
+          }
           try {
             await this.alerts.submitTransaction(actions);
           } catch (err) {
@@ -190,7 +209,7 @@ export class AlertWriter {
 
   private prepare(p: Extract<Plan, { kind: "insert" | "replace" }>): Prepared {
     const { tenantId } = this.options;
-    const encoded = encodeAlert(tenantId, p.alert);
+    const encoded = encodeAlert(tenantId, p.alert, this.options.source);
     const row = encoded.row;
     const entry: IndexEntry = {
       alertId: p.alert.id,
@@ -216,6 +235,10 @@ export class AlertWriter {
       if (stored.bodyKey && stored.bodyKey !== entry.bodyKey) {
         actions.push(["upsert", this.garbageRow(stored), "Replace"]);
       }
+    }
+    const outbox = this.options.outbox;
+    if (outbox && outbox.destinations.length > 0) {
+      actions.push(entryFor(tenantId, { ...entry, lastUpdateTimeExact: p.alert.lastUpdateTime }, outbox.destinations));
     }
     return { plan: p, encoded, actions, bytes: encoded.bytes + 1024 * actions.length, entities: actions.length };
   }

@@ -1,15 +1,17 @@
 import { odata, type TableClient, type TransactionAction } from "@azure/data-tables";
-import { endpointsFor } from "../platform/config.js";
-import { recordClientCredential } from "../platform/health.js";
+import { type CloudEndpoints, endpointsFor } from "../platform/config.js";
+import { reportCredentialFailure } from "../platform/health.js";
+import { enqueueDelivery } from "../delivery/queue.js";
+import { markPending, routedDestinations } from "../delivery/outbox.js";
 import { errorName } from "../platform/http.js";
 import type { Logger, Services } from "../platform/services.js";
-import { TABLES } from "../platform/storage.js";
+import { isStatus, TABLES } from "../platform/storage.js";
 import { CLEARED_ERROR, getTenant, patchTenant, type TenantPatch, type TenantRow } from "../onboarding/tenants.js";
 import {
   ALERT_ROWS_ONLY,
   type AlertTables,
+  alertRowKey,
   COUNT_TOTAL_KEY,
-  encodeKey,
   entryFromAlertRow,
   type IndexEntry,
   indexRow,
@@ -21,8 +23,8 @@ import { BudgetExhaustedError, CallBudget } from "./budget.js";
 import { collectDueGarbage, collectOrphans } from "./garbage.js";
 import { Coverage, effectiveOverlapMs, LatenessFigures } from "./lateness.js";
 import { leaseTiming } from "./lease-timing.js";
-import { SourceApiError } from "./source.js";
-import { DefenderSource } from "./sources/defender/client.js";
+import { SourceApiError, type SourceName } from "./source.js";
+import { createSource, type MeasuredSource, probeSource, type SourceProfile, sourceProfile } from "./sources/index.js";
 import { duePasses, isReconcile } from "./sweep.js";
 import {
   getSweepRow,
@@ -31,11 +33,12 @@ import {
   type SkippedSlice,
   type SweepEntity,
   type SweepPass,
-  SyncLease,
+  acquireSyncLease,
+  type SyncLease,
   type SyncPatch,
 } from "./sync-state.js";
 import { compareTimes, timeMs } from "./time.js";
-import { clientCredentialFailed, DelegatedTokenProvider, TokenFailure } from "./tokens.js";
+import { clientCredentialFailed, TokenFailure, type TokenProvider, tokenProviderFor } from "./tokens.js";
 import { type Leaf, type SkippedRange, WindowReader } from "./windows.js";
 
 /**
@@ -87,7 +90,8 @@ export async function pullTenant(svc: Services, tenantIdRaw: string, log: Logger
     return { outcome: "skipped-inactive", ...NOTHING };
   }
   const sync = svc.storage.table(TABLES.syncState);
-  const lease = await SyncLease.acquire(sync, tenantId, "defender", leaseTiming(), svc.now);
+  const source = before.source ?? svc.config.defaultSource;
+  const lease = await acquireSyncLease(sync, tenantId, source, leaseTiming(), svc.now);
   if (lease === "busy") {
     log.info(`pull.skipped tenantId=${tenantId} reason=already-running`);
     return { outcome: "skipped-busy", ...NOTHING };
@@ -95,19 +99,20 @@ export async function pullTenant(svc: Services, tenantIdRaw: string, log: Logger
   // Read again under the lease: an offboarding that landed in between is seen here, and
   // one that lands later sets stopRequestedAt, which the lease's next commit sees.
   const tenant = await getTenant(tenants, tenantId);
-  if (tenant?.status !== "active") {
+  if (tenant?.status !== "active" || (tenant.source ?? svc.config.defaultSource) !== source) {
     await lease.release({});
     log.info(`pull.skipped tenantId=${tenantId} reason=${tenant ? tenant.status : "unknown-tenant"}`);
     return { outcome: "skipped-inactive", ...NOTHING };
   }
-  return new SyncJob(svc, log, tenant, lease).execute();
+  return new SyncJob(svc, log, tenant, source, lease).execute();
 }
 
 type Cursor = "incremental" | "sweep";
 
 class SyncJob {
   private readonly budget: CallBudget;
-  private readonly source: DefenderSource;
+  private readonly source: MeasuredSource;
+  private readonly profile: SourceProfile;
   private readonly writer: AlertWriter;
   private readonly tables: AlertTables;
   private readonly coverage: Coverage;
@@ -122,24 +127,26 @@ class SyncJob {
   private knownEmpty: boolean;
   /** The store of the previous leaf, running while the next one is fetched. */
   private pending: Promise<void> = Promise.resolve();
-  private readonly scope: string;
-
   constructor(
     private readonly svc: Services,
     private readonly log: Logger,
     private readonly tenant: TenantRow,
+    sourceName: SourceName,
     private readonly lease: SyncLease,
   ) {
     const row = lease.row;
     const { pull } = svc.config;
     // State kept on the tenant row by versions before the syncstate table is carried over once.
-    const carried = row.indexVersion === undefined;
+    // (Only Defender had such state.)
+    const carried = row.indexVersion === undefined && sourceName === "defender";
     this.watermark = row.watermark || (carried ? tenant.watermark : undefined) || undefined;
     this.alertsStored = row.alertsStored ?? 0;
     this.sameTimeChanges = row.sameTimeChanges ?? 0;
-    this.knownEmpty = !this.watermark && !(row.alertsStored || tenant.alertsStored);
+    this.knownEmpty = !this.watermark && !(row.alertsStored || (carried && tenant.alertsStored));
+    const endpoints = endpointsFor(svc.config, tenant.cloud);
+    this.profile = sourceProfile(sourceName, svc.config, endpoints);
     this.budget = new CallBudget(
-      { perMinute: pull.maxCallsPerMinute, perHour: pull.maxCallsPerHour },
+      this.profile.limits,
       svc.config.sweep.budgetPercent,
       svc.now,
       row.apiCalls || (carried ? tenant.apiCalls : undefined),
@@ -147,31 +154,40 @@ class SyncJob {
     this.coverage = Coverage.parse(row.coverage);
     this.lateness = LatenessFigures.parse(row.lateness);
     this.skipped = parseSlices(row.skippedSlices);
-    const endpoints = endpointsFor(svc.config, tenant.cloud);
-    this.scope = endpoints.apiScope;
-    const tokens = new DelegatedTokenProvider(svc, log, tenant, endpoints);
-    this.source = new DefenderSource({
+    const tokens = tokenProviderFor(svc, log, tenant, endpoints);
+    this.tokens = tokens;
+    this.endpoints = endpoints;
+    const scope = this.profile.scope;
+    this.source = createSource(sourceName, {
       tenantId: this.tenantId,
-      baseUrl: endpoints.apiBaseUrl,
+      endpoints,
+      config: svc.config,
       budget: this.budget,
       sleep: svc.sleep,
       random: svc.random,
       log,
-      token: (forceNew) => tokens.get(this.scope, { forceNew }),
+      token: (forceNew) => tokens.get(scope, { forceNew }),
     });
     this.tables = { alerts: svc.storage.table(TABLES.alerts), bodies: svc.storage.table(TABLES.alertBodies) };
     this.writer = new AlertWriter({
       tenantId: this.tenantId,
+      source: this.source.name,
       tables: this.tables,
       concurrency: WRITE_CONCURRENCY,
       gcGraceMs: pull.overflowGcGraceMs,
       now: svc.now,
       fence: () => this.lease.beforeWrite(),
+      outbox: {
+        destinations: routedDestinations(svc.config, tenant.destinations),
+        beforeFirstWrite: () => markPending(svc, this.tenantId),
+      },
     });
-    this.tokenCheck = () => tokens.get(this.scope);
+    this.tokenCheck = () => tokens.get(scope);
   }
 
   private readonly tokenCheck: () => Promise<string>;
+  private readonly tokens: TokenProvider & { mode: "delegated" | "application" };
+  private readonly endpoints: CloudEndpoints;
 
   private get tenantId(): string {
     return this.tenant.rowKey;
@@ -190,6 +206,7 @@ class SyncJob {
       const now = this.svc.now();
       await this.lease.release({ ...this.stateToSave(), lastSuccessAt: now.toISOString(), ...CLEARED_ERROR });
       await this.clearTenantError();
+      await this.wakeDelivery();
       const late = this.lateness.summary(now.getTime());
       const overlapMs = this.effectiveOverlapMs();
       this.log.info(
@@ -205,6 +222,19 @@ class SyncJob {
       return this.result("succeeded");
     } catch (err) {
       return this.fail(err);
+    }
+  }
+
+  /**
+   * After writes, a wake-up for the delivery worker. Best effort: the pending marker written
+   * before the first write already guarantees delivery (the timer finds it).
+   */
+  private async wakeDelivery(): Promise<void> {
+    if (this.written + this.sweepWritten === 0 || routedDestinations(this.svc.config, this.tenant.destinations).length === 0) return;
+    try {
+      await enqueueDelivery(this.svc, { tenantId: this.tenantId });
+    } catch (err) {
+      this.log.warn(`delivery.wake-failed tenantId=${this.tenantId} error=${errorName(err)}`);
     }
   }
 
@@ -233,10 +263,11 @@ class SyncJob {
     return patch;
   }
 
-  private async fail(err: unknown): Promise<PullResult> {
+  private async fail(failure: unknown): Promise<PullResult> {
     const id = this.tenantId;
     // Let a leaf that is still being written finish (or fail) before the final update.
     await this.pending.catch(() => undefined);
+    const err = await this.classifyRefusal(failure);
     if (err instanceof LeaseLost) {
       this.log.warn(`pull.lease-lost tenantId=${id}`);
       return this.result("lease-lost");
@@ -253,8 +284,7 @@ class SyncJob {
     if (err instanceof TokenFailure) {
       const { kind, code, message } = err.detail;
       if (kind === "client") {
-        this.log.error(`app.credential.failed code=${code}`);
-        await recordClientCredential(this.svc, true, code);
+        await reportCredentialFailure(this.svc, this.log, code);
         clientCredentialFailed();
         await release({});
         return this.result("client-credential-failed");
@@ -274,6 +304,7 @@ class SyncJob {
       this.log.warn(`pull.failed tenantId=${id} code=${code}`);
       return this.result("failed");
     }
+    await this.wakeDelivery();
     if (err instanceof BudgetExhaustedError) {
       await release({ lastErrorCode: "BudgetExhausted", lastErrorMessage: err.message, lastErrorAt: at });
       this.log.warn(`pull.partial tenantId=${id} code=BudgetExhausted alerts=${this.written} watermark=${this.watermark ?? ""}`);
@@ -291,6 +322,26 @@ class SyncJob {
     );
     this.log.error(`pull.failed tenantId=${id} code=InternalError error=${code}`);
     throw err;
+  }
+
+  /**
+   * In application mode, a 401/403 of the alerts API is checked once more with a freshly
+   * issued token: if that is refused too, the permission was withdrawn (reconsent-required,
+   * AppPermissionMissing). Any other failure is returned as it is.
+   */
+  private async classifyRefusal(err: unknown): Promise<unknown> {
+    if (!(err instanceof SourceApiError) || (err.status !== 401 && err.status !== 403) || this.tokens.mode !== "application") return err;
+    try {
+      const fresh = await this.tokens.get(this.profile.scope, { forceNew: true });
+      if ((await probeSource(this.source.name, this.endpoints, fresh)) !== "forbidden") return err;
+    } catch (tokenErr) {
+      return tokenErr instanceof TokenFailure ? tokenErr : err;
+    }
+    return new TokenFailure({
+      kind: "reconsent",
+      code: "AppPermissionMissing",
+      message: `The alerts API refuses a freshly issued app-only token: the application permission ${this.source.name === "graph" ? "SecurityAlert.Read.All" : "Alert.Read.All"} was withdrawn`,
+    });
   }
 
   /** A status change from a pull lands only if no consent or offboarding changed the tenant meanwhile. */
@@ -318,7 +369,7 @@ class SyncJob {
   private reader(purpose: "incremental" | "sweep", full: boolean, onLeaf: (leaf: Leaf) => Promise<void>): WindowReader {
     return new WindowReader({
       source: this.source,
-      pageSize: this.svc.config.pull.pageSize,
+      pageSize: this.profile.pageSize,
       purpose,
       full,
       onLeaf,
@@ -458,7 +509,7 @@ class SyncJob {
       let recovered = false;
       const reader = new WindowReader({
         source: this.source,
-        pageSize: this.svc.config.pull.pageSize,
+        pageSize: this.profile.pageSize,
         purpose: "sweep",
         full: true,
         onLeaf: async (leaf) => {
@@ -530,7 +581,7 @@ class SyncJob {
 
   /** The stored version of an alert whose stored time lies outside the leaf (one point read). */
   private storedElsewhere(alert: RawAlert): Promise<IndexEntry | undefined> {
-    return readAlertHead(this.tables.alerts, this.tenantId, encodeKey(alert.id));
+    return readAlertHead(this.tables.alerts, this.tenantId, alertRowKey(this.source.name, alert.id));
   }
 
   private async saveSweep(patch: Partial<SweepEntity>): Promise<void> {
@@ -549,7 +600,16 @@ class SyncJob {
    */
   private async buildIndexOnce(): Promise<void> {
     if (this.lease.row.indexVersion === 1) return;
+    // The index and the count belong to the tenant's partition, whatever the source: the
+    // count row exists once they were built (by this or another source's first run).
+    const built = await countRowExists(this.tables.alerts, this.tenantId);
     let count = 0;
+    if (built) {
+      this.alertsStored = await foldAlertCount(this.tables.alerts, this.tenantId);
+      this.knownEmpty = false;
+      await this.lease.commit(this.stateToSave());
+      return;
+    }
     if (!this.knownEmpty) {
       const alerts = this.tables.alerts;
       const filter = odata`PartitionKey eq ${this.tenantId} and ${ALERT_ROWS_ONLY}`;
@@ -574,6 +634,16 @@ class SyncJob {
     await upsertCount(this.tables.alerts, this.tenantId, count);
     this.alertsStored = count;
     await this.lease.commit(this.stateToSave());
+  }
+}
+
+async function countRowExists(alerts: TableClient, tenantId: string): Promise<boolean> {
+  try {
+    await alerts.getEntity(tenantId, COUNT_TOTAL_KEY, { queryOptions: { select: ["RowKey"] } });
+    return true;
+  } catch (err) {
+    if (isStatus(err, 404)) return false;
+    throw err;
   }
 }
 

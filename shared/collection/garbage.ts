@@ -39,7 +39,11 @@ export async function collectOrphans(tables: AlertTables, tenantId: string, now:
   const groups = new Map<string, { alertRowKey: string; bodyKey: string; parts: number; newest: number }>();
   const filter = odata`PartitionKey eq ${tenantId}`;
   for await (const row of tables.bodies.listEntities({ queryOptions: { filter, select: ["RowKey", "Timestamp"] } })) {
-    const [alertRowKey, bodyKey, index] = String(row.rowKey).split("|");
+    // `<alert RowKey>|<bodyKey>|<index>`, where a graph alert's RowKey holds a `|` itself.
+    const parts = String(row.rowKey).split("|");
+    const index = parts.pop();
+    const bodyKey = parts.pop();
+    const alertRowKey = parts.join("|");
     if (!alertRowKey || !bodyKey || index === undefined) continue;
     const key = `${alertRowKey}|${bodyKey}`;
     const at = Date.parse(String(row.timestamp ?? ""));

@@ -10,7 +10,8 @@ import { listTenants } from "../onboarding/tenants.js";
  */
 export interface PullMessage {
   tenantId: string;
-  reason: "schedule" | "manual" | "reconcile";
+  /** `verify`: not a pull, a probe of an application-mode consent that is still propagating. */
+  reason: "schedule" | "manual" | "reconcile" | "verify";
 }
 
 export function encodeMessage(message: PullMessage): string {
@@ -30,7 +31,7 @@ export function parseMessage(raw: unknown): PullMessage | undefined {
   const tenantId = (value as { tenantId?: unknown } | null)?.tenantId;
   if (!isGuid(tenantId)) return undefined;
   const given = (value as { reason?: unknown }).reason;
-  const reason = given === "manual" || given === "reconcile" ? given : "schedule";
+  const reason = given === "manual" || given === "reconcile" || given === "verify" ? given : "schedule";
   return { tenantId: tenantId.toLowerCase(), reason };
 }
 
@@ -43,6 +44,10 @@ export async function enqueuePull(svc: Services, message: PullMessage): Promise<
  * `tenant.state tenantId=<guid> status=<status>` for each tenant that is neither active nor
  * offboarded: the re-consent alert rule (infra/modules/alerts.bicep) reads the latest such
  * line per tenant, so it stays fired exactly while a tenant is reconsent-required.
+ *
+ * It also queues a verification probe (`reason: verify`) for every tenant whose
+ * application-mode consent is still propagating (`consentVerifyUntil` set), including one
+ * last probe once that time has passed, which ends the verification.
  */
 export async function enqueueActiveTenants(svc: Services, log: Logger): Promise<number> {
   const rows = await listTenants(svc.storage.table(TABLES.tenants));
@@ -50,7 +55,11 @@ export async function enqueueActiveTenants(svc: Services, log: Logger): Promise<
     if (row.status !== "active" && row.status !== "offboarded") log.info(`tenant.state tenantId=${row.rowKey} status=${row.status}`);
   }
   const active = rows.filter((row) => row.status === "active");
-  await Promise.all(active.map((row) => enqueuePull(svc, { tenantId: row.rowKey, reason: "schedule" })));
-  log.info(`schedule.queued tenants=${active.length}`);
+  const verify = rows.filter((row) => row.consentVerifyUntil && row.status !== "offboarded");
+  await Promise.all([
+    ...active.map((row) => enqueuePull(svc, { tenantId: row.rowKey, reason: "schedule" })),
+    ...verify.map((row) => enqueuePull(svc, { tenantId: row.rowKey, reason: "verify" })),
+  ]);
+  log.info(`schedule.queued tenants=${active.length}${verify.length > 0 ? ` verifications=${verify.length}` : ""}`);
   return active.length;
 }

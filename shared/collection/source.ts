@@ -18,23 +18,33 @@ export interface WindowQuery {
   full: boolean;
 }
 
-export interface SourcePage {
-  alerts: RawAlert[];
-  /** A server-driven continuation, already checked to be on the source's own origin. */
-  nextLink?: string;
-}
-
 export interface ReadOptions {
   purpose: CallPurpose;
   /** Attempts for transient failures (network, 5xx, cut-off bodies); the source's default otherwise. */
   attempts?: number;
+  /** Called before every request (the engine checks and renews its lease there). */
+  beforeRequest(): Promise<void>;
 }
 
+export interface WindowAnswer {
+  alerts: RawAlert[];
+  /**
+   * The window could not be read completely in one go (a full page, or a longer paging
+   * chain than the source allows per window): the engine cuts it at the items' times and
+   * reads the pieces.
+   */
+  full: boolean;
+}
+
+export type SourceName = "defender" | "graph";
+
 export interface AlertSource {
-  /** The sync-state RowKey of this source's cursor, e.g. `defender`. */
-  readonly name: string;
-  list(query: WindowQuery, options: ReadOptions): Promise<SourcePage>;
-  next(nextLink: string, options: ReadOptions): Promise<SourcePage>;
+  /** The sync-state RowKey of this source's cursor (`defender`, `graph`). */
+  readonly name: SourceName;
+  /** Reads one window, following the source's own paging as far as it allows per window. */
+  readWindow(query: WindowQuery, options: ReadOptions): Promise<WindowAnswer>;
+  /** Reads every item of a window too narrow to cut (1 ms) with the source's deep paging, once. */
+  readExhaustive(query: WindowQuery, options: ReadOptions): Promise<RawAlert[]>;
 }
 
 /**

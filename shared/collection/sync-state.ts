@@ -1,7 +1,9 @@
-import { randomUUID } from "node:crypto";
 import type { TableClient, TableEntityResult } from "@azure/data-tables";
 import { isStatus } from "../platform/storage.js";
+import { Lease, type LeaseFields } from "./lease.js";
 import type { LeaseTiming } from "./lease-timing.js";
+
+export { LeaseLost } from "./lease.js";
 
 /**
  * Per-(tenant, source) pull state in table `syncstate` (PartitionKey = tenant GUID):
@@ -29,15 +31,9 @@ export interface SkippedSlice {
   lastCode: string;
 }
 
-export interface SyncEntity {
+export interface SyncEntity extends LeaseFields {
   partitionKey: string;
   rowKey: string;
-  leaseId?: string;
-  leaseEpoch?: number;
-  leaseAcquiredAt?: string;
-  leaseUntil?: string;
-  /** Set by offboarding and purge: a holder that took its lease before this time must stop. */
-  stopRequestedAt?: string;
   /** The newest lastUpdateTime stored by the incremental cursor (full precision). */
   watermark?: string;
   /** JSON: the call budget's minute buckets (see budget.ts). */
@@ -91,13 +87,6 @@ export interface SweepEntity {
 
 export type SweepRow = TableEntityResult<SweepEntity>;
 
-export class LeaseLost extends Error {
-  constructor(reason: string) {
-    super(`The pull lease was lost: ${reason}`);
-    this.name = "LeaseLost";
-  }
-}
-
 export async function getSyncRow(table: TableClient, tenantId: string, source: string): Promise<SyncRow | undefined> {
   try {
     return await table.getEntity<SyncEntity>(tenantId, source);
@@ -134,110 +123,18 @@ export async function requestReconcile(table: TableClient, tenantId: string, sou
   );
 }
 
-export class SyncLease {
-  private constructor(
-    private readonly table: TableClient,
-    private readonly timing: LeaseTiming,
-    private readonly now: () => Date,
-    /** The latest state of the `<source>` row as this holder last wrote or read it. */
-    public row: SyncRow,
-  ) {}
+/** The lease of a (tenant, source): one run at a time (see lease.ts). */
+export type SyncLease = Lease<SyncEntity>;
 
-  get leaseUntil(): number {
-    return Date.parse(this.row.leaseUntil ?? "");
-  }
-
-  /**
-   * Takes the lease if nobody holds a live one; returns "busy" otherwise. The epoch grows
-   * at every acquisition, so a holder whose lease expired and was taken can tell.
-   */
-  static async acquire(
-    table: TableClient,
-    tenantId: string,
-    source: string,
-    timing: LeaseTiming,
-    now: () => Date,
-  ): Promise<SyncLease | "busy"> {
-    const at = now();
-    const existing = await getSyncRow(table, tenantId, source);
-    if (existing && Date.parse(existing.leaseUntil ?? "") > at.getTime()) return "busy";
-    const lease: SyncPatch = {
-      leaseId: randomUUID(),
-      leaseEpoch: (existing?.leaseEpoch ?? 0) + 1,
-      leaseAcquiredAt: at.toISOString(),
-      leaseUntil: new Date(at.getTime() + timing.leaseTtlMs).toISOString(),
-      lastPullAt: at.toISOString(),
-    };
-    try {
-      if (existing) {
-        const result = await table.updateEntity({ partitionKey: tenantId, rowKey: source, ...lease }, "Merge", {
-          etag: existing.etag,
-        });
-        return new SyncLease(table, timing, now, { ...existing, ...lease, etag: result.etag! });
-      }
-      const row = { partitionKey: tenantId, rowKey: source, ...lease };
-      const result = await table.createEntity(row);
-      return new SyncLease(table, timing, now, { ...row, etag: result.etag! } as SyncRow);
-    } catch (err) {
-      if (isStatus(err, 409, 412)) return "busy"; // another run won the race
-      throw err;
-    }
-  }
-
-  /** Local check before a write: throws LeaseLost when the lease is (nearly) over. */
-  assertHeld(): void {
-    if (this.now().getTime() + this.timing.safetyMs >= this.leaseUntil) {
-      throw new LeaseLost("it expired before the next write");
-    }
-  }
-
-  /** Before every write batch: the local check, then a renewal when less than half remains. */
-  async beforeWrite(): Promise<void> {
-    this.assertHeld();
-    if (this.leaseUntil - this.now().getTime() < this.timing.leaseTtlMs / 2) await this.commit({});
-  }
-
-  /**
-   * An ETag-conditioned merge of the `<source>` row that also renews the lease. Throws
-   * LeaseLost if the epoch changed or a stop was requested after this lease was taken;
-   * a change by anyone else (there is none today) is merged over.
-   */
-  async commit(patch: SyncPatch, renew = true): Promise<void> {
-    this.assertHeld();
-    const full: SyncPatch = renew
-      ? { ...patch, leaseUntil: new Date(this.now().getTime() + this.timing.leaseTtlMs).toISOString() }
-      : patch;
-    const { partitionKey, rowKey } = this.row;
-    for (let attempt = 0; attempt < 5; attempt++) {
-      try {
-        const result = await this.table.updateEntity({ partitionKey, rowKey, ...full }, "Merge", { etag: this.row.etag });
-        this.row = { ...this.row, ...full, etag: result.etag! };
-        return;
-      } catch (err) {
-        if (!isStatus(err, 404, 412)) throw err;
-      }
-      const current = await getSyncRow(this.table, partitionKey, rowKey);
-      if (!current) throw new LeaseLost("the sync state was removed");
-      this.checkStillOurs(current);
-      this.row = { ...current, ...full, etag: current.etag };
-    }
-    throw new LeaseLost("the sync state kept changing");
-  }
-
-  /** Ends the run: saves the patch and gives the lease up. */
-  async release(patch: SyncPatch): Promise<void> {
-    await this.commit({ ...patch, leaseId: "", leaseUntil: "" }, false);
-  }
-
-  private checkStillOurs(current: SyncRow): void {
-    if (current.leaseEpoch !== this.row.leaseEpoch || current.leaseId !== this.row.leaseId) {
-      throw new LeaseLost("another run took the lease");
-    }
-    const stop = Date.parse(current.stopRequestedAt ?? "");
-    if (!Number.isNaN(stop) && stop >= Date.parse(this.row.leaseAcquiredAt ?? "")) {
-      throw new LeaseLost("the tenant was offboarded or purged");
-    }
-  }
+/** Takes the (tenant, source) lease, or "busy" while another run holds a live one. */
+export function acquireSyncLease(
+  table: TableClient,
+  tenantId: string,
+  source: string,
+  timing: LeaseTiming,
+  now: () => Date,
+): Promise<SyncLease | "busy"> {
+  return Lease.acquire<SyncEntity>(table, tenantId, source, timing, now, { lastPullAt: now().toISOString() });
 }
 
 export function parseSlices(saved: string | undefined): SkippedSlice[] {

@@ -1,6 +1,6 @@
 import type { RawAlert } from "./alert-store.js";
 import type { CallPurpose } from "./budget.js";
-import { type AlertSource, SourceApiError } from "./source.js";
+import { type AlertSource, type ReadOptions, SourceApiError } from "./source.js";
 import { compareTimes, timeMs } from "./time.js";
 
 /**
@@ -111,38 +111,25 @@ export class WindowReader {
     top: number,
     attempts: number | undefined,
   ): Promise<{ alerts: RawAlert[] } | { split: number[] }> {
-    const { source, purpose, full } = this.options;
-    const read = { purpose, ...(attempts ? { attempts } : {}) };
-    await this.options.beforeRequest();
-    const page = await source.list({ from, to, top, full }, read);
-    if (page.alerts.length < top) {
-      const alerts = page.alerts;
-      for (let next = page.nextLink; next; ) {
-        await this.options.beforeRequest();
-        const more = await source.next(next, read);
-        alerts.push(...more.alerts);
-        next = more.nextLink;
-      }
-      return { alerts };
-    }
+    const { source, full } = this.options;
+    const answer = await source.readWindow({ from, to, top, full }, this.readOptions(attempts));
+    if (!answer.full) return { alerts: answer.alerts };
     if (to - from <= MIN_SLICE_MS) return { alerts: await this.skipPaged(from, to, top, attempts) };
-    return { split: splitPoints(page.alerts, from, to) };
+    return { split: splitPoints(answer.alerts, from, to) };
   }
 
-  /** A slice too narrow to split: `$skip` pages, re-read until two passes agree on the ids. */
+  private readOptions(attempts: number | undefined): ReadOptions {
+    return { purpose: this.options.purpose, beforeRequest: this.options.beforeRequest, ...(attempts ? { attempts } : {}) };
+  }
+
+  /** A slice too narrow to cut: the source's deep paging, re-read until two passes agree on the ids. */
   private async skipPaged(from: number, to: number, top: number, attempts: number | undefined): Promise<RawAlert[]> {
-    const { source, purpose, full } = this.options;
-    const read = { purpose, ...(attempts ? { attempts } : {}) };
+    const { source, full } = this.options;
     let previous: string | undefined;
     const merged = new Map<string, RawAlert>();
     for (let pass = 0; pass < MAX_SKIP_PASSES; pass++) {
       const seen = new Map<string, RawAlert>();
-      for (let skip = 0; ; skip += top) {
-        await this.options.beforeRequest();
-        const page = await source.list({ from, to, top, skip, full }, read);
-        for (const alert of page.alerts) seen.set(alert.id, alert);
-        if (page.alerts.length < top) break;
-      }
+      for (const alert of await source.readExhaustive({ from, to, top, full }, this.readOptions(attempts))) seen.set(alert.id, alert);
       for (const [id, alert] of seen) {
         const known = merged.get(id);
         if (!known || compareTimes(alert.lastUpdateTime, known.lastUpdateTime) >= 0) merged.set(id, alert);

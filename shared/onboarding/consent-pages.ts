@@ -10,6 +10,8 @@ import type { ConsentOutcome } from "./consent.js";
 
 const TRY_AGAIN = "Open the consent link you received again to retry. Nothing was stored.";
 const ASK_PROVIDER = "Opening the link again will not help. Nothing was stored.";
+const REVOKE_APP =
+  "To end this access at any time, delete the service's enterprise application in Microsoft Entra ID (Enterprise applications > the service's app > Properties > Delete).";
 
 export function consentPage(outcome: ConsentOutcome): HttpResponseInit {
   switch (outcome.kind) {
@@ -19,6 +21,29 @@ export function consentPage(outcome: ConsentOutcome): HttpResponseInit {
       return page(200, "Consent complete", [
         `${outcome.displayName} is now connected. Microsoft Defender alerts will be collected automatically.`,
         "You can close this window.",
+      ]);
+    case "app-completed":
+      return page(200, "Consent complete", [
+        `${outcome.displayName} is now connected with the application permission Alert.Read.All of Microsoft Defender for Endpoint (WindowsDefenderATP). Microsoft Defender alerts will be collected automatically; no user account or password is involved.`,
+        REVOKE_APP,
+        "You can close this window.",
+      ]);
+    case "app-pending":
+      return page(202, "Consent recorded", [
+        `Consent for ${outcome.displayName} was recorded. Access is confirmed automatically, usually within minutes, while Microsoft makes the new permission available. You do not need to do anything more.`,
+        REVOKE_APP,
+        "You can close this window.",
+      ]);
+    case "app-permission-missing":
+      return page(403, "The application permission to read alerts is missing", [
+        `Consent was recorded, but the Microsoft Defender for Endpoint API refuses the service's own access: the application permission ${outcome.permission} is missing.`,
+        "An administrator must grant admin consent to it (Enterprise applications > the service's app > Permissions > Grant admin consent), or ask your service provider for a new link. Nothing was stored.",
+      ]);
+    case "tenant-mismatch":
+      return page(403, "Consent given for another organisation", [
+        "The consent response names another organisation than the one this link was made for.",
+        "Sign in with an administrator account of the invited organisation.",
+        TRY_AGAIN,
       ]);
     case "link-incomplete":
       return page(400, "Incomplete consent link", ["The link is incomplete. Copy the whole link you received and open it again."]);

@@ -3,20 +3,24 @@ import { odata, type TableClient } from "@azure/data-tables";
 import * as jose from "jose";
 import * as oauth from "oauth4webapi";
 import { fetch as undiciFetch } from "undici";
-import { type CloudEndpoints, endpointsFor } from "../platform/config.js";
-import { recordClientCredential } from "../platform/health.js";
+import { grantsRead, probeSource, sourceAccess } from "../collection/sources/index.js";
+import { confirmCredential, newCredentialWaitMs, retryAsNewCredential } from "../platform/client-credential.js";
+import { endpointsFor, type TenantMode } from "../platform/config.js";
+import { recordClientCredential, reportCredentialFailure } from "../platform/health.js";
 import { isGuid } from "../platform/http.js";
-import { consentScope, fetchOptions, oauthClient } from "../platform/oauth.js";
+import { classifyTokenError, consentScope, fetchOptions, oauthClient } from "../platform/oauth.js";
 import type { Logger, Services } from "../platform/services.js";
 import { isStatus, TABLES } from "../platform/storage.js";
 import { aadstsOf, authorizeVerdict, discoverTenant, type EntraVerdict, tokenVerdict } from "./entra-errors.js";
+import { completeAppConsent } from "./app-consent.js";
 import { CLEARED_ERROR, getTenant, patchTenant, type TenantRow } from "./tenants.js";
 
 /**
  * Consent: the customer's admin opens the consent link (see register.ts), consents at
  * Entra ID (authorization code flow with PKCE), and the callback stores the tenant's
- * refresh token in Key Vault. Nothing here logs or returns a token, code, verifier, state
- * or secret.
+ * refresh token in Key Vault. A link of an application-mode tenant sends the admin to
+ * Entra's admin consent endpoint instead, and app-consent.ts verifies what comes back.
+ * Nothing here logs or returns a token, code, verifier, state or secret.
  *
  * The functions return a ConsentOutcome; consent-pages.ts turns it into the page the
  * customer sees. Every failure that someone must act on is also logged with its code
@@ -27,6 +31,14 @@ import { CLEARED_ERROR, getTenant, patchTenant, type TenantRow } from "./tenants
 export type ConsentOutcome =
   | { kind: "redirect"; location: string }
   | { kind: "completed"; displayName: string }
+  /** Application mode: admin consent verified with a client-credentials token and a probe. */
+  | { kind: "app-completed"; displayName: string }
+  /** Application mode: consent recorded, still propagating; the timer verifies it. */
+  | { kind: "app-pending"; displayName: string }
+  /** Application mode: the app-only token cannot read alerts (after the whole verification window). */
+  | { kind: "app-permission-missing"; permission: string }
+  /** The callback names another organisation than the one invited. */
+  | { kind: "tenant-mismatch" }
   /** The link lacks its tenant or secret, or they are malformed or too long. */
   | { kind: "link-incomplete" }
   /** Unknown tenant, offboarded tenant, wrong, used or replaced link: one answer for all. */
@@ -66,11 +78,16 @@ const LINK_SECRET = /^[A-Za-z0-9_-]{16,128}$/;
 const STATE_FORMAT = /^([A-Za-z0-9_-]{1,40})\.[A-Za-z0-9_-]{1,80}$/;
 const STATE_PARTITION_PREFIX = "link-";
 
-interface ConsentStateEntity {
+export interface ConsentStateEntity {
   partitionKey: string;
   rowKey: string;
   tenantId: string;
   linkHash: string;
+  /** The mode this sign-in onboards with (absent on states of versions without modes: delegated). */
+  mode?: TenantMode;
+  /** The alert source this sign-in grants access to (absent on older states: defender). */
+  source?: "defender" | "graph";
+  /** Delegated mode only (empty for admin consent). */
   codeVerifier: string;
   nonce: string;
   createdAt: string;
@@ -118,7 +135,7 @@ export function parseConsentLink(query: URLSearchParams): ConsentLink | undefine
  * the link says nothing about who is a customer. Only the holder of the right secret
  * learns that it expired.
  */
-function checkLink(row: TenantRow | undefined, linkHash: string, now: Date): "ok" | "link-invalid" | "link-expired" {
+export function checkLink(row: TenantRow | undefined, linkHash: string, now: Date): "ok" | "link-invalid" | "link-expired" {
   const matches = sameHash(row?.consentLinkHash, linkHash);
   if (!row || !matches || row.status === "offboarded") return "link-invalid";
   if (!row.consentLinkExpiresAt || Date.parse(row.consentLinkExpiresAt) <= now.getTime()) return "link-expired";
@@ -126,7 +143,7 @@ function checkLink(row: TenantRow | undefined, linkHash: string, now: Date): "ok
 }
 
 /** Records a failed consent in the tenant's lastError (the tenant's status stays as it is). */
-async function recordFailure(svc: Services, tenantId: string, code: string, message: string): Promise<void> {
+export async function recordFailure(svc: Services, tenantId: string, code: string, message: string): Promise<void> {
   await patchTenant(svc.storage.table(TABLES.tenants), tenantId, "*", {
     lastErrorCode: code,
     lastErrorMessage: message,
@@ -150,11 +167,15 @@ export async function startConsent(svc: Services, input: ConsentLink, log: Logge
   }
   const as = discovered.as;
   if (!as.authorization_endpoint) throw new Error("The tenant's OpenID configuration has no authorization endpoint");
+  const mode: TenantMode = row.linkMode || "delegated";
+  // The source the link onboards: a relink may change it; it applies once consent is verified.
+  const source = row.linkSource || row.source || svc.config.defaultSource;
+  const access = sourceAccess(source, endpoints);
 
   const partitionKey = statePartition(linkHash);
   const state = `${partitionKey.slice(STATE_PARTITION_PREFIX.length)}.${oauth.generateRandomState()}`;
-  const nonce = oauth.generateRandomNonce();
-  const codeVerifier = oauth.generateRandomCodeVerifier();
+  const nonce = mode === "delegated" ? oauth.generateRandomNonce() : "";
+  const codeVerifier = mode === "delegated" ? oauth.generateRandomCodeVerifier() : "";
   const now = svc.now();
   const states = svc.storage.table(TABLES.consentStates);
   const entity: ConsentStateEntity = {
@@ -162,6 +183,8 @@ export async function startConsent(svc: Services, input: ConsentLink, log: Logge
     rowKey: sha256(state),
     tenantId,
     linkHash,
+    mode,
+    source,
     codeVerifier,
     nonce,
     createdAt: now.toISOString(),
@@ -170,17 +193,29 @@ export async function startConsent(svc: Services, input: ConsentLink, log: Logge
   await states.createEntity(entity);
   await keepNewestStates(states, partitionKey, svc.config.consentStatesPerLink);
 
+  if (mode === "application") {
+    // Admin consent for the app's application permissions, at the invited tenant itself
+    // (never `common`): `{authority}/{tenant}/v2.0/adminconsent`.
+    const url = new URL(`${endpoints.authorityHost}/${encodeURIComponent(tenantId)}/v2.0/adminconsent`);
+    url.searchParams.set("client_id", svc.config.clientId);
+    url.searchParams.set("scope", access.scope);
+    url.searchParams.set("redirect_uri", svc.config.redirectUri);
+    url.searchParams.set("state", state);
+    log.info(`consent.started tenantId=${tenantId} mode=application`);
+    return { kind: "redirect", location: url.href };
+  }
+
   const url = new URL(as.authorization_endpoint);
   url.searchParams.set("client_id", svc.config.clientId);
   url.searchParams.set("response_type", "code");
   url.searchParams.set("redirect_uri", svc.config.redirectUri);
   url.searchParams.set("response_mode", "query");
-  url.searchParams.set("scope", consentScope(endpoints));
+  url.searchParams.set("scope", consentScope(access.scope));
   url.searchParams.set("state", state);
   url.searchParams.set("nonce", nonce);
   url.searchParams.set("code_challenge", await oauth.calculatePKCECodeChallenge(codeVerifier));
   url.searchParams.set("code_challenge_method", "S256");
-  log.info(`consent.started tenantId=${tenantId}`);
+  log.info(`consent.started tenantId=${tenantId} mode=delegated`);
   return { kind: "redirect", location: url.href };
 }
 
@@ -247,7 +282,7 @@ const VERDICT_OUTCOME = {
 } as const;
 
 /** Logs, records in lastError (and health, for the app's own credential) a lasting failure. */
-async function failed(
+export async function failed(
   svc: Services,
   log: Logger,
   tenantId: string,
@@ -260,10 +295,7 @@ async function failed(
     "tenant-refused": `Microsoft Entra ID refused consent for this tenant (${code} at ${step}).`,
     "provider-config": `Microsoft Entra ID rejected the app's own configuration (${code} at ${step}).`,
   };
-  if (verdict.kind === "provider-config" && verdict.clientCredential) {
-    log.error(`app.credential.failed code=${code}`);
-    await recordClientCredential(svc, true, code);
-  }
+  if (verdict.kind === "provider-config" && verdict.clientCredential) await reportCredentialFailure(svc, log, code);
   log.warn(`consent.failed tenantId=${tenantId} reason=${verdict.kind} code=${code}`);
   await recordFailure(svc, tenantId, code, messages[verdict.kind]);
   return { kind: VERDICT_OUTCOME[verdict.kind], code };
@@ -299,6 +331,12 @@ export async function completeConsent(svc: Services, input: CallbackInput, log: 
     warn(`authorize-${safeError}`, verdict.code);
     return { kind: "signin-failed", code: verdict.code };
   }
+  // The mode comes from the consumed state row, never from the callback's parameters.
+  if (bound.mode === "application") return completeAppConsent(svc, bound, params, log);
+  if (params.has("admin_consent")) {
+    warn("admin-consent-for-delegated-link");
+    return { kind: "response-unknown" };
+  }
   const tenants = svc.storage.table(TABLES.tenants);
   const row = await getTenant(tenants, tenantId);
   const check = checkLink(row, bound.linkHash, svc.now());
@@ -314,25 +352,38 @@ export async function completeConsent(svc: Services, input: CallbackInput, log: 
     return failed(svc, log, tenantId, { kind: "tenant-not-found", code: discovered.code }, "discovery");
   }
   const as = discovered.as;
-  const { client, auth } = oauthClient(svc.config);
+  const { client, auth } = oauthClient(svc);
 
   let tokens: oauth.TokenEndpointResponse;
   let claims: oauth.IDToken;
   try {
     const callbackParams = oauth.validateAuthResponse(as, client, params, state);
-    const response = await oauth.authorizationCodeGrantRequest(
-      as,
-      client,
-      auth,
-      callbackParams,
-      svc.config.redirectUri,
-      bound.codeVerifier,
-      fetchOptions,
-    );
-    tokens = await oauth.processAuthorizationCodeResponse(as, client, response, {
-      expectedNonce: bound.nonce,
-      requireIdToken: true,
-    });
+    const started = svc.now().getTime();
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const response = await oauth.authorizationCodeGrantRequest(
+          as,
+          client,
+          auth,
+          callbackParams,
+          svc.config.redirectUri,
+          bound.codeVerifier,
+          fetchOptions,
+        );
+        tokens = await oauth.processAuthorizationCodeResponse(as, client, response, {
+          expectedNonce: bound.nonce,
+          requireIdToken: true,
+        });
+        confirmCredential();
+        break;
+      } catch (err) {
+        // A federated credential created minutes ago: Entra refuses the client, not the code.
+        const { code } = classifyTokenError(err);
+        if (!retryAsNewCredential(svc.clientCredential.kind, code, started, svc.now().getTime(), attempt)) throw err;
+        svc.clientCredential.forget();
+        await svc.sleep(newCredentialWaitMs(attempt));
+      }
+    }
     claims = oauth.getValidatedIdTokenClaims(tokens)!;
     await verifyIdTokenSignature(as, tokens.id_token!, svc.config.clientId);
   } catch (err) {
@@ -353,8 +404,9 @@ export async function completeConsent(svc: Services, input: CallbackInput, log: 
     warn("wrong-tenant");
     return { kind: "wrong-tenant" };
   }
-  if (!grantsAlertRead(tokens.scope, endpoints)) {
-    const missing = `Alert.Read (${defenderResource(endpoints)})`;
+  const access = sourceAccess(bound.source ?? "defender", endpoints);
+  if (!grantsRead(tokens.scope, access)) {
+    const missing = `${access.delegated[0]} (${access.resource})`;
     warn("scope-not-granted", "ScopeNotGranted");
     await recordFailure(svc, tenantId, "ScopeNotGranted", `The consent did not grant ${missing}; nothing was stored.`);
     return { kind: "scope-not-granted", missing };
@@ -364,7 +416,7 @@ export async function completeConsent(svc: Services, input: CallbackInput, log: 
     return { kind: "no-refresh-token" };
   }
 
-  const probe = await probeAlerts(endpoints.apiBaseUrl, tokens.access_token);
+  const probe = await probeSource(access.source, endpoints, tokens.access_token);
   if (probe === "forbidden") {
     warn("defender-forbidden", "DefenderForbidden");
     await recordFailure(svc, tenantId, "DefenderForbidden", "The Defender API refused to list alerts for the consenting account.");
@@ -374,7 +426,7 @@ export async function completeConsent(svc: Services, input: CallbackInput, log: 
     warn("defender-unavailable");
     return { kind: "defender-unavailable" };
   }
-  // The code was redeemed with the client secret: the app's credential works.
+  // The code was redeemed with the app's credential (secret, managed identity or certificate): it works.
   await recordClientCredential(svc, false);
 
   const generation = randomBytes(12).toString("base64url");
@@ -391,6 +443,12 @@ export async function completeConsent(svc: Services, input: CallbackInput, log: 
     }
     const patch = {
       status: "active" as const,
+      mode: "delegated" as const,
+      linkMode: "" as const,
+      source: access.source,
+      linkSource: "" as const,
+      consentVerifyUntil: "",
+      consentVerifyCode: "",
       generation,
       consentedAt: now,
       consentedBy,
@@ -403,31 +461,12 @@ export async function completeConsent(svc: Services, input: CallbackInput, log: 
     if (await patchTenant(tenants, tenantId, current.etag, patch)) {
       await svc.vault.disableAllExcept(tenantId, version);
       log.info(`tenant.status tenantId=${tenantId} status=active`);
+      log.info(`consent.completed tenantId=${tenantId} mode=delegated`);
       return { kind: "completed", displayName: current.displayName };
     }
   }
   await svc.vault.disable(tenantId, version);
   throw new Error("The tenant row kept changing during consent");
-}
-
-/** The Defender API's resource, e.g. https://api.securitycenter.microsoft.com. */
-function defenderResource(endpoints: CloudEndpoints): string {
-  return endpoints.apiScope.replace(/\/\.default$/i, "");
-}
-
-const ALERT_SCOPES = ["alert.read", "alert.readwrite"];
-
-/**
- * Whether the token response's `scope` grants reading alerts: `Alert.Read` or
- * `Alert.ReadWrite` of the Defender resource, short (`Alert.Read`) or resource-qualified
- * (`https://api.securitycenter.microsoft.com/Alert.Read`).
- */
-export function grantsAlertRead(scope: string | undefined, endpoints: CloudEndpoints): boolean {
-  const resource = defenderResource(endpoints).toLowerCase();
-  return (scope ?? "")
-    .split(/\s+/)
-    .map((s) => s.toLowerCase())
-    .some((s) => ALERT_SCOPES.includes(s) || ALERT_SCOPES.some((a) => s === `${resource}/${a}`));
 }
 
 const jwksCache = new Map<string, ReturnType<typeof jose.createRemoteJWKSet>>();
@@ -443,21 +482,6 @@ async function verifyIdTokenSignature(as: oauth.AuthorizationServer, idToken: st
     jwksCache.set(as.jwks_uri, jwks);
   }
   await jose.jwtVerify(idToken, jwks, { issuer: as.issuer, audience: clientId, algorithms: ["RS256"] });
-}
-
-/** One `GET /api/alerts?$top=1` proves the delegated token can read alerts. */
-async function probeAlerts(apiBaseUrl: string, accessToken: string): Promise<"ok" | "forbidden" | "failed"> {
-  try {
-    const response = await undiciFetch(`${apiBaseUrl}/api/alerts?$top=1`, {
-      headers: { Authorization: `Bearer ${accessToken}`, Accept: "application/json" },
-      signal: AbortSignal.timeout(30_000),
-    });
-    await response.arrayBuffer();
-    if (response.ok) return "ok";
-    return response.status === 401 || response.status === 403 ? "forbidden" : "failed";
-  } catch {
-    return "failed";
-  }
 }
 
 /** Removes consent states that expired without a callback (every link's partition). */

@@ -1,5 +1,7 @@
 import { randomBytes } from "node:crypto";
-import { CLOUDS, type Cloud, endpointsFor } from "../platform/config.js";
+import { CLOUD_PRESETS, CLOUDS, type Cloud, endpointsFor, TENANT_MODES, type TenantMode } from "../platform/config.js";
+import { SOURCE_NAMES } from "../collection/sources/index.js";
+import type { SourceName } from "../collection/source.js";
 import { ApiError, parseTenantId } from "../platform/http.js";
 import type { Logger, Services } from "../platform/services.js";
 import { isStatus, TABLES } from "../platform/storage.js";
@@ -25,9 +27,19 @@ import {
  * - A tenant that is `active` or `reconsent-required` gets a new link only with
  *   `"relink": true`: a live link lets whoever opens it become the collection account.
  * - `cloud` never changes once a tenant has been active (its token and alerts live there).
+ * - `mode` (default ONBOARDING_DEFAULT_MODE) is what the link onboards with: `delegated`
+ *   (an admin signs in, a refresh token is stored) or `application` (admin consent to the
+ *   app's own permission, nothing stored). An active tenant keeps being pulled in its old
+ *   mode until the new consent is verified.
+ * - `source` (default: the tenant's current source, else DEFAULT_ALERT_SOURCE) is the alert
+ *   API the link grants access to (`defender` or `graph`, docs/sources.md); like `mode`, it
+ *   applies once the new consent is verified.
+ * - With MSSP_CLIENT_CREDENTIAL=managed-identity, a tenant in another cloud than the app
+ *   registration (gcc-high, dod from a commercial deployment) is refused: a federated
+ *   credential never crosses clouds (400 CloudNotSupported).
  */
 
-const FIELDS = ["tenantId", "displayName", "cloud", "relink"] as const;
+const FIELDS = ["tenantId", "displayName", "cloud", "relink", "mode", "source"] as const;
 export const MAX_DISPLAY_NAME = 256;
 
 export interface Registration {
@@ -35,6 +47,8 @@ export interface Registration {
   displayName?: string;
   cloud?: Cloud;
   relink: boolean;
+  mode?: TenantMode;
+  source?: SourceName;
 }
 
 export interface RegisterResult {
@@ -64,6 +78,16 @@ export function parseRegistration(input: Record<string, unknown>): Registration 
   if (input.relink !== undefined) {
     if (typeof input.relink !== "boolean") throw new ApiError(400, "InvalidRelink", "relink must be true or false.");
     registration.relink = input.relink;
+  }
+  if (input.mode !== undefined) {
+    if (!TENANT_MODES.includes(input.mode as TenantMode)) throw new ApiError(400, "InvalidMode", `mode must be one of ${TENANT_MODES.join(", ")}.`);
+    registration.mode = input.mode as TenantMode;
+  }
+  if (input.source !== undefined) {
+    if (!SOURCE_NAMES.includes(input.source as SourceName)) {
+      throw new ApiError(400, "InvalidSource", `source must be one of ${SOURCE_NAMES.join(", ")}.`);
+    }
+    registration.source = input.source as SourceName;
   }
   return registration;
 }
@@ -99,7 +123,19 @@ export async function registerTenant(svc: Services, reg: Registration, log: Logg
   if (refused) throw refused;
 
   const cloud = reg.cloud ?? existing?.cloud;
-  const discovered = await discoverTenant(endpointsFor(svc.config, cloud), tenantId);
+  const endpoints = endpointsFor(svc.config, cloud);
+  // Compared by the clouds' own Entra instances (gcc shares the commercial one), not by overrides.
+  const appAuthority = CLOUD_PRESETS[svc.config.defaultCloud].authorityHost;
+  const tenantAuthority = CLOUD_PRESETS[cloud ?? svc.config.defaultCloud].authorityHost;
+  if (svc.config.credential.kind === "managed-identity" && tenantAuthority !== appAuthority) {
+    throw new ApiError(
+      400,
+      "CloudNotSupported",
+      `The tenant's cloud (${cloud}) signs in at ${tenantAuthority}, the app registration at ${appAuthority}: a managed identity's federated credential does not cross clouds. Onboard this tenant from a deployment in its own cloud (docs/deploy.md).`,
+    );
+  }
+  const mode = reg.mode ?? svc.config.onboarding.defaultMode;
+  const discovered = await discoverTenant(endpoints, tenantId);
   if (!discovered.ok && discovered.permanent) {
     log.warn(`tenant.registration-refused tenantId=${tenantId} code=${discovered.code}`);
     throw new ApiError(
@@ -112,7 +148,8 @@ export async function registerTenant(svc: Services, reg: Registration, log: Logg
 
   const linkSecret = randomBytes(32).toString("base64url");
   const expiresAt = new Date(svc.now().getTime() + svc.config.consentLinkTtlMs).toISOString();
-  const link = { consentLinkHash: sha256(linkSecret), consentLinkExpiresAt: expiresAt };
+  const source = reg.source ?? existing?.source ?? svc.config.defaultSource;
+  const link = { consentLinkHash: sha256(linkSecret), consentLinkExpiresAt: expiresAt, linkMode: mode, linkSource: source };
 
   for (let attempt = 0; attempt < 5; attempt++) {
     if (attempt > 0) {
@@ -128,6 +165,7 @@ export async function registerTenant(svc: Services, reg: Registration, log: Logg
         displayName: reg.displayName ?? tenantId,
         status: "pending",
         generation: randomBytes(12).toString("base64url"),
+        source,
         ...link,
       };
       if (reg.cloud) row.cloud = reg.cloud;
@@ -139,6 +177,8 @@ export async function registerTenant(svc: Services, reg: Registration, log: Logg
       }
     } else {
       const patch: Partial<TenantEntity> = { ...link };
+      // A link for delegated consent ends a pending application-mode verification.
+      if (mode !== "application" && existing.consentVerifyUntil) Object.assign(patch, { consentVerifyUntil: "", consentVerifyCode: "" });
       if (reg.displayName !== undefined) patch.displayName = reg.displayName;
       if (reg.cloud !== undefined) patch.cloud = reg.cloud;
       if (existing.status === "offboarded") patch.status = "pending";
@@ -148,7 +188,7 @@ export async function registerTenant(svc: Services, reg: Registration, log: Logg
     const url = new URL(`${svc.config.publicBaseUrl}/api/consent/start`);
     url.searchParams.set("tenant", tenantId);
     url.searchParams.set("link", linkSecret);
-    log.info(`tenant.registered tenantId=${tenantId} status=${row.status} new=${!existing} relink=${reg.relink}`);
+    log.info(`tenant.registered tenantId=${tenantId} status=${row.status} mode=${mode} source=${source} new=${!existing} relink=${reg.relink}`);
     return { created: !existing, body: { ...toStatus(row), consentUrl: url.href, consentUrlExpiresAt: expiresAt } };
   }
   throw new ApiError(409, "Conflict", "The tenant changed concurrently; try again.");

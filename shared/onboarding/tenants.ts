@@ -1,5 +1,5 @@
 import { odata, type TableClient, type TableEntityResult } from "@azure/data-tables";
-import type { Cloud } from "../platform/config.js";
+import type { Cloud, TenantMode } from "../platform/config.js";
 import { isStatus } from "../platform/storage.js";
 
 export const TENANT_STATUSES = ["pending", "active", "reconsent-required", "offboarded"] as const;
@@ -12,6 +12,21 @@ export interface TenantEntity {
   displayName: string;
   status: TenantStatusValue;
   cloud?: Cloud;
+  /**
+   * How the tenant is pulled: `delegated` (a user's refresh token in Key Vault) or
+   * `application` (client credentials, nothing stored). Set when a consent is verified;
+   * absent on rows written before modes existed, which are delegated.
+   */
+  mode?: TenantMode;
+  /** The mode the current consent link onboards with (may differ from `mode` while a switch waits for consent). */
+  linkMode?: TenantMode | "";
+  /**
+   * An application-mode consent was recorded but not yet verified (consent propagating):
+   * the timer queues a verification probe until this time.
+   */
+  consentVerifyUntil?: string;
+  /** The last verification failure's code (an AADSTS code, or Forbidden for a 401/403 probe). */
+  consentVerifyCode?: string;
   /** Changes on every consent and offboarding; guards refresh-token write-backs. */
   generation: string;
   /** SHA-256 (base64url) of the consent link's secret part, while a link is valid. */
@@ -26,6 +41,12 @@ export interface TenantEntity {
   lastErrorCode?: string;
   lastErrorMessage?: string;
   lastErrorAt?: string;
+  /** The alert source pulled for this tenant; absent: DEFAULT_ALERT_SOURCE. */
+  source?: "defender" | "graph";
+  /** The source the current consent link grants (a relink may change it); `source` takes it once consent is verified. "" when none. */
+  linkSource?: "defender" | "graph" | "";
+  /** JSON array of delivery destination names; absent: every enabled destination (shared/delivery/outbox.ts). */
+  destinations?: string;
   /**
    * Pull state that versions before the `syncstate` table kept here. The first run of the
    * current engine carries it over once (shared/collection/engine.ts) and never writes it.
@@ -43,6 +64,12 @@ export interface TenantStatus {
   tenantId: string;
   displayName: string;
   status: TenantStatusValue;
+  /** How the tenant is (or, before its first consent, will be) pulled. */
+  mode: TenantMode;
+  /** The mode of the pending consent link, when it differs from `mode` (a switch in progress). */
+  requestedMode?: TenantMode;
+  /** Until when an application-mode consent that is still propagating is verified automatically. */
+  consentVerifyUntil?: string;
   cloud?: Cloud;
   consentedAt?: string;
   consentedBy?: string;
@@ -56,11 +83,15 @@ export interface TenantStatus {
 export const TENANT_PARTITION = "tenant";
 
 export function toStatus(row: TenantEntity): TenantStatus {
+  const mode = tenantMode(row);
   const status: TenantStatus = {
     tenantId: row.rowKey,
     displayName: row.displayName,
     status: row.status,
+    mode,
   };
+  if (row.linkMode && row.linkMode !== mode) status.requestedMode = row.linkMode;
+  if (row.consentVerifyUntil) status.consentVerifyUntil = row.consentVerifyUntil;
   if (row.cloud) status.cloud = row.cloud;
   if (row.consentedAt) status.consentedAt = row.consentedAt;
   if (row.consentedBy) status.consentedBy = row.consentedBy;
@@ -72,6 +103,13 @@ export function toStatus(row: TenantEntity): TenantStatus {
   if (typeof row.alertsStored === "number") status.alertsStored = row.alertsStored;
   if (row.watermark) status.watermark = row.watermark;
   return status;
+}
+
+/** The mode a tenant is pulled with; before its first consent, the mode its link onboards with. */
+export function tenantMode(row: Pick<TenantEntity, "mode" | "linkMode" | "consentedAt">): TenantMode {
+  if (row.mode) return row.mode;
+  if (!row.consentedAt && row.linkMode) return row.linkMode;
+  return "delegated";
 }
 
 export async function getTenant(table: TableClient, tenantId: string): Promise<TenantRow | undefined> {

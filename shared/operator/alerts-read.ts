@@ -1,5 +1,5 @@
 import { odata } from "@azure/data-tables";
-import { ALERT_COLUMNS, ALERT_ROWS_ONLY, type AlertTables, readAlertJson } from "../collection/alert-store.js";
+import { ALERT_COLUMNS, ALERT_ROWS_ONLY, type AlertTables, readAlertJson, readStoredAlert } from "../collection/alert-store.js";
 import { ApiError, parseTenantId } from "../platform/http.js";
 import type { Services } from "../platform/services.js";
 import { TABLES } from "../platform/storage.js";
@@ -26,6 +26,8 @@ const SUMMARY_COLUMNS = [
   "alertCreationTime",
   "lastUpdateTimeExact",
   "incidentId",
+  "source",
+  "providerAlertId",
   "Timestamp",
   "PartitionKey",
 ] as const;
@@ -43,11 +45,24 @@ export interface AlertListResult {
   continuationToken?: string;
   /** On the last page only: the `since` to pass to the next scan. */
   nextSince?: string;
+  /** With `include=raw`: each alert's exact JSON, in the order of `alerts`. */
+  raw?: Buffer[];
 }
 
-/** Our continuation token: the SDK's, plus when the scan started by the service's clock. */
+/** With `include=raw`: at most this many alerts, and a page stops once it holds this much JSON. */
+export const MAX_TOP_RAW = 100;
+export const RAW_PAGE_BYTES = 8 * 1024 * 1024;
+/** Rows fetched per storage request with `include=raw` (each row may hold up to 640 KiB of body). */
+const RAW_FETCH = 5;
+
+/**
+ * Our continuation token: where to resume (the SDK's token `t`, or with `include=raw`,
+ * which can stop inside a storage page, the exact next key `k`), plus when the scan started
+ * by the service's clock (`s`).
+ */
 interface ScanToken {
-  t: string;
+  t?: string;
+  k?: [string, string];
   s: string;
 }
 
@@ -58,8 +73,11 @@ function encodeScanToken(token: ScanToken): string {
 function decodeScanToken(value: string): ScanToken {
   try {
     const token = JSON.parse(Buffer.from(value, "base64url").toString("utf8")) as Partial<ScanToken>;
-    if (typeof token.t === "string" && typeof token.s === "string" && !Number.isNaN(Date.parse(token.s))) {
-      return { t: token.t, s: token.s };
+    if (typeof token.s === "string" && !Number.isNaN(Date.parse(token.s))) {
+      if (typeof token.t === "string") return { t: token.t, s: token.s };
+      if (Array.isArray(token.k) && token.k.length === 2 && token.k.every((x) => typeof x === "string")) {
+        return { k: [token.k[0]!, token.k[1]!], s: token.s };
+      }
     }
   } catch {
     // falls through
@@ -68,7 +86,7 @@ function decodeScanToken(value: string): ScanToken {
 }
 
 export async function listAlerts(svc: Services, query: URLSearchParams): Promise<AlertListResult> {
-  const known = new Set(["tenantId", "since", "severity", "status", "top", "continuationToken", "code"]);
+  const known = new Set(["tenantId", "since", "severity", "status", "top", "continuationToken", "include", "code"]);
   const unknown = [...query.keys()].filter((k) => !known.has(k));
   if (unknown.length > 0) throw new ApiError(400, "UnknownParameter", `Unknown parameter(s): ${unknown.join(", ")}.`);
 
@@ -93,15 +111,21 @@ export async function listAlerts(svc: Services, query: URLSearchParams): Promise
     if (!match) throw new ApiError(400, `Invalid${name[0]!.toUpperCase()}${name.slice(1)}`, `${name} must be one of ${allowed.join(", ")}.`);
     filters.push(name === "severity" ? odata`severity eq ${match}` : odata`status eq ${match}`);
   }
+  const include = query.get("include");
+  if (include !== null && include !== "raw") throw new ApiError(400, "InvalidInclude", "include must be raw.");
+  const withRaw = include === "raw";
+  const maxTop = withRaw ? MAX_TOP_RAW : MAX_TOP;
   const topRaw = query.get("top");
-  const top = topRaw === null ? 100 : Number(topRaw);
-  if (!Number.isInteger(top) || top < 1 || top > MAX_TOP) {
-    throw new ApiError(400, "InvalidTop", `top must be an integer from 1 to ${MAX_TOP}.`);
+  const top = topRaw === null ? Math.min(100, maxTop) : Number(topRaw);
+  if (!Number.isInteger(top) || top < 1 || top > maxTop) {
+    throw new ApiError(400, "InvalidTop", `top must be an integer from 1 to ${maxTop}${withRaw ? " with include=raw" : ""}.`);
   }
   const given = query.get("continuationToken");
   const scan = given === null ? undefined : decodeScanToken(given);
   // Bookkeeping rows (time index, counts, garbage) share the partitions; see alert-store.ts.
   filters.push(ALERT_ROWS_ONLY);
+  if (scan?.k) filters.push(odata`(PartitionKey gt ${scan.k[0]} or (PartitionKey eq ${scan.k[0]} and RowKey ge ${scan.k[1]}))`);
+  if (withRaw) return listWithRaw(svc, filters, top, scan);
 
   let serviceDate: string | undefined;
   const table = svc.storage.table(TABLES.alerts);
@@ -112,7 +136,7 @@ export async function listAlerts(svc: Services, query: URLSearchParams): Promise
         serviceDate ??= response.headers.get("date") ?? undefined;
       },
     })
-    .byPage({ maxPageSize: top, ...(scan ? { continuationToken: scan.t } : {}) });
+    .byPage({ maxPageSize: top, ...(scan?.t ? { continuationToken: scan.t } : {}) });
   let page: Awaited<ReturnType<typeof pages.next>>;
   try {
     page = await pages.next();
@@ -126,6 +150,65 @@ export async function listAlerts(svc: Services, query: URLSearchParams): Promise
   if (next) return { alerts, continuationToken: encodeScanToken({ t: next, s: startedAt }) };
   const nextSince = new Date(Date.parse(startedAt) - svc.config.alertsResumeMarginMs).toISOString();
   return { alerts, nextSince };
+}
+
+/**
+ * `include=raw`: rows are fetched a few at a time and the page stops once it holds
+ * RAW_PAGE_BYTES of JSON (or `top` alerts), resuming exactly at the next row, so no answer
+ * buffers tens of MiB whatever the alerts' sizes.
+ */
+async function listWithRaw(svc: Services, filters: string[], top: number, scan: ScanToken | undefined): Promise<AlertListResult> {
+  let serviceDate: string | undefined;
+  const tables: AlertTables = { alerts: svc.storage.table(TABLES.alerts), bodies: svc.storage.table(TABLES.alertBodies) };
+  const pages = tables.alerts
+    .listEntities<Record<string, unknown>>({
+      queryOptions: { filter: filters.join(" and "), select: ["PartitionKey", "RowKey"] },
+      onResponse: (response) => {
+        serviceDate ??= response.headers.get("date") ?? undefined;
+      },
+    })
+    .byPage({ maxPageSize: RAW_FETCH });
+  const alerts: AlertSummary[] = [];
+  const raw: Buffer[] = [];
+  let bytes = 0;
+  let resumeAt: [string, string] | undefined;
+  try {
+    for await (const page of pages) {
+      for (const key of page) {
+        if (alerts.length >= top || bytes >= RAW_PAGE_BYTES) {
+          resumeAt = [String(key.partitionKey), String(key.rowKey)];
+          break;
+        }
+        const stored = await readStoredAlert(tables, String(key.partitionKey), String(key.rowKey));
+        if (!stored) continue; // deleted since the key was listed
+        alerts.push(toSummary({ ...stored.row, timestamp: stored.row.timestamp }));
+        raw.push(stored.json);
+        bytes += stored.json.length;
+      }
+      if (resumeAt) break;
+    }
+  } catch (err) {
+    if (scan) throw new ApiError(400, "InvalidContinuationToken", "continuationToken is not valid.");
+    throw err;
+  }
+  const startedAt = scan?.s ?? new Date(Date.parse(serviceDate ?? "") || svc.now().getTime()).toISOString();
+  if (resumeAt) return { alerts, raw, continuationToken: encodeScanToken({ k: resumeAt, s: startedAt }) };
+  return { alerts, raw, nextSince: new Date(Date.parse(startedAt) - svc.config.alertsResumeMarginMs).toISOString() };
+}
+
+/**
+ * The list answer as JSON text. With `include=raw` each alert's JSON is embedded as `raw`
+ * exactly as the source sent it (not parsed and written again).
+ */
+export function renderAlertList(result: AlertListResult): string {
+  const { raw, alerts, ...rest } = result;
+  const items = alerts.map((alert, i) => {
+    const text = JSON.stringify(alert);
+    const json = raw?.[i];
+    return json ? `${text.slice(0, -1)},"raw":${json.toString("utf8")}}` : text;
+  });
+  const tail = JSON.stringify(rest);
+  return `{"alerts":[${items.join(",")}]${tail === "{}" ? "" : `,${tail.slice(1, -1)}`}}`;
 }
 
 function toSummary(row: Record<string, unknown>): AlertSummary {
@@ -144,14 +227,21 @@ function toSummary(row: Record<string, unknown>): AlertSummary {
   return summary;
 }
 
-export async function getAlertJson(svc: Services, tenantIdRaw: string, alertId: string): Promise<Buffer> {
+/**
+ * GET /api/tenants/{t}/alerts/{id}?source=defender|graph (default defender): the alert's
+ * exact JSON. After a tenant switches source, both rows of one alert may exist; readers
+ * de-duplicate on (tenantId, providerAlertId).
+ */
+export async function getAlertJson(svc: Services, tenantIdRaw: string, alertId: string, sourceParam: string | null = null): Promise<Buffer> {
   const tenantId = parseTenantId(tenantIdRaw);
   if (!alertId || alertId.length > 512) throw new ApiError(400, "InvalidAlertId", "alertId is missing or too long.");
+  const source = sourceParam ?? "defender";
+  if (source !== "defender" && source !== "graph") throw new ApiError(400, "InvalidSource", "source must be defender or graph.");
   const tables: AlertTables = {
     alerts: svc.storage.table(TABLES.alerts),
     bodies: svc.storage.table(TABLES.alertBodies),
   };
-  const json = await readAlertJson(tables, tenantId, alertId);
+  const json = await readAlertJson(tables, tenantId, alertId, source);
   if (!json) throw new ApiError(404, "AlertNotFound", "No alert with that ID is stored for this tenant.");
   return json;
 }

@@ -1,6 +1,7 @@
 import { odata, type TableClient } from "@azure/data-tables";
 import { effectiveOverlapMs, LatenessFigures } from "../collection/lateness.js";
 import { getSyncRow, parseSlices, type SkippedSlice, type SyncEntity } from "../collection/sync-state.js";
+import { parseDestinationList } from "../delivery/outbox.js";
 import type { AppConfig } from "../platform/config.js";
 import { type TenantEntity, type TenantStatus, toStatus } from "../onboarding/tenants.js";
 
@@ -17,13 +18,18 @@ export interface TenantHealthStatus extends TenantStatus {
   skippedSlices?: SkippedSlice[];
   sameTimeChanges?: number;
   warnings?: string[];
+  /** The delivery destinations routed for this tenant (absent: every enabled destination). */
+  destinations?: string[];
+  /** The alert source pulled for this tenant. */
+  source: "defender" | "graph";
 }
 
-const SOURCE = "defender";
 
 export function tenantHealthStatus(config: AppConfig, tenant: TenantEntity, sync: SyncEntity | undefined, now: Date): TenantHealthStatus {
   const base = toStatus(tenant);
-  const status: TenantHealthStatus = { ...base, health: "ok" };
+  const status: TenantHealthStatus = { ...base, health: "ok", source: tenant.source ?? config.defaultSource };
+  const destinations = parseDestinationList(tenant.destinations);
+  if (destinations) status.destinations = destinations;
   if (!sync) return status;
   if (sync.lastPullAt) status.lastPullAt = sync.lastPullAt;
   if (sync.lastSuccessAt) status.lastSuccessAt = sync.lastSuccessAt;
@@ -53,14 +59,15 @@ export function tenantHealthStatus(config: AppConfig, tenant: TenantEntity, sync
   return status;
 }
 
-export async function syncRowOf(sync: TableClient, tenantId: string): Promise<SyncEntity | undefined> {
-  return getSyncRow(sync, tenantId, SOURCE);
+/** The sync-state row of the source the tenant pulls now. */
+export async function syncRowOf(sync: TableClient, tenant: TenantEntity, config: AppConfig): Promise<SyncEntity | undefined> {
+  return getSyncRow(sync, tenant.rowKey, tenant.source ?? config.defaultSource);
 }
 
-/** Every tenant's sync-state row of the source, by tenant (one query over the small syncstate table). */
+/** Every sync-state row of the sources (not the sweeps), by `<tenant>|<source>`: one query over the small syncstate table. */
 export async function allSyncRows(sync: TableClient): Promise<Map<string, SyncEntity>> {
   const rows = new Map<string, SyncEntity>();
-  const filter = odata`RowKey eq ${SOURCE}`;
-  for await (const row of sync.listEntities<SyncEntity>({ queryOptions: { filter } })) rows.set(row.partitionKey!, row);
+  const filter = odata`RowKey eq ${"defender"} or RowKey eq ${"graph"}`;
+  for await (const row of sync.listEntities<SyncEntity>({ queryOptions: { filter } })) rows.set(`${row.partitionKey}|${row.rowKey}`, row);
   return rows;
 }

@@ -1,6 +1,8 @@
 import { TableServiceClient } from "@azure/data-tables";
 import { QueueServiceClient } from "@azure/storage-queue";
 import { z } from "zod";
+import type { DestinationConfig } from "../delivery/config.js";
+import { DESTINATION_TYPES, type DestinationType } from "../delivery/destination.js";
 
 /**
  * App settings, validated once with a schema. Every problem is reported in a single
@@ -10,6 +12,24 @@ import { z } from "zod";
 export const CLOUDS = ["commercial", "gcc", "gcc-high", "dod"] as const;
 export type Cloud = (typeof CLOUDS)[number];
 
+/** How a customer tenant is onboarded and pulled: a user's delegated grant, or the app's own permission. */
+export const TENANT_MODES = ["delegated", "application"] as const;
+export type TenantMode = (typeof TENANT_MODES)[number];
+
+/** How the app authenticates itself at customer tenants' token endpoints. */
+export const CLIENT_CREDENTIALS = ["secret", "managed-identity", "certificate"] as const;
+export type ClientCredentialKind = (typeof CLIENT_CREDENTIALS)[number];
+
+/**
+ * Audience of the managed identity's token that serves as the federated credential, per
+ * cloud of the app registration (by its authority host). Entra documents these three.
+ */
+export const EXCHANGE_AUDIENCES: Record<string, string> = {
+  "login.microsoftonline.com": "api://AzureADTokenExchange",
+  "login.microsoftonline.us": "api://AzureADTokenExchangeUSGov",
+  "login.chinacloudapi.cn": "api://AzureADTokenExchangeChina",
+};
+
 export interface CloudEndpoints {
   /** Entra ID authority host, e.g. https://login.microsoftonline.com */
   authorityHost: string;
@@ -17,6 +37,10 @@ export interface CloudEndpoints {
   apiBaseUrl: string;
   /** OAuth scope of the Defender API (legacy WindowsDefenderATP audience) */
   apiScope: string;
+  /** Microsoft Graph base URL (the `graph` source), e.g. https://graph.microsoft.com */
+  graphBaseUrl: string;
+  /** OAuth scope of Microsoft Graph in that cloud */
+  graphScope: string;
 }
 
 /**
@@ -30,24 +54,32 @@ export const CLOUD_PRESETS: Record<Cloud, CloudEndpoints & { documentedScope: bo
     authorityHost: "https://login.microsoftonline.com",
     apiBaseUrl: "https://api.security.microsoft.com",
     apiScope: "https://api.securitycenter.microsoft.com/.default",
+    graphBaseUrl: "https://graph.microsoft.com",
+    graphScope: "https://graph.microsoft.com/.default",
     documentedScope: true,
   },
   gcc: {
     authorityHost: "https://login.microsoftonline.com",
     apiBaseUrl: "https://api-gcc.security.microsoft.us",
     apiScope: "https://api-gcc.securitycenter.microsoft.us/.default",
+    graphBaseUrl: "https://graph.microsoft.com",
+    graphScope: "https://graph.microsoft.com/.default",
     documentedScope: false,
   },
   "gcc-high": {
     authorityHost: "https://login.microsoftonline.us",
     apiBaseUrl: "https://api-gov.security.microsoft.us",
     apiScope: "https://api-gov.securitycenter.microsoft.us/.default",
+    graphBaseUrl: "https://graph.microsoft.us",
+    graphScope: "https://graph.microsoft.us/.default",
     documentedScope: false,
   },
   dod: {
     authorityHost: "https://login.microsoftonline.us",
     apiBaseUrl: "https://api-gov.security.microsoft.us",
     apiScope: "https://api-gov.securitycenter.microsoft.us/.default",
+    graphBaseUrl: "https://dod-graph.microsoft.us",
+    graphScope: "https://dod-graph.microsoft.us/.default",
     documentedScope: false,
   },
 };
@@ -115,9 +147,30 @@ const ncrontab = z
   .trim()
   .refine((v) => v.split(/\s+/).length === 6, "must be a six-field NCRONTAB expression, e.g. 0 */5 * * * *");
 
+/** A Key Vault key identifier with its version: https://<vault>/keys/<name>/<version>. */
+const keyVaultKeyId = httpsUrl.refine(
+  (v) => !URL.canParse(v) || /^\/keys\/[0-9A-Za-z-]{1,127}\/[0-9A-Za-z]{1,64}$/.test(new URL(v).pathname),
+  "must be a Key Vault key identifier with its version (https://<vault>/keys/<name>/<version>)",
+);
+
 const rawSchema = z.object({
   MSSP_CLIENT_ID: required(z.string().trim().pipe(z.guid("must be a GUID"))),
-  MSSP_CLIENT_SECRET: required(z.string().min(1)),
+  MSSP_CLIENT_CREDENTIAL: optional(z.enum(CLIENT_CREDENTIALS)),
+  MSSP_CLIENT_SECRET: optional(z.string().min(1)),
+  MSSP_FIC_CLIENT_ID: optional(z.string().trim().pipe(z.guid("must be a GUID"))),
+  MSSP_FIC_AUDIENCE: optional(
+    z
+      .string()
+      .trim()
+      .regex(/^api:\/\/AzureADTokenExchange(USGov|China)?$/, "must be api://AzureADTokenExchange, ...USGov or ...China"),
+  ),
+  MSSP_CLIENT_CERTIFICATE_KEY_ID: optional(keyVaultKeyId),
+  MSSP_CLIENT_CERTIFICATE_THUMBPRINT: optional(
+    z
+      .string()
+      .trim()
+      .regex(/^[A-Za-z0-9_-]{43}$/, "must be the certificate's SHA-256 thumbprint, base64url (43 characters)"),
+  ),
   MSSP_CLIENT_SECRET_NAME: optional(
     z
       .string()
@@ -153,14 +206,111 @@ const rawSchema = z.object({
   SWEEP_BUDGET_PERCENT: optional(positiveInt(1, 50)),
   OVERFLOW_GC_GRACE_MINUTES: optional(positiveInt(1, 24 * 60)),
   ALERTS_RESUME_MARGIN_SECONDS: optional(positiveInt(0, 24 * 3600)),
+  DEFAULT_ALERT_SOURCE: optional(z.enum(["defender", "graph"])),
+  GRAPH_BASE_URL: optional(httpsUrl),
+  GRAPH_API_SCOPE: optional(z.string().trim().min(1)),
+  GRAPH_PAGE_SIZE: optional(positiveInt(1, 1000)),
+  GRAPH_MAX_PAGES_PER_WINDOW: optional(positiveInt(1, 50)),
+  GRAPH_MAX_CALLS_PER_MINUTE: optional(positiveInt(1, 150)),
+  ONBOARDING_DEFAULT_MODE: optional(z.enum(TENANT_MODES)),
+  APP_CONSENT_VERIFY_HOURS: optional(positiveInt(0, 24 * 7)),
+  APP_CONSENT_RETRY_SECONDS: optional(positiveInt(0, 180)),
 });
+
+/**
+ * Delivery destinations: `DESTINATIONS__<name>__<FIELD>` (see shared/delivery/config.ts).
+ * Field names are upper case; unknown fields and bad values are named like any setting.
+ */
+const booleanSetting = z.enum(["true", "false", "TRUE", "FALSE", "True", "False"]).transform((v) => v.toLowerCase() === "true");
+const destinationBase = { TYPE: z.enum(DESTINATION_TYPES), ENABLED: optional(booleanSetting) };
+const secretName = z
+  .string()
+  .trim()
+  .regex(/^[0-9A-Za-z-]{1,127}$/, "must be a Key Vault secret name (letters, digits and dashes), never a secret");
+const destinationSchemas = {
+  sentinel: z.strictObject({
+    ...destinationBase,
+    DCR_ENDPOINT: required(httpsUrl),
+    DCR_IMMUTABLE_ID: required(z.string().trim().min(1)),
+    STREAM: required(z.string().trim().regex(/^Custom-[A-Za-z0-9_]+$/, "must be Custom-<name>")),
+  }),
+  splunk: z.strictObject({
+    ...destinationBase,
+    URL: required(httpsUrl),
+    INDEX: optional(z.string().trim().min(1)),
+    SOURCETYPE: optional(z.string().trim().min(1)),
+    USE_ACK: optional(booleanSetting),
+    TOKEN_SECRET_NAME: required(secretName),
+  }),
+  webhook: z.strictObject({ ...destinationBase, URL: required(httpsUrl), SECRET_NAME: required(secretName) }),
+} as const;
+const DESTINATION_PREFIX = "DESTINATIONS__";
+
+function parseDestinations(env: Record<string, string | undefined>): {
+  destinations: DestinationConfig[];
+  problems: { setting: string; problem: string; kind: "missing" | "invalid" }[];
+} {
+  const byName = new Map<string, Record<string, string>>();
+  const problems: { setting: string; problem: string; kind: "missing" | "invalid" }[] = [];
+  for (const [key, value] of Object.entries(env)) {
+    if (!key.startsWith(DESTINATION_PREFIX) || value === undefined) continue;
+    const rest = key.slice(DESTINATION_PREFIX.length);
+    const split = rest.lastIndexOf("__");
+    const name = split > 0 ? rest.slice(0, split) : "";
+    if (!/^[a-z0-9-]{1,32}$/.test(name)) {
+      problems.push({ setting: key, problem: "must be DESTINATIONS__<name>__<FIELD> with a name of [a-z0-9-]{1,32}", kind: "invalid" });
+      continue;
+    }
+    byName.set(name, { ...byName.get(name), [rest.slice(split + 2).toUpperCase()]: value });
+  }
+  const destinations: DestinationConfig[] = [];
+  for (const [name, fields] of [...byName.entries()].sort((a, b) => a[0].localeCompare(b[0]))) {
+    const setting = (field: PropertyKey | undefined) => `${DESTINATION_PREFIX}${name}__${String(field ?? "TYPE")}`;
+    const type = fields.TYPE?.trim() as DestinationType;
+    if (!(DESTINATION_TYPES as readonly string[]).includes(type)) {
+      problems.push({ setting: setting("TYPE"), problem: `is required, one of ${DESTINATION_TYPES.join(", ")}`, kind: "invalid" });
+      continue;
+    }
+    const parsed = destinationSchemas[type].safeParse({ ...fields, TYPE: type });
+    if (!parsed.success) {
+      for (const issue of parsed.error.issues) {
+        if (issue.code === "unrecognized_keys") {
+          for (const key of issue.keys) problems.push({ setting: setting(key), problem: `is not a field of a ${type} destination`, kind: "invalid" });
+          continue;
+        }
+        const field = issue.path[0];
+        const missing = issue.code === "invalid_type" && fields[String(field)] === undefined;
+        problems.push({ setting: setting(field), problem: missing ? "is required" : `is invalid: ${issue.message}`, kind: missing ? "missing" : "invalid" });
+      }
+      continue;
+    }
+    const d = parsed.data as Record<string, unknown>;
+    const enabled = (d.ENABLED as boolean | undefined) ?? true;
+    if (type === "sentinel") {
+      destinations.push({ name, type, enabled, dcrEndpoint: String(d.DCR_ENDPOINT), dcrImmutableId: String(d.DCR_IMMUTABLE_ID), stream: String(d.STREAM) });
+    } else if (type === "splunk") {
+      destinations.push({
+        name,
+        type,
+        enabled,
+        url: String(d.URL),
+        useAck: (d.USE_ACK as boolean | undefined) ?? false,
+        tokenSecretName: String(d.TOKEN_SECRET_NAME),
+        ...(d.INDEX ? { index: String(d.INDEX) } : {}),
+        ...(d.SOURCETYPE ? { sourcetype: String(d.SOURCETYPE) } : {}),
+      });
+    } else {
+      destinations.push({ name, type, enabled, url: String(d.URL), secretName: String(d.SECRET_NAME) });
+    }
+  }
+  return { destinations, problems };
+}
 
 /** Names of every app setting the app reads. The infra drift test checks these. */
 export const SETTING_NAMES = Object.keys(rawSchema.shape) as (keyof typeof rawSchema.shape)[];
 /** Settings that every deployment must set (the rest are optional or have defaults). */
 export const REQUIRED_SETTINGS = [
   "MSSP_CLIENT_ID",
-  "MSSP_CLIENT_SECRET",
   "PUBLIC_BASE_URL",
   "KEY_VAULT_URL",
   "PULL_SCHEDULE",
@@ -170,9 +320,17 @@ export type StorageConnection =
   | { kind: "connectionString"; connectionString: string }
   | { kind: "identity"; tableServiceUri: string; queueServiceUri: string; clientId?: string };
 
+/** The app's own credential at customer tenants' token endpoints (MSSP_CLIENT_CREDENTIAL). */
+export type ClientCredentialConfig =
+  | { kind: "secret"; secret: string }
+  /** A user-assigned managed identity's token as client_assertion (federated identity credential). */
+  | { kind: "managed-identity"; identityClientId?: string; audience: string }
+  /** A certificate whose key never leaves Key Vault: client_assertion signed there (PS256, x5t#S256). */
+  | { kind: "certificate"; keyId: string; thumbprint: string };
+
 export interface AppConfig {
   clientId: string;
-  clientSecret: string;
+  credential: ClientCredentialConfig;
   /** Key Vault secret that holds the client secret (its `expires` is watched); it may not exist. */
   clientSecretName: string;
   publicBaseUrl: string;
@@ -209,6 +367,19 @@ export interface AppConfig {
   };
   /** Subtracted from a list scan's start time to give readers a safe `nextSince`. */
   alertsResumeMarginMs: number;
+  /** Delivery destinations (`DESTINATIONS__<name>__*`), enabled or not. */
+  destinations: DestinationConfig[];
+  /** The source of tenants that name none. */
+  defaultSource: "defender" | "graph";
+  graph: { pageSize: number; maxPagesPerWindow: number; maxCallsPerMinute: number };
+  onboarding: {
+    /** The mode of POST /api/tenants without `mode`. */
+    defaultMode: TenantMode;
+    /** How long the callback retries an application-mode verification while consent propagates. */
+    consentRetryMs: number;
+    /** How long the timer keeps probing a consent that did not verify in the callback (0: not at all). */
+    consentVerifyMs: number;
+  };
 }
 
 export interface ConfigProblem {
@@ -261,6 +432,18 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       });
     }
   }
+  const kind = parsed.success ? (parsed.data.MSSP_CLIENT_CREDENTIAL ?? "secret") : picked.MSSP_CLIENT_CREDENTIAL?.trim() || "secret";
+  const needs: Record<string, string[]> = {
+    secret: ["MSSP_CLIENT_SECRET"],
+    certificate: ["MSSP_CLIENT_CERTIFICATE_KEY_ID", "MSSP_CLIENT_CERTIFICATE_THUMBPRINT"],
+  };
+  for (const name of needs[kind] ?? []) {
+    if (!present(name) && !problems.some((p) => p.setting === name)) {
+      problems.push({ setting: name, problem: `is required when MSSP_CLIENT_CREDENTIAL is ${kind}`, kind: "missing" });
+    }
+  }
+  const delivery = parseDestinations(env);
+  problems.push(...delivery.problems);
   if (!parsed.success || problems.length > 0) throw new ConfigError(problems);
   const s = parsed.data;
   const storage: StorageConnection = s.ALERTS_STORAGE
@@ -274,9 +457,23 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
 
   const defaultCloud = s.DEFENDER_CLOUD ?? "commercial";
   const preset = CLOUD_PRESETS[defaultCloud];
+  const authorityHost = s.ENTRA_AUTHORITY_HOST ?? preset.authorityHost;
+  let credential: ClientCredentialConfig;
+  if (kind === "managed-identity") {
+    const identityClientId = s.MSSP_FIC_CLIENT_ID ?? s.AZURE_CLIENT_ID;
+    credential = {
+      kind,
+      audience: s.MSSP_FIC_AUDIENCE ?? exchangeAudience(authorityHost),
+      ...(identityClientId ? { identityClientId: identityClientId.toLowerCase() } : {}),
+    };
+  } else if (kind === "certificate") {
+    credential = { kind, keyId: s.MSSP_CLIENT_CERTIFICATE_KEY_ID!, thumbprint: s.MSSP_CLIENT_CERTIFICATE_THUMBPRINT! };
+  } else {
+    credential = { kind: "secret", secret: s.MSSP_CLIENT_SECRET! };
+  }
   return {
     clientId: s.MSSP_CLIENT_ID.toLowerCase(),
-    clientSecret: s.MSSP_CLIENT_SECRET,
+    credential,
     clientSecretName: s.MSSP_CLIENT_SECRET_NAME ?? "mssp-client-secret",
     publicBaseUrl: s.PUBLIC_BASE_URL,
     redirectUri: `${s.PUBLIC_BASE_URL}/api/consent/callback`,
@@ -286,9 +483,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     pullSchedule: s.PULL_SCHEDULE,
     defaultCloud,
     endpoints: {
-      authorityHost: s.ENTRA_AUTHORITY_HOST ?? preset.authorityHost,
+      authorityHost,
       apiBaseUrl: s.DEFENDER_API_BASE_URL ?? preset.apiBaseUrl,
       apiScope: s.DEFENDER_API_SCOPE ?? preset.apiScope,
+      graphBaseUrl: s.GRAPH_BASE_URL ?? preset.graphBaseUrl,
+      graphScope: s.GRAPH_API_SCOPE ?? preset.graphScope,
     },
     consentLinkTtlMs: (s.CONSENT_LINK_TTL_HOURS ?? 24 * 7) * HOUR,
     consentStateTtlMs: (s.CONSENT_STATE_TTL_MINUTES ?? 15) * MINUTE,
@@ -310,7 +509,29 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       budgetPercent: s.SWEEP_BUDGET_PERCENT ?? 10,
     },
     alertsResumeMarginMs: (s.ALERTS_RESUME_MARGIN_SECONDS ?? 300) * 1000,
+    destinations: delivery.destinations,
+    defaultSource: s.DEFAULT_ALERT_SOURCE ?? "defender",
+    graph: {
+      pageSize: s.GRAPH_PAGE_SIZE ?? 1000,
+      maxPagesPerWindow: s.GRAPH_MAX_PAGES_PER_WINDOW ?? 3,
+      maxCallsPerMinute: s.GRAPH_MAX_CALLS_PER_MINUTE ?? 135,
+    },
+    onboarding: {
+      defaultMode: s.ONBOARDING_DEFAULT_MODE ?? "delegated",
+      consentRetryMs: (s.APP_CONSENT_RETRY_SECONDS ?? 60) * 1000,
+      consentVerifyMs: (s.APP_CONSENT_VERIFY_HOURS ?? 24) * HOUR,
+    },
   };
+}
+
+/**
+ * The token-exchange audience for an app registration whose cloud has this authority host:
+ * `api://AzureADTokenExchange`, or the US Government or China variant. Any other host (a
+ * simulator, a proxy) is treated as the commercial cloud; MSSP_FIC_AUDIENCE overrides.
+ */
+export function exchangeAudience(authorityHost: string): string {
+  const host = URL.canParse(authorityHost) ? new URL(authorityHost).hostname.toLowerCase() : "";
+  return EXCHANGE_AUDIENCES[host] ?? "api://AzureADTokenExchange";
 }
 
 /** Endpoints for a tenant: its own cloud's preset, or the default cloud (with overrides). */

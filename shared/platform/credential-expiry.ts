@@ -9,7 +9,8 @@ import { isStatus, TABLES } from "./storage.js";
  * default `mssp-client-secret`). Only the secret's properties are read, never its value.
  *
  * Nothing here assumes the secret exists: an app that authenticates without one (a
- * managed identity as federated credential) simply has `kind: "none"`.
+ * managed identity as federated credential) simply has `kind: "none"`. With
+ * MSSP_CLIENT_CREDENTIAL other than `secret` the daily check does nothing at all.
  */
 export const EXPIRY_WARNING_DAYS = 30;
 const DAY_MS = 24 * 60 * 60 * 1000;
@@ -55,8 +56,15 @@ export async function readCredentialExpiry(secrets: SecretVersions, secretName: 
   };
 }
 
-const CHECK_PARTITION = "app";
-const CHECK_ROW = "credential-expiry-check";
+export const CHECK_PARTITION = "app";
+export const CHECK_ROW = "credential-expiry-check";
+
+/** The last daily check's result, as the timer stored it (health reads it: no Key Vault call). */
+export interface ExpiryCheckEntity {
+  checkedOn?: string;
+  result?: CredentialExpiry["kind"];
+  expiresOn?: string;
+}
 
 /**
  * Called by the pull timer on every run; reads Key Vault at most once a day (UTC) per app.
@@ -66,6 +74,7 @@ const CHECK_ROW = "credential-expiry-check";
  * `app.credential.check-failed error=<name>` and is retried on the next run.
  */
 export async function checkCredentialExpiry(svc: Services, log: Logger): Promise<CredentialExpiry | undefined> {
+  if (svc.config.credential.kind !== "secret") return undefined;
   const now = svc.now();
   const today = now.toISOString().slice(0, 10);
   const table = svc.storage.table(TABLES.appState);
@@ -79,7 +88,13 @@ export async function checkCredentialExpiry(svc: Services, log: Logger): Promise
       if (!isStatus(err, 404)) throw err;
     }
     const expiry = await readCredentialExpiry(svc.secrets, svc.config.clientSecretName, now);
-    const entity = { partitionKey: CHECK_PARTITION, rowKey: CHECK_ROW, checkedOn: today, result: expiry.kind };
+    const entity = {
+      partitionKey: CHECK_PARTITION,
+      rowKey: CHECK_ROW,
+      checkedOn: today,
+      result: expiry.kind,
+      expiresOn: expiry.kind === "expires" ? expiry.expiresOn : "",
+    };
     try {
       if (etag) await table.updateEntity(entity, "Replace", { etag });
       else await table.createEntity(entity);

@@ -1,4 +1,6 @@
-import { ConfigError } from "./config.js";
+import { credentialFailureReason } from "./client-credential.js";
+import { type AppConfig, type ClientCredentialKind, ConfigError } from "./config.js";
+import { CHECK_PARTITION, CHECK_ROW, type ExpiryCheckEntity } from "./credential-expiry.js";
 import { errorName } from "./http.js";
 import type { Logger, Services } from "./services.js";
 import { isStatus, TABLES } from "./storage.js";
@@ -29,6 +31,13 @@ const PART_SETTING: Record<HealthPart, string> = {
   clientCredential: "MSSP_CLIENT_SECRET",
 };
 
+/** The setting behind the app's credential, per MSSP_CLIENT_CREDENTIAL. */
+const CREDENTIAL_SETTING: Record<AppConfig["credential"]["kind"], string> = {
+  secret: "MSSP_CLIENT_SECRET",
+  "managed-identity": "MSSP_FIC_CLIENT_ID",
+  certificate: "MSSP_CLIENT_CERTIFICATE_KEY_ID",
+};
+
 export interface HealthCause {
   part: HealthPart;
   /** e.g. MissingSetting:KEY_VAULT_URL, RestError/403, AADSTS7000222: a kind, never a value. */
@@ -37,11 +46,27 @@ export interface HealthCause {
   since: string;
 }
 
+/**
+ * The app's own credential at customer tenants (MSSP_CLIENT_CREDENTIAL), and for a secret
+ * its expiry as the timer's daily check last read it (credential-expiry.ts): health itself
+ * never calls Key Vault for it.
+ */
+export interface CredentialInfo {
+  type: ClientCredentialKind;
+  /** For `secret`: the expiry of the Key Vault secret MSSP_CLIENT_SECRET_NAME, when it has one. */
+  expiresOn?: string;
+  daysLeft?: number;
+  /** For `secret`: `unknown` before the first daily check, `none` when the secret has no expiry or is not in the vault. */
+  expiry?: "unknown" | "none";
+}
+
 /** GET /api/health/details. The anonymous GET /api/health shows `status` only. */
 export interface HealthReport {
   status: "ok" | "unhealthy";
   failing: HealthPart[];
   causes: HealthCause[];
+  /** Absent when the settings are invalid. */
+  credential?: CredentialInfo;
 }
 
 /** The short form some callers use. */
@@ -58,6 +83,7 @@ interface ClientCredentialRow {
 }
 
 let vaultProbe: { at: number; value: Promise<string | undefined> } | undefined;
+const DAY_MS = 24 * 3600_000;
 /** Causes currently failing on this instance -> since; also what was already logged. */
 const seen = new Map<string, string>();
 
@@ -79,8 +105,24 @@ export async function healthReport(load: () => Services, log: Logger): Promise<H
         : [{ part: "config" as const, code: errorName(err) }];
     return settle(causes, new Date(), log);
   }
-  const [storage, vault] = await Promise.all([storageCauses(svc), vaultCause(svc)]);
-  return settle([...storage, ...vault], svc.now(), log);
+  const [storage, vault, credential] = await Promise.all([storageCauses(svc), vaultCause(svc), credentialInfo(svc)]);
+  return { ...settle([...storage, ...vault], svc.now(), log, svc.config), credential };
+}
+
+/** The credential type, and for a secret its expiry from the last daily check (a storage read). */
+async function credentialInfo(svc: Services): Promise<CredentialInfo> {
+  const type = svc.config.credential.kind;
+  if (type !== "secret") return { type };
+  try {
+    const row = await svc.storage.table(TABLES.appState).getEntity<ExpiryCheckEntity>(CHECK_PARTITION, CHECK_ROW);
+    if (row.result === "expires" && row.expiresOn) {
+      const daysLeft = Math.floor((Date.parse(row.expiresOn) - svc.now().getTime()) / DAY_MS);
+      return { type, expiresOn: row.expiresOn, daysLeft };
+    }
+    return { type, expiry: row.result ? "none" : "unknown" };
+  } catch {
+    return { type, expiry: "unknown" };
+  }
 }
 
 /** The short form: status and the failing parts (no log). */
@@ -131,7 +173,7 @@ async function vaultCause(svc: Services): Promise<FoundCause[]> {
   return code === undefined ? [] : [{ part: "keyVault", code }];
 }
 
-function settle(found: FoundCause[], now: Date, log: Logger): HealthReport {
+function settle(found: FoundCause[], now: Date, log: Logger, config?: AppConfig): HealthReport {
   const current = new Set<string>();
   const causes: HealthCause[] = [];
   for (const cause of found) {
@@ -141,7 +183,7 @@ function settle(found: FoundCause[], now: Date, log: Logger): HealthReport {
     if (since === undefined) {
       since = cause.since ?? now.toISOString();
       seen.set(key, since);
-      log.warn(`health.failing part=${cause.part}${settingOf(cause.part)} code=${cause.code}`);
+      log.warn(`health.failing part=${cause.part}${settingOf(cause.part, config)} code=${cause.code}`);
     }
     causes.push({ part: cause.part, code: cause.code, since: cause.since ?? since });
   }
@@ -149,14 +191,25 @@ function settle(found: FoundCause[], now: Date, log: Logger): HealthReport {
     if (current.has(key)) continue;
     seen.delete(key);
     const [part, code] = key.split(" ") as [HealthPart, string];
-    log.info(`health.recovered part=${part}${settingOf(part)} code=${code}`);
+    log.info(`health.recovered part=${part}${settingOf(part, config)} code=${code}`);
   }
   const failing = HEALTH_PARTS.filter((part) => causes.some((c) => c.part === part));
   return failing.length === 0 ? { status: "ok", failing, causes } : { status: "unhealthy", failing, causes };
 }
 
-function settingOf(part: HealthPart): string {
-  return PART_SETTING[part] ? ` setting=${PART_SETTING[part]}` : "";
+function settingOf(part: HealthPart, config?: AppConfig): string {
+  const setting = part === "clientCredential" && config ? CREDENTIAL_SETTING[config.credential.kind] : PART_SETTING[part];
+  return setting ? ` setting=${setting}` : "";
+}
+
+/**
+ * Entra rejected the app's own credential (or its assertion could not be made): logs
+ * `app.credential.failed code=<code> credential=<type> reason=<reason>` and turns health's
+ * clientCredential part failing on every instance. No tenant's status changes.
+ */
+export async function reportCredentialFailure(svc: Services, log: Logger, code: string): Promise<void> {
+  log.error(`app.credential.failed code=${code} credential=${svc.config.credential.kind} reason=${credentialFailureReason(code)}`);
+  await recordClientCredential(svc, true, code);
 }
 
 /**

@@ -1,6 +1,7 @@
 import * as oauth from "oauth4webapi";
 import { fetch as undiciFetch } from "undici";
-import type { AppConfig, CloudEndpoints } from "./config.js";
+import { CredentialUnavailableError, type ClientCredential } from "./client-credential.js";
+import type { CloudEndpoints } from "./config.js";
 
 /** OAuth mechanics (discovery, token requests, error classification) over undici. */
 
@@ -20,13 +21,17 @@ export async function discover(endpoints: CloudEndpoints, tenantId: string): Pro
   return as;
 }
 
-export function oauthClient(config: AppConfig): { client: oauth.Client; auth: oauth.ClientAuth } {
-  return { client: { client_id: config.clientId }, auth: oauth.ClientSecretPost(config.clientSecret) };
+/** The app as an OAuth client, authenticating with its configured credential (secret, managed identity or certificate). */
+export function oauthClient(svc: { config: { clientId: string }; clientCredential: ClientCredential }): {
+  client: oauth.Client;
+  auth: oauth.ClientAuth;
+} {
+  return { client: { client_id: svc.config.clientId }, auth: svc.clientCredential.clientAuth() };
 }
 
-/** Scopes requested at consent: the Defender API plus a refresh token and an id_token. */
-export function consentScope(endpoints: CloudEndpoints): string {
-  return `${endpoints.apiScope} offline_access openid profile`;
+/** Scopes requested at consent: the chosen source's API (`{resource}/.default`) plus a refresh token and an id_token. */
+export function consentScope(sourceScope: string): string {
+  return `${sourceScope} offline_access openid profile`;
 }
 
 export type TokenErrorKind = "reconsent" | "tenant" | "client" | "transient" | "other";
@@ -62,10 +67,18 @@ const RECONSENT_CODES = new Set([
   500341, // user account deleted
   530003, // device required by Conditional Access
 ]);
-/** The Defender service principal is missing in the customer tenant. */
-const TENANT_CODES = new Set([500011, 500014, 700016, 90002]);
-/** The app's own credential is wrong or expired: every tenant would fail. */
-const CLIENT_CODES = new Set([7000215, 7000222, 7000112, 700027]);
+/**
+ * Lasting refusals for this tenant: the Defender service principal is missing (500011),
+ * the app is not in the tenant (700016, 7000229: its service principal is missing).
+ */
+const TENANT_CODES = new Set([500011, 500014, 700016, 7000229, 90002]);
+/**
+ * The app's own credential is wrong or expired: every tenant would fail. Secrets (7000215
+ * wrong, 7000222 expired), assertions (700027 signature, 700024 expired, 700211 issuer,
+ * 700212 audience, 700213 subject, 70021 no matching federated credential, 7000226 no
+ * federated credential policy), and a missing or disabled app (7000112, 7000218).
+ */
+const CLIENT_CODES = new Set([7000215, 7000222, 7000112, 7000218, 700027, 700024, 700211, 700212, 700213, 70021, 7000226]);
 /** Entra's own transient failures. */
 const TRANSIENT_CODES = new Set([50001, 90033, 500133, 50196, 90051, 50058]);
 
@@ -79,6 +92,9 @@ export function aadstsCode(body: Record<string, unknown> | undefined): number | 
 
 /** Classifies a token endpoint failure by AADSTS code first, then by `error` and status. */
 export function classifyTokenError(err: unknown): TokenError {
+  if (err instanceof CredentialUnavailableError) {
+    return { kind: "client", code: err.code, message: `The app's client credential is unavailable (${err.reason})` };
+  }
   if (err instanceof oauth.ResponseBodyError) {
     const n = aadstsCode(err.cause);
     const code = n !== undefined ? `AADSTS${n}` : err.error;

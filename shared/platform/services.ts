@@ -1,5 +1,6 @@
-import { DefaultAzureCredential } from "@azure/identity";
+import { DefaultAzureCredential, ManagedIdentityCredential, type TokenCredential } from "@azure/identity";
 import { SecretClient } from "@azure/keyvault-secrets";
+import { type ClientCredential, createClientCredential } from "./client-credential.js";
 import { type AppConfig, loadConfig } from "./config.js";
 import { TokenVault } from "./token-vault.js";
 import { createStorage, type Storage } from "./storage.js";
@@ -11,6 +12,10 @@ export interface Services {
   vault: TokenVault;
   /** The Key Vault client behind `vault` (the app's own secrets, e.g. the client secret's expiry). */
   secrets: SecretClient;
+  /** The app's own Azure identity (managed identity in Azure): Key Vault, Logs Ingestion. */
+  credential: TokenCredential;
+  /** The app's own credential at customer tenants' token endpoints (MSSP_CLIENT_CREDENTIAL). */
+  clientCredential: ClientCredential;
   now: () => Date;
   sleep: (ms: number) => Promise<void>;
   random: () => number;
@@ -27,15 +32,28 @@ export function createServices(config: AppConfig): Services {
     config.managedIdentityClientId ? { managedIdentityClientId: config.managedIdentityClientId } : {},
   );
   const secrets = new SecretClient(config.keyVaultUrl, credential);
-  return {
+  const c = config.credential;
+  let exchangeCredential: ManagedIdentityCredential | undefined;
+  if (c.kind === "managed-identity") {
+    exchangeCredential = c.identityClientId ? new ManagedIdentityCredential({ clientId: c.identityClientId }) : new ManagedIdentityCredential();
+  }
+  // A function, so a test that swaps `now` on the services also moves the credential's clock.
+  const svc: Services = {
     config,
     storage: createStorage(config.storage),
     vault: new TokenVault(secrets),
     secrets,
+    credential,
+    clientCredential: createClientCredential(config, {
+      vaultCredential: credential,
+      ...(exchangeCredential ? { exchangeCredential } : {}),
+      now: () => svc.now(),
+    }),
     now: () => new Date(),
     sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
     random: Math.random,
   };
+  return svc;
 }
 
 let current: Services | undefined;

@@ -11,15 +11,19 @@ export const TABLES = {
   alertBodies: "alertbodies",
   appState: "appstate",
   syncState: "syncstate",
+  deliveryState: "deliverystate",
 } as const;
 export type TableName = (typeof TABLES)[keyof typeof TABLES];
 
 /** The queue the timer fills and the worker drains (one message per tenant pull). */
 export const PULL_QUEUE = "tenant-pulls";
+/** Wake-ups of the delivery worker (one message per tenant with alerts to deliver, or a replay). */
+export const DELIVERY_QUEUE = "tenant-deliveries";
 
 export interface Storage {
   table(name: TableName): TableClient;
   pullQueue: QueueClient;
+  deliveryQueue: QueueClient;
   /** Creates the tables and the queue if they are missing (idempotent). */
   ensure(): Promise<void>;
 }
@@ -31,7 +35,7 @@ export interface Storage {
  */
 export function createStorage(connection: StorageConnection): Storage {
   let table: (name: TableName) => TableClient;
-  let pullQueue: QueueClient;
+  let queues: QueueServiceClient;
   let service: TableServiceClient;
   if (connection.kind === "connectionString") {
     const cs = connection.connectionString;
@@ -40,7 +44,7 @@ export function createStorage(connection: StorageConnection): Storage {
     const options = insecure ? { allowInsecureConnection: true } : {};
     table = (name) => TableClientClass.fromConnectionString(cs, name, options);
     service = TableServiceClient.fromConnectionString(cs, options);
-    pullQueue = QueueServiceClient.fromConnectionString(cs).getQueueClient(PULL_QUEUE);
+    queues = QueueServiceClient.fromConnectionString(cs);
   } else {
     const credential: TokenCredential = connection.clientId
       ? new ManagedIdentityCredential({ clientId: connection.clientId })
@@ -48,8 +52,10 @@ export function createStorage(connection: StorageConnection): Storage {
     const tableUri = connection.tableServiceUri; // https only (config)
     table = (name) => new TableClientClass(tableUri, name, credential);
     service = new TableServiceClient(tableUri, credential);
-    pullQueue = new QueueServiceClient(connection.queueServiceUri, credential).getQueueClient(PULL_QUEUE);
+    queues = new QueueServiceClient(connection.queueServiceUri, credential);
   }
+  const pullQueue = queues.getQueueClient(PULL_QUEUE);
+  const deliveryQueue = queues.getQueueClient(DELIVERY_QUEUE);
   const clients = new Map<TableName, TableClient>();
   let ensured: Promise<void> | undefined;
   return {
@@ -62,11 +68,13 @@ export function createStorage(connection: StorageConnection): Storage {
       return client;
     },
     pullQueue,
+    deliveryQueue,
     ensure() {
       ensured ??= (async () => {
         await Promise.all([
           ...Object.values(TABLES).map((name) => service.createTable(name)),
           pullQueue.createIfNotExists(),
+          deliveryQueue.createIfNotExists(),
         ]);
       })().catch((err) => {
         ensured = undefined;

@@ -1,5 +1,6 @@
 /**
- * `npm run bench`: ingestion throughput and memory against real Azurite and the HTTPS fakes.
+ * `npm run bench`: ingestion throughput, memory and the reconciliation sweep's cost, against
+ * real Azurite and the HTTPS fakes.
  *
  * Processes, so that each figure belongs to one program:
  *   - this process (the "cloud"): Azurite (its own child process), the fakes of Entra ID,
@@ -9,31 +10,57 @@
  *     queues.batchSize = 4). Its startup is not timed;
  *   - a "raw" child, the ceiling: it regenerates the same alerts (fixed seeds), encodes
  *     them with the app's encodeAlert (untimed), groups them into the windows the app
- *     stored (from the fake's request log), batches them with the app's toBatches, and
- *     times only TableClient.submitTransaction (upsert, Replace) into fresh tables, in the
+ *     stored (from the fake's request log), and writes the entities the app writes for a
+ *     new alert, batched as alert-writer.ts batches them: per alert its row and its
+ *     time-index row (`~i|...`, indexRow), both "create"; toBatches(items,
+ *     MAX_BATCH_ENTITIES - 1) with 2 entities an item; one `~n|<uuid>` count row per
+ *     transaction. It times only TableClient.submitTransaction into fresh tables, in the
  *     app's write shape: N tenants at a time, a tenant's windows one after the other,
- *     overflow rows first, 4 transactions in flight per window (pull.ts WRITE_CONCURRENCY).
- *     It runs after the app, twice by default; the faster run is the ceiling;
+ *     overflow rows first, 4 transactions in flight per window (engine.ts
+ *     WRITE_CONCURRENCY). It runs after the app, twice by default; the faster run is the
+ *     ceiling. A few alert rows and index rows are checked identical to the app's;
  *   - "memory" children: the app pulling one fresh tenant alone (2,000 alerts, and 25,000
- *     at two page sizes), with the live heap sampled after forced GCs.
+ *     at two page sizes), with the live heap sampled after forced GCs;
+ *   - "sweep" children: the app alone with a virtual clock (svc.now), one tenant's simulated
+ *     day at 1,000 and 10,000 alerts a day: the backfill (not counted), then a pull every 5
+ *     virtual minutes for 24 h and 55 minutes more (the daily pass starts at 24 h and may
+ *     pause on the sweep's budget share; the next hourly pass would start at 25 h). The alerts
+ *     (8 days' worth before the day's end) are in the fake from the start, whose filter on
+ *     lastUpdateTime keeps each out of every window until `now - lag` passes it; 1 % of them
+ *     (--sweep-late-percent) are published only 30 minutes after their lastUpdateTime (the
+ *     child asks this process to publish them before each pull), so the sweep has
+ *     something to find. Calls, bytes and rows come from the `pull.succeeded` lines (the
+ *     incremental pull's over the first 24 h); CPU seconds and storage requests are the
+ *     child's with the sweep at its defaults minus the same day, on a fresh tenant, with
+ *     SWEEP_HOURLY_LOOKBACK_HOURS=0 and SWEEP_DAILY_LOOKBACK_DAYS=0.
  *
- * Flags: --scale <f> (1 = 50 x 2,000 + 1 x 25,000 alerts), --page-size <n> (10000),
- * --concurrency <n> (4), --days <n> (3), --raw-runs <n> (2), --skip-memory, --memory-only,
- * --sections (time the app's Defender calls, queries and transactions), --cpu-prof (CPU
- * profile of the app child into .cache/bench/). Prints a table; writes .cache/bench/last.json.
+ * Flags: USAGE below (`npm run bench -- --help`). Prints a table; writes .cache/bench/last.json.
  */
 import { type ChildProcess, execFileSync, fork, spawn } from "node:child_process";
+import { randomUUID } from "node:crypto";
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
-import { cpus } from "node:os";
+import { cpus, loadavg } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { TableClient, type TransactionAction } from "@azure/data-tables";
 import pLimit from "p-limit";
-import { type AlertEntity, type EncodedAlert, encodeAlert, INLINE_PARTS, PART_BYTES, type RawAlert, toBatches } from "../../shared/collection/alert-store.js";
+import {
+  type AlertEntity,
+  COUNT_PREFIX,
+  type EncodedAlert,
+  encodeAlert,
+  INLINE_PARTS,
+  indexRow,
+  MAX_BATCH_ENTITIES,
+  PART_BYTES,
+  type RawAlert,
+  toBatches,
+} from "../../shared/collection/alert-store.js";
 import { DefenderSource } from "../../shared/collection/sources/defender/client.js";
+import { getSyncRow } from "../../shared/collection/sync-state.js";
+import { canonicalTime } from "../../shared/collection/time.js";
 import { services } from "../../shared/platform/services.js";
 import { TABLES } from "../../shared/platform/storage.js";
-import { getTenant } from "../../shared/onboarding/tenants.js";
 import { type DefenderAlert, makeAlerts, parseTimestamp } from "../../simulators/alerts.js";
 import { loadLoopbackDns, testCerts } from "../../simulators/https.js";
 import { callTrigger, loadFunctions } from "../support/functions.js";
@@ -42,7 +69,7 @@ import { startHarness } from "../support/harness.js";
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
 const self = fileURLToPath(import.meta.url);
 const outDir = join(root, ".cache", "bench");
-/** pull.ts WRITE_CONCURRENCY: transactions in flight per writeAlerts call. */
+/** engine.ts WRITE_CONCURRENCY: transactions in flight per AlertWriter. */
 const APP_WRITE_CONCURRENCY = 4;
 const SMALL_TENANTS = 50;
 const SMALL_ALERTS = 2_000;
@@ -108,7 +135,9 @@ interface RawChildSpec {
 interface RawChildResult {
   seconds: number;
   alerts: number;
+  /** Alert rows, their index rows, one count row per row transaction, and overflow rows. */
   entities: number;
+  countEntities: number;
   overflowEntities: number;
   transactions: number;
   meanTransactionMs: number;
@@ -117,6 +146,54 @@ interface RawChildResult {
   checked: number;
   maxRssMiB: number;
   cpuSeconds: number;
+}
+
+type ChildSpec = PullChildSpec | RawChildSpec | SweepChildSpec;
+
+interface SweepChildSpec {
+  mode: "sweep";
+  tenantId: string;
+  env: Record<string, string>;
+  /** Virtual time of the first pull (the backfill, not counted), ms since the epoch. */
+  start: number;
+  stepMs: number;
+  /** Counted pulls, one every stepMs after the backfill. */
+  pulls: number;
+}
+
+/** The figures of one counted pull, from its `pull.succeeded` line. */
+interface PullLine {
+  alerts: number;
+  calls: number;
+  sweepCalls: number;
+  bytes: number;
+  sweepBytes: number;
+  sweepAlerts: number;
+  /** The child's CPU during this pull. */
+  cpuMs: number;
+}
+
+interface SweepChildResult {
+  backfill: { alerts: number; seconds: number };
+  /** One entry per counted pull, in order. */
+  pulls: PullLine[];
+  seconds: number;
+  /** The app child's CPU over the counted pulls. */
+  cpuSeconds: number;
+  /** `sweep.succeeded` lines by pass, `sweep.paused` lines, `pull.late-found` lines. */
+  passes: Record<string, number>;
+  paused: number;
+  lateFound: number;
+  /** Table Storage requests over the counted pulls, by table and kind. */
+  storage: Record<string, number>;
+  /** Unexpected warnings and errors (at most 20). */
+  problems: string[];
+}
+
+/** A message from a sweep child: the virtual time of its next pull. The parent answers once the data is ready. */
+interface Tick {
+  tick: number;
+  index: number;
 }
 
 /** Alerts of one tenant: equal thirds with 1, 2 and 3 evidence entries, lastUpdateTime uniform in [from, to). */
@@ -156,8 +233,8 @@ function cpuSecondsOf(usage: NodeJS.CpuUsage): number {
 // Children.
 
 async function childMain(): Promise<void> {
-  const spec = await new Promise<PullChildSpec | RawChildSpec>((resolve) => process.once("message", resolve as never));
-  const result = spec.mode === "pull" ? await childPull(spec) : await childRaw(spec);
+  const spec = await new Promise<ChildSpec>((resolve) => process.once("message", resolve as never));
+  const result = spec.mode === "pull" ? await childPull(spec) : spec.mode === "raw" ? await childRaw(spec) : await childSweep(spec);
   process.send?.(result, () => process.exit(0));
 }
 
@@ -227,8 +304,8 @@ function instrument(timings: Timings): void {
         add(section(this, args), performance.now() - t);
       }
     };
-  const list = DefenderSource.prototype.list;
-  DefenderSource.prototype.list = timed(() => "defender GET + parse", list);
+  const list = DefenderSource.prototype.readWindow;
+  DefenderSource.prototype.readWindow = timed(() => "defender GET + parse", list);
   const proto = TableClient.prototype as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
   // Not upsertEntity/deleteEntity: submitTransaction calls them internally to build the batch body.
   for (const method of ["submitTransaction", "getEntity", "updateEntity"]) {
@@ -282,16 +359,20 @@ async function childRaw(spec: RawChildSpec): Promise<RawChildResult> {
   const bodiesTable = TableClient.fromConnectionString(spec.connectionString, spec.tables.bodies, options);
   await Promise.all([alertsTable.createTable(), bodiesTable.createTable()]);
 
-  // Every transaction, prepared up front: [window][overflow batches, row batches].
-  const overflowBytes = Math.ceil((INLINE_PARTS * PART_BYTES * 4) / 3) + 1024; // as writeAlerts estimates it
-  const plans = work.map(({ windows }) =>
+  // Every transaction, prepared up front, as alert-writer.ts builds them for new alerts:
+  // [window][overflow batches, row batches].
+  const overflowBytes = Math.ceil((INLINE_PARTS * PART_BYTES * 4) / 3) + 1024; // as the writer estimates it
+  const plans = work.map(({ tenantId, windows }) =>
     windows.map((encoded) => ({
-      overflow: toBatches(encoded.flatMap((e) => e.overflow.map((row) => ({ row, bytes: overflowBytes })))).map(actions),
-      rows: toBatches(encoded).map(actions),
+      overflow: toBatches(encoded.flatMap((e) => e.overflow.map((row) => ({ row, bytes: overflowBytes })))).map((batch) =>
+        batch.map(({ row }): TransactionAction => ["upsert", row, "Replace"]),
+      ),
+      rows: toBatches(encoded.map(insertItem), MAX_BATCH_ENTITIES - 1).map((batch) => insertActions(tenantId, batch)),
     })),
   );
   const sizes = plans.flat().flatMap((p) => [...p.overflow, ...p.rows].map((a) => a.length));
   const overflowEntities = plans.flat().reduce((n, p) => n + p.overflow.reduce((m, a) => m + a.length, 0), 0);
+  const rowTransactions = plans.flat().reduce((n, p) => n + p.rows.length, 0);
 
   let transactionMs = 0;
   const submit = async (table: TableClient, batch: TransactionAction[]) => {
@@ -317,26 +398,33 @@ async function childRaw(spec: RawChildSpec): Promise<RawChildResult> {
   const seconds = (performance.now() - started) / 1000;
   const cpuSeconds = cpuSecondsOf(process.cpuUsage(cpu));
 
-  // The entities are the app's: compare a few with the rows the app wrote.
+  // The entities are the app's: compare a few alert rows and their index rows with the app's.
   const appAlerts = TableClient.fromConnectionString(spec.connectionString, TABLES.alerts, options);
   let checked = 0;
   const sample = work.find((w) => w.tenantId === spec.checkTenant)?.windows.flat().slice(0, 5) ?? [];
-  for (const { row } of sample) {
+  const keys = (e: Record<string, unknown>) =>
+    Object.keys(e)
+      .filter((k) => !["etag", "timestamp", "odata.metadata"].includes(k))
+      .sort()
+      .join(",");
+  for (const encoded of sample) {
+    const { row } = encoded;
+    const index = insertItem(encoded).index;
     const stored = await appAlerts.getEntity<Record<string, unknown>>(row.partitionKey, row.rowKey);
-    const keys = (e: Record<string, unknown>) =>
-      Object.keys(e)
-        .filter((k) => !["etag", "timestamp", "odata.metadata"].includes(k))
-        .sort()
-        .join(",");
+    const storedIndex = await appAlerts.getEntity<Record<string, unknown>>(index.partitionKey, index.rowKey);
     if (keys(stored) !== keys(row) || stored.bodySha256 !== row.bodySha256 || stored.bodyBytes !== row.bodyBytes) {
       throw new Error(`raw entity ${row.rowKey} differs from the app's: ${keys(stored)} vs ${keys(row)}`);
+    }
+    if (keys(storedIndex) !== keys(index) || storedIndex.bodySha256 !== index.bodySha256) {
+      throw new Error(`raw index row ${index.rowKey} differs from the app's: ${keys(storedIndex)} vs ${keys(index)}`);
     }
     checked++;
   }
   return {
     seconds,
     alerts,
-    entities: alerts + overflowEntities,
+    entities: 2 * alerts + rowTransactions + overflowEntities,
+    countEntities: rowTransactions,
     overflowEntities,
     transactions: sizes.length,
     meanTransactionMs: transactionMs / Math.max(1, sizes.length),
@@ -352,8 +440,148 @@ async function childRaw(spec: RawChildSpec): Promise<RawChildResult> {
   };
 }
 
-function actions(batch: { row: AlertEntity }[]): TransactionAction[] {
-  return batch.map(({ row }) => ["upsert", row, "Replace"]);
+/**
+ * One simulated day of one tenant: the app's clock is virtual; the backfill at `start`,
+ * then one pull every `stepMs`. Before each pull the parent publishes the alerts due by
+ * then (the late ones); the others are all in the fake from the start, and its filter on
+ * lastUpdateTime keeps those after `now - lag` out of every window until their time comes.
+ */
+async function childSweep(spec: SweepChildSpec): Promise<SweepChildResult> {
+  Object.assign(process.env, spec.env);
+  loadLoopbackDns();
+  await loadFunctions();
+  const svc = await services();
+  let virtual = spec.start;
+  svc.now = () => new Date(virtual);
+  let counting = false;
+  const storage: Record<string, number> = {};
+  countStorageRequests(svc, storage, () => counting);
+  const logs: string[] = [];
+  const pullAt = async (index: number) => {
+    virtual = spec.start + index * spec.stepMs;
+    await askParent({ tick: virtual, index });
+    const from = logs.length;
+    await callTrigger("pull-worker", { tenantId: spec.tenantId }, logs);
+    const lines = logs.slice(from);
+    const line = lines.find((l) => l.includes("pull.succeeded "));
+    if (!line) throw new Error(`pull ${index} did not succeed:\n${lines.join("\n")}`);
+    return { lines, figures: fields(line) };
+  };
+  const backfillStarted = performance.now();
+  const backfill = await pullAt(0);
+  const backfillSeconds = (performance.now() - backfillStarted) / 1000;
+
+  const pulls: PullLine[] = [];
+  const passes: Record<string, number> = {};
+  const problems: string[] = [];
+  let paused = 0;
+  let lateFound = 0;
+  global.gc?.();
+  counting = true;
+  const cpu = process.cpuUsage();
+  const started = performance.now();
+  for (let i = 1; i <= spec.pulls; i++) {
+    const pullCpu = process.cpuUsage();
+    const { lines, figures } = await pullAt(i);
+    const cpuMs = cpuSecondsOf(process.cpuUsage(pullCpu)) * 1000;
+    pulls.push({
+      cpuMs,
+      alerts: Number(figures.alerts),
+      calls: Number(figures.calls),
+      sweepCalls: Number(figures.sweepCalls),
+      bytes: Number(figures.bytes),
+      sweepBytes: Number(figures.sweepBytes),
+      sweepAlerts: Number(figures.sweepAlerts),
+    });
+    for (const line of lines) {
+      if (line.includes("sweep.succeeded ")) {
+        const pass = fields(line).pass ?? "?";
+        passes[pass] = (passes[pass] ?? 0) + 1;
+      } else if (line.includes("sweep.paused ")) paused++;
+      else if (line.includes("pull.late-found ")) lateFound++;
+      else if (/^\[(warn|error)/.test(line) && !line.includes("pull.lateness-high ") && problems.length < 20) problems.push(line);
+    }
+  }
+  const seconds = (performance.now() - started) / 1000;
+  const cpuSeconds = cpuSecondsOf(process.cpuUsage(cpu));
+  counting = false;
+  return {
+    backfill: { alerts: Number(backfill.figures.alerts), seconds: backfillSeconds },
+    pulls,
+    seconds,
+    cpuSeconds,
+    passes,
+    paused,
+    lateFound,
+    storage,
+    problems,
+  };
+}
+
+/** `key=value` pairs of a log line. */
+function fields(line: string): Record<string, string> {
+  return Object.fromEntries([...line.matchAll(/(\w+)=(\S*)/g)].map((m) => [m[1]!, m[2]!]));
+}
+
+/** Sends a tick to the parent and waits for its answer. */
+function askParent(tick: Tick): Promise<void> {
+  return new Promise((resolve) => {
+    process.once("message", () => resolve());
+    process.send?.(tick);
+  });
+}
+
+/** Counts the app's Table Storage requests (a pipeline policy on each of its table clients). */
+function countStorageRequests(svc: Awaited<ReturnType<typeof services>>, counts: Record<string, number>, on: () => boolean): void {
+  for (const name of Object.values(TABLES)) {
+    svc.storage.table(name).pipeline.addPolicy({
+      name: "benchRequestCount",
+      sendRequest(request, next) {
+        if (on()) {
+          const path = new URL(request.url).pathname;
+          let kind: string;
+          if (request.method === "POST" && path.endsWith("$batch")) kind = "transaction";
+          else if (request.method === "GET") kind = /\(PartitionKey=/.test(decodeURIComponent(path)) ? "point read" : "query page";
+          else kind = request.method === "DELETE" ? "delete" : "single write";
+          const key = `${name} ${kind}`;
+          counts[key] = (counts[key] ?? 0) + 1;
+        }
+        return next(request);
+      },
+    });
+  }
+}
+
+interface InsertItem {
+  encoded: EncodedAlert;
+  index: AlertEntity;
+  bytes: number;
+  entities: number;
+}
+
+/** A new alert as alert-writer.ts plans it: the alert row and its time-index row, sized as the writer sizes them. */
+function insertItem(encoded: EncodedAlert): InsertItem {
+  const { row } = encoded;
+  const time = canonicalTime(String(row.lastUpdateTimeExact));
+  if (!time) throw new Error(`alert ${row.rowKey} has an unreadable lastUpdateTime`);
+  const index = indexRow(row.partitionKey, {
+    alertId: String(row.alertId),
+    rowKey: row.rowKey,
+    time,
+    sha: encoded.sha,
+    ...(row.bodyKey ? { bodyKey: String(row.bodyKey), bodyOverflow: Number(row.bodyOverflow) } : {}),
+  });
+  return { encoded, index, bytes: encoded.bytes + 1024 * 2, entities: 2 };
+}
+
+/** One insert transaction: "create" the index row and the alert row of each alert, plus one count row. */
+function insertActions(tenantId: string, batch: InsertItem[]): TransactionAction[] {
+  const actions: TransactionAction[] = batch.flatMap(({ encoded, index }): TransactionAction[] => [
+    ["create", index],
+    ["create", encoded.row],
+  ]);
+  actions.push(["create", { partitionKey: tenantId, rowKey: `${COUNT_PREFIX}${randomUUID()}`, n: batch.length }]);
+  return actions;
 }
 
 // ---------------------------------------------------------------------------
@@ -369,7 +597,25 @@ interface Options {
   memoryOnly: boolean;
   sections: boolean;
   cpuProf: boolean;
+  sweep: boolean;
+  sweepOnly: boolean;
+  sweepPerDay: number[];
+  sweepLatePercent: number;
 }
+
+const USAGE = `npm run bench -- [flags]
+  --scale <f>               1 = 50 tenants x 2,000 + 1 x 25,000 alerts; also scales the sweep's alerts a day
+  --page-size <n>           PULL_PAGE_SIZE, 10000 (also for the sweep)
+  --concurrency <n>         pulls at once in the end-to-end run, 4
+  --days <n>                span of the alerts' lastUpdateTime in the throughput runs, 3
+  --raw-runs <n>            runs of the raw ceiling, 2 (the faster counts)
+  --skip-memory, --memory-only
+  --skip-sweep, --sweep-only
+  --sweep-per-day <n,n>     alerts a day of the sweep's tenants, 1000,10000
+  --sweep-late-percent <p>  share of the sweep's alerts published 30 minutes late, 1
+  --sections                time the app's Defender calls, queries and transactions
+  --cpu-prof                CPU profile of the end-to-end app child into .cache/bench/
+Prints a table and writes .cache/bench/last.json.`;
 
 function parseOptions(argv: string[]): Options {
   const o: Options = {
@@ -382,6 +628,10 @@ function parseOptions(argv: string[]): Options {
     memoryOnly: false,
     sections: false,
     cpuProf: false,
+    sweep: true,
+    sweepOnly: false,
+    sweepPerDay: [1_000, 10_000],
+    sweepLatePercent: 1,
   };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
@@ -395,7 +645,10 @@ function parseOptions(argv: string[]): Options {
       if (!Number.isFinite(v) || v < min || v > max) throw new Error(`${arg} must be between ${min} and ${max}`);
       return v;
     };
-    if (arg === "--scale") o.scale = number(0.001, 100);
+    if (arg === "--help") {
+      process.stdout.write(`${USAGE}\n`);
+      process.exit(0);
+    } else if (arg === "--scale") o.scale = number(0.001, 100);
     else if (arg === "--page-size") o.pageSize = Math.round(number(1, 10_000));
     else if (arg === "--concurrency") o.concurrency = Math.round(number(1, 64));
     else if (arg === "--days") o.days = number(0.01, 6.5);
@@ -404,6 +657,16 @@ function parseOptions(argv: string[]): Options {
     else if (arg === "--memory-only") o.memoryOnly = true;
     else if (arg === "--sections") o.sections = true;
     else if (arg === "--cpu-prof") o.cpuProf = true;
+    else if (arg === "--skip-sweep") o.sweep = false;
+    else if (arg === "--sweep-only") o.sweepOnly = true;
+    else if (arg === "--sweep-per-day") {
+      o.sweepPerDay = value()
+        .split(",")
+        .map((v) => Number(v));
+      if (o.sweepPerDay.some((v) => !Number.isInteger(v) || v < 1 || v > 100_000)) {
+        throw new Error(`${arg} must be a list of whole numbers between 1 and 100000`);
+      }
+    } else if (arg === "--sweep-late-percent") o.sweepLatePercent = number(0, 100);
     else throw new Error(`unknown argument ${arg}`);
   }
   return o;
@@ -456,14 +719,28 @@ function procStat(pid: number | undefined): ProcStat | undefined {
   }
 }
 
-function runChild<S extends PullChildSpec | RawChildSpec, R>(spec: S, execArgv: string[] = []): Promise<R> {
+function runChild<S extends ChildSpec, R>(
+  spec: S,
+  execArgv: string[] = [],
+  onTick?: (tick: Tick) => void | Promise<void>,
+): Promise<R> {
   return new Promise((resolve, reject) => {
     const child: ChildProcess = fork(self, ["--child"], {
       execArgv: ["--expose-gc", ...execArgv],
       stdio: ["ignore", "inherit", "inherit", "ipc"],
     });
     let result: R | undefined;
-    child.once("message", (message) => {
+    child.on("message", (message) => {
+      if (typeof message === "object" && message !== null && "tick" in message) {
+        Promise.resolve(onTick?.(message as Tick)).then(
+          () => child.send({ ticked: true }),
+          (err: unknown) => {
+            child.kill();
+            reject(err);
+          },
+        );
+        return;
+      }
       result = message as R;
     });
     child.once("error", reject);
@@ -495,6 +772,13 @@ async function parent(o: Options): Promise<void> {
   const evidence = [1, 2, 3];
   const small = Math.max(1, Math.round(SMALL_ALERTS * o.scale));
   const big = Math.max(1, Math.round(BIG_ALERTS * o.scale));
+  // What runs: throughput (end to end and raw), memory, sweep.
+  const runThroughput = !o.memoryOnly && !o.sweepOnly;
+  const runMemory = o.memory && !o.sweepOnly;
+  const runSweep = (o.sweep || o.sweepOnly) && !o.memoryOnly;
+  // The sweep first, with an Azurite of its own: its figures do not depend on what the
+  // throughput runs stored, and theirs not on what it stored.
+  const sweep = runSweep ? await sweepSection(o, log, evidence) : undefined;
   const h = await startHarness({
     PULL_PAGE_SIZE: String(o.pageSize),
     PULL_LAG_SECONDS: "0",
@@ -507,16 +791,19 @@ async function parent(o: Options): Promise<void> {
     const from = new Date(to.getTime() - o.days * 24 * 3600_000);
 
     // Tenants: the big one first (longest job first, as a host would ideally pick it up).
-    const specs: TenantSpec[] = [{ id: "", count: big, seed: "bench:big" }];
-    for (let i = 0; i < SMALL_TENANTS; i++) specs.push({ id: "", count: small, seed: `bench:${i}` });
-    log(`generating ${big + SMALL_TENANTS * small} alerts`);
+    const specs: TenantSpec[] = [];
+    if (runThroughput || runMemory) {
+      specs.push({ id: "", count: big, seed: "bench:big" });
+      for (let i = 0; i < SMALL_TENANTS; i++) specs.push({ id: "", count: small, seed: `bench:${i}` });
+      log(`generating ${big + SMALL_TENANTS * small} alerts`);
+    }
     let generateSeconds = performance.now();
     const data = specs.map((s) => generate(s, from, to, evidence));
     generateSeconds = (performance.now() - generateSeconds) / 1000;
     const jsonBytes = data.flat().reduce((n, a) => n + Buffer.byteLength(JSON.stringify(a)), 0);
     const totalAlerts = data.reduce((n, d) => n + d.length, 0);
 
-    log(`onboarding ${specs.length} tenants`);
+    if (specs.length > 0) log(`onboarding ${specs.length} tenants`);
     const onboard = async (alerts: DefenderAlert[]) => {
       const id = h.newTenant();
       h.defender.setAlerts(id, alerts);
@@ -526,7 +813,7 @@ async function parent(o: Options): Promise<void> {
     };
     for (const [i, spec] of specs.entries()) spec.id = await onboard(data[i]!);
     // Memory runs: fresh tenants with the same data (a 25k and a 2k tenant).
-    const memoryTenants = o.memory ? { big10k: await onboard(data[0]!), big2k5: await onboard(data[0]!), small: await onboard(data[1]!) } : undefined;
+    const memoryTenants = runMemory ? { big10k: await onboard(data[0]!), big2k5: await onboard(data[0]!), small: await onboard(data[1]!) } : undefined;
 
     const childEnv: Record<string, string> = {};
     for (const [k, v] of Object.entries(process.env)) if (v !== undefined) childEnv[k] = v;
@@ -583,10 +870,10 @@ async function parent(o: Options): Promise<void> {
       const raw = raws.reduce((best, r) => (r.result.seconds < best.result.seconds ? r : best));
       const azurite1 = procStat(azuritePid);
 
-      // Cross-check with what the app recorded on the tenant rows.
-      const tenantsTable = (await services()).storage.table(TABLES.tenants);
+      // Cross-check with the exact counts the app recorded on the sync-state rows.
+      const syncTable = (await services()).storage.table(TABLES.syncState);
       let recorded = 0;
-      for (const spec of specs) recorded += (await getTenant(tenantsTable, spec.id))?.alertsStored ?? 0;
+      for (const spec of specs) recorded += (await getSyncRow(syncTable, spec.id, "defender"))?.alertsStored ?? 0;
       if (e2e.result.failures.length > 0 || recorded !== totalAlerts || e2e.result.alerts !== totalAlerts) {
         throw new Error(
           `pulls incomplete: failures=${e2e.result.failures.length} written=${e2e.result.alerts} stored=${recorded} expected=${totalAlerts}`,
@@ -594,7 +881,7 @@ async function parent(o: Options): Promise<void> {
       }
       return { e2e, raw, raws, windowInfo, azurite1 };
     };
-    if (!o.memoryOnly) throughput = await measureThroughput();
+    if (runThroughput) throughput = await measureThroughput();
 
     const memory: { name: string; alerts: number; pageSize: number; largestAnswer: number; result: PullChildResult }[] = [];
     if (memoryTenants) {
@@ -641,12 +928,14 @@ async function parent(o: Options): Promise<void> {
         alerts: totalAlerts,
         alertsPerTenant: { small, big },
         evidencePerAlert: evidence,
-        meanAlertJsonBytes: Math.round(jsonBytes / totalAlerts),
+        meanAlertJsonBytes: totalAlerts > 0 ? Math.round(jsonBytes / totalAlerts) : undefined,
         spanDays: o.days,
         generateSeconds: round(generateSeconds, 1),
+        loadAverage: loadavg().map((l) => round(l, 1)),
         ...measured?.config,
       },
       ...(measured ? { endToEnd: measured.endToEnd, raw: measured.raw, ratio: measured.ratio } : {}),
+      ...(sweep ? { sweep } : {}),
       memory: {
         benchProcessPeakRssMiB: maxRssMiB(),
         azuritePeakRssMiB: azuriteEnd?.hwmMiB,
@@ -670,6 +959,233 @@ async function parent(o: Options): Promise<void> {
   } finally {
     await h.stop();
   }
+}
+
+// ---------------------------------------------------------------------------
+// Sweep cost per tenant per day.
+
+const MINUTE = 60_000;
+const HOUR = 60 * MINUTE;
+const DAY = 24 * HOUR;
+/** One pull every 5 minutes, the schedule of the samples, infra and sandbox (`0 *\/5 * * * *`). */
+const SWEEP_STEP_MS = 5 * MINUTE;
+/** The late alerts are published this long after their lastUpdateTime: past the overlap, inside the hourly lookback. */
+const SWEEP_LATE_MS = 30 * MINUTE;
+/** The tenant's alerts span this many days before the end of the simulated day (the daily pass reads 7). */
+const SWEEP_SPAN_DAYS = 8;
+/**
+ * Pulls counted after the day's 288: a pass that pauses on the sweep's budget share goes on
+ * in later runs, so the daily pass that starts at 24 h may finish after it. 11 more pulls
+ * end before the next hourly pass starts (at 25 h), so the counted runs hold exactly one
+ * day of passes: 24 hourly and 1 daily.
+ */
+const SWEEP_EXTRA_PULLS = 11;
+/** The app's defaults, set explicitly: the throughput runs use other limits. */
+const SWEEP_APP_SETTINGS = { PULL_LAG_SECONDS: "60", PULL_MAX_CALLS_PER_MINUTE: "90", PULL_MAX_CALLS_PER_HOUR: "1400" };
+const SWEEP_OFF = { SWEEP_HOURLY_LOOKBACK_HOURS: "0", SWEEP_DAILY_LOOKBACK_DAYS: "0" };
+
+async function sweepSection(o: Options, log: (message: string) => void, evidence: number[]): Promise<SweepVolume[]> {
+  const h = await startHarness({ PULL_PAGE_SIZE: String(o.pageSize), ...SWEEP_APP_SETTINGS });
+  try {
+    const azuritePid = findAzuritePid();
+    const childEnv: Record<string, string> = {};
+    for (const [k, v] of Object.entries(process.env)) if (v !== undefined) childEnv[k] = v;
+    const onboard = async (alerts: DefenderAlert[]) => {
+      const id = h.newTenant();
+      h.defender.setAlerts(id, alerts);
+      const page = await h.onboard(id);
+      if (page.status !== 200) throw new Error(`onboarding failed: ${page.status} ${page.text}`);
+      return id;
+    };
+    const volumes: SweepVolume[] = [];
+    for (const perDay of o.sweepPerDay) {
+      const scaled = Math.max(10, Math.round(perDay * o.scale));
+      volumes.push(await measureSweep({ h, o, log, childEnv, azuritePid, evidence, onboard }, scaled));
+    }
+    return volumes;
+  } finally {
+    await h.stop();
+  }
+}
+
+interface SweepContext {
+  h: Awaited<ReturnType<typeof startHarness>>;
+  o: Options;
+  log: (message: string) => void;
+  childEnv: Record<string, string>;
+  azuritePid: number | undefined;
+  evidence: number[];
+  onboard: (alerts: DefenderAlert[]) => Promise<string>;
+}
+
+interface SweepRun {
+  result: SweepChildResult;
+  azuriteCpuSeconds: number;
+  fakesCpuSeconds: number;
+  /** The fake's request log over the counted pulls: listings without evidence, and with. */
+  light: { requests: number; items: number; bytes: number };
+  full: { requests: number; items: number; bytes: number };
+  /** Full answers (as many items as `$top`), which the reader does not keep. */
+  discarded: { requests: number; items: number; bytes: number };
+  stored: number;
+  expected: { min: number; max: number };
+}
+
+type SweepVolume = ReturnType<typeof describeSweep>;
+
+/**
+ * One tenant's simulated day at `perDay` alerts a day, twice on fresh tenants with the
+ * same alerts: with the sweep at its defaults, and with it off. Alerts are spread over the
+ * 8 days before the end of the day; `--sweep-late-percent` of them are published 30
+ * minutes after their lastUpdateTime (the others at it), so only a sweep finds those.
+ */
+async function measureSweep(ctx: SweepContext, perDay: number) {
+  const { h, o, log } = ctx;
+  const stepsPerDay = DAY / SWEEP_STEP_MS;
+  // In the past, so that the app's clock never runs ahead of the fakes' token lifetimes.
+  const start = Math.floor(Date.now() / SWEEP_STEP_MS) * SWEEP_STEP_MS - DAY - 2 * HOUR;
+  const end = start + DAY;
+  log(`sweep, ${perDay} alerts a day: generating ${perDay * SWEEP_SPAN_DAYS} alerts`);
+  const alerts = generate({ count: perDay * SWEEP_SPAN_DAYS, seed: `sweep:${perDay}` }, new Date(end - SWEEP_SPAN_DAYS * DAY), new Date(end), ctx.evidence);
+  const every = ctx.o.sweepLatePercent > 0 ? Math.max(1, Math.round(100 / o.sweepLatePercent)) : 0;
+  const timed = alerts.map((alert, i) => {
+    const at = Number(parseTimestamp(alert.lastUpdateTime)! / 10_000n);
+    const late = every > 0 && i % every === 0;
+    return { alert, at, late, publishAt: late ? at + SWEEP_LATE_MS : at };
+  });
+  const initially = timed.filter((a) => !a.late || a.publishAt <= start);
+  const later = timed.filter((a) => a.late && a.publishAt > start).sort((a, b) => a.publishAt - b.publishAt);
+
+  const pulls = stepsPerDay + SWEEP_EXTRA_PULLS;
+  const run = async (sweepOn: boolean): Promise<SweepRun> => {
+    const tenantId = await ctx.onboard(initially.map((a) => a.alert));
+    log(`sweep, ${perDay} alerts a day, sweep ${sweepOn ? "on (defaults)" : "off"}: backfill, then a pull every 5 virtual minutes`);
+    let published = 0;
+    let fakeFrom = 0;
+    let azurite0: ProcStat | undefined;
+    let cpu0 = process.cpuUsage();
+    let lastPull = start;
+    const result = await runChild<SweepChildSpec, SweepChildResult>(
+      {
+        mode: "sweep",
+        tenantId,
+        env: { ...ctx.childEnv, ...SWEEP_APP_SETTINGS, PULL_PAGE_SIZE: String(o.pageSize), ...(sweepOn ? {} : SWEEP_OFF) },
+        start,
+        stepMs: SWEEP_STEP_MS,
+        pulls,
+      },
+      [],
+      ({ tick, index }) => {
+        // Publish the late alerts that are due by this pull.
+        while (published < later.length && later[published]!.publishAt <= tick) h.defender.upsertAlert(tenantId, later[published++]!.alert);
+        lastPull = tick;
+        if (index > 0 && index % (6 * 12) === 0) log(`  ${index / 12} virtual hours`);
+        if (index === 1) {
+          fakeFrom = h.defender.requests(tenantId).length;
+          azurite0 = procStat(ctx.azuritePid);
+          cpu0 = process.cpuUsage();
+        }
+      },
+    );
+    const fakesCpuSeconds = cpuSecondsOf(process.cpuUsage(cpu0));
+    const azuriteCpuSeconds = cpuDelta(azurite0, procStat(ctx.azuritePid));
+    if (result.problems.length > 0) log(`sweep run: unexpected log lines:\n${result.problems.join("\n")}`);
+    const light = { requests: 0, items: 0, bytes: 0 };
+    const full = { requests: 0, items: 0, bytes: 0 };
+    const discarded = { requests: 0, items: 0, bytes: 0 };
+    for (const r of h.defender.requests(tenantId).slice(fakeFrom)) {
+      if (r.path !== "/api/alerts" || r.status !== 200) continue;
+      const kinds = [r.query.$expand ? full : light];
+      // A full answer is not kept: its window is split and read again (windows.ts).
+      if (r.itemCount >= Number(r.query.$top) && !r.query.$skip) kinds.push(discarded);
+      for (const kind of kinds) {
+        kind.requests++;
+        kind.items += r.itemCount;
+        kind.bytes += r.bytes;
+      }
+    }
+    // What must be stored: every alert the incremental pull could see, plus (with the
+    // sweep) every late alert published before the last hourly pass.
+    const syncTable = (await services()).storage.table(TABLES.syncState);
+    const stored = (await getSyncRow(syncTable, tenantId, "defender"))?.alertsStored ?? 0;
+    const upper = lastPull - 60_000; // PULL_LAG_SECONDS
+    const seen = timed.filter((a) => (!a.late || a.publishAt <= start) && a.at < upper).length;
+    const lateInDay = later.filter((a) => a.publishAt <= lastPull).length;
+    const lateByEnd = later.filter((a) => a.publishAt <= end).length;
+    const expected = sweepOn ? { min: seen + lateByEnd, max: seen + lateInDay } : { min: seen, max: seen + lateInDay };
+    if (stored < expected.min || stored > expected.max) {
+      throw new Error(`sweep run (${sweepOn ? "on" : "off"}): ${stored} alerts stored, expected ${expected.min} to ${expected.max}`);
+    }
+    if (sweepOn && (result.passes.daily ?? 0) < 1) throw new Error(`no daily sweep pass finished within ${pulls} pulls`);
+    return { result, azuriteCpuSeconds, fakesCpuSeconds, light, full, discarded, stored, expected };
+  };
+
+  // Sweep off first: Azurite slows down a little as it fills, which then counts against the sweep.
+  const off = await run(false);
+  const on = await run(true);
+  return describeSweep({ perDay, alerts: alerts.length, lateAlertsInDay: later.filter((a) => a.publishAt <= end).length, stepsPerDay, on, off });
+}
+
+function describeSweep(m: { perDay: number; alerts: number; lateAlertsInDay: number; stepsPerDay: number; on: SweepRun; off: SweepRun }) {
+  const { on, off } = m;
+  const sum = (pulls: PullLine[], key: keyof PullLine) => pulls.reduce((n, p) => n + p[key], 0);
+  const day = on.result.pulls.slice(0, m.stepsPerDay);
+  const incrementalBytes = sum(day, "bytes");
+  const incrementalCalls = sum(day, "calls") - sum(day, "sweepCalls");
+  const sweepBytes = sum(on.result.pulls, "sweepBytes");
+  const sweepCalls = sum(on.result.pulls, "sweepCalls");
+  const lightPerItem = on.light.items > 0 ? on.light.bytes / on.light.items : 0;
+  const fullPerItem = on.full.items > 0 ? on.full.bytes / on.full.items : 0;
+  const storage = (r: SweepRun) => Object.values(r.result.storage).reduce((a, b) => a + b, 0);
+  // Within the run with the sweep: the CPU of the pulls that made sweep calls, above the
+  // median pull that made none (a cross-check of the difference between the two runs).
+  const quiet = on.result.pulls
+    .filter((p) => p.sweepCalls === 0)
+    .map((p) => p.cpuMs)
+    .sort((a, b) => a - b);
+  const median = quiet[Math.floor(quiet.length / 2)] ?? 0;
+  const sweepPulls = on.result.pulls.filter((p) => p.sweepCalls > 0);
+  const cpuWithinRun = sweepPulls.reduce((n, p) => n + p.cpuMs - median, 0) / 1000;
+  const storageKinds = [...new Set([...Object.keys(on.result.storage), ...Object.keys(off.result.storage)])].sort();
+  return {
+    alertsPerDay: m.perDay,
+    alertsInSource: m.alerts,
+    lateAlertsPublishedInDay: m.lateAlertsInDay,
+    pulls: on.result.pulls.length,
+    passes: on.result.passes,
+    sweepPaused: on.result.paused,
+    sweep: {
+      calls: sweepCalls,
+      bytes: sweepBytes,
+      alertsListedWithoutEvidence: on.light.items,
+      rowsWritten: sum(on.result.pulls, "sweepAlerts"),
+      lateFound: on.result.lateFound,
+      cpuSeconds: round(on.result.cpuSeconds - off.result.cpuSeconds, 2),
+      cpuSecondsOfSweepPulls: round(cpuWithinRun, 2),
+      pullsWithSweepCalls: sweepPulls.length,
+      storageRequests: storage(on) - storage(off),
+      discardedFullAnswers: { calls: on.discarded.requests, alerts: on.discarded.items, bytes: on.discarded.bytes },
+    },
+    incremental: {
+      pulls: day.length,
+      calls: incrementalCalls,
+      bytes: incrementalBytes,
+      alertsWritten: sum(day, "alerts"),
+    },
+    bytesRatioSweepToIncremental: round(sweepBytes / Math.max(1, incrementalBytes), 2),
+    /** Were the sweep's listings made with evidence: their items at the evidence-expanded size. */
+    bytesRatioIfListedWithEvidence: round((sweepBytes + on.light.items * (fullPerItem - lightPerItem)) / Math.max(1, incrementalBytes), 1),
+    meanBytesPerAlert: { withoutEvidence: Math.round(lightPerItem), withEvidence: Math.round(fullPerItem) },
+    appCpuSeconds: { withSweep: round(on.result.cpuSeconds, 1), sweepOff: round(off.result.cpuSeconds, 1) },
+    azuriteCpuSeconds: { withSweep: round(on.azuriteCpuSeconds, 1), sweepOff: round(off.azuriteCpuSeconds, 1) },
+    fakesCpuSeconds: { withSweep: round(on.fakesCpuSeconds, 1), sweepOff: round(off.fakesCpuSeconds, 1) },
+    wallSeconds: { withSweep: round(on.result.seconds, 1), sweepOff: round(off.result.seconds, 1) },
+    backfill: { alerts: on.result.backfill.alerts, seconds: round(on.result.backfill.seconds, 1) },
+    storageRequests: Object.fromEntries(
+      storageKinds.map((k) => [k, { withSweep: on.result.storage[k] ?? 0, sweepOff: off.result.storage[k] ?? 0 }]),
+    ),
+    alertsStored: { withSweep: on.stored, sweepOff: off.stored, expectedWithSweep: on.expected, expectedSweepOff: off.expected },
+  };
 }
 
 interface Throughput {
@@ -708,6 +1224,7 @@ function describeThroughput({ e2e, raw, raws, windowInfo }: Throughput) {
       seconds: round(raw.result.seconds, 2),
       alerts: raw.result.alerts,
       entities: raw.result.entities,
+      countEntities: raw.result.countEntities,
       overflowEntities: raw.result.overflowEntities,
       transactions: raw.result.transactions,
       batchSizes: { ...raw.result.batchSizes, mean: round(raw.result.batchSizes.mean, 1) },
@@ -724,6 +1241,10 @@ function describeThroughput({ e2e, raw, raws, windowInfo }: Throughput) {
   };
 }
 
+function mb(bytes: number): string {
+  return `${(bytes / 1e6).toFixed(1)} MB`;
+}
+
 function cpuDelta(a: ProcStat | undefined, b: ProcStat | undefined): number {
   return a && b ? b.cpuSeconds - a.cpuSeconds : Number.NaN;
 }
@@ -738,6 +1259,7 @@ function print(r: {
   endToEnd?: Record<string, unknown>;
   raw?: Record<string, unknown>;
   ratio?: number;
+  sweep?: SweepVolume[];
   memory: Record<string, unknown>;
 }): void {
   const lines: string[] = [];
@@ -755,6 +1277,34 @@ function print(r: {
     for (const [k, v] of Object.entries(r.raw)) row(k, v);
     lines.push("", "Ratio");
     row("end-to-end alerts/s / raw alerts/s", `${(r.ratio * 100).toFixed(1)} %  (target >= 70 %)`);
+  }
+  if (r.sweep && r.sweep.length > 0) {
+    lines.push(
+      "",
+      "Sweep cost per tenant per day (sweep child: the app alone, virtual clock, a pull every 5 minutes;",
+      "CPU and storage requests = run with the sweep at its defaults minus the same day with the sweep off)",
+    );
+    for (const v of r.sweep) {
+      lines.push(`  ${v.alertsPerDay} alerts a day`);
+      row("  sweep: calls, bytes, rows written", `${v.sweep.calls} calls, ${mb(v.sweep.bytes)}, ${v.sweep.rowsWritten} rows`);
+      row(
+        "  sweep: CPU seconds (app)",
+        `${v.sweep.cpuSeconds} s (the ${v.sweep.pullsWithSweepCalls} pulls with sweep calls, above the median pull: ${v.sweep.cpuSecondsOfSweepPulls} s)`,
+      );
+      row("  sweep: storage requests", v.sweep.storageRequests);
+      row("  sweep: alerts listed without evidence", v.sweep.alertsListedWithoutEvidence);
+      row(
+        "  sweep: full answers thrown away",
+        `${v.sweep.discardedFullAnswers.calls} calls, ${v.sweep.discardedFullAnswers.alerts} alerts, ${mb(v.sweep.discardedFullAnswers.bytes)}`,
+      );
+      row("  incremental: calls, bytes", `${v.incremental.calls} calls, ${mb(v.incremental.bytes)} (${v.incremental.pulls} pulls)`);
+      row("  bytes sweep / incremental", `${v.bytesRatioSweepToIncremental} (with evidence in the listings: ${v.bytesRatioIfListedWithEvidence})`);
+      for (const [k, value] of Object.entries(v)) {
+        if (!["alertsPerDay", "sweep", "incremental", "bytesRatioSweepToIncremental", "bytesRatioIfListedWithEvidence", "storageRequests"].includes(k)) {
+          row(`  ${k}`, value);
+        }
+      }
+    }
   }
   lines.push("", "Memory");
   for (const [k, v] of Object.entries(r.memory)) {

@@ -1,10 +1,11 @@
 import assert from "node:assert/strict";
-import { createHash, randomBytes } from "node:crypto";
+import { createHash, generateKeyPairSync, randomBytes, randomUUID } from "node:crypto";
 import { after, before, beforeEach, describe, it } from "node:test";
 import tls from "node:tls";
-import { decodeJwt, decodeProtectedHeader } from "jose";
+import { decodeJwt, decodeProtectedHeader, SignJWT } from "jose";
+import forge from "node-forge";
 import * as oauth from "oauth4webapi";
-import { DEFENDER_RESOURCE, FakeEntra } from "../../simulators/entra.js";
+import { DEFENDER_RESOURCE, defenderAuthenticator, FakeEntra } from "../../simulators/entra.js";
 import { testCerts } from "../../simulators/https.js";
 
 const certs = testCerts();
@@ -183,6 +184,8 @@ describe("FakeEntra", () => {
       scp: accessToken.scp,
       appid: CLIENT_ID,
       upn: USER_A2.upn,
+      roles: [],
+      idtyp: "user",
     });
     assert.equal(await entra.verifyAccessToken(String(answer.body.id_token)), null, "an id_token is not an API token");
     assert.equal(await entra.verifyAccessToken(String(answer.body.access_token), "https://graph.microsoft.com"), null);
@@ -470,5 +473,134 @@ describe("FakeEntra", () => {
     // Request logs hold no secrets.
     const log = JSON.stringify(entra.requestLog);
     assert.ok(![...seen].some((s) => log.includes(s)));
+  });
+});
+
+describe("FakeEntra: admin consent, client credentials and client assertions", () => {
+  const entra = new FakeEntra({ certs });
+  const TENANT = "cccccccc-0000-4000-8000-00000000000c";
+  const ISSUER = "https://login.example.test/dddddddd-0000-4000-8000-00000000000d/v2.0";
+  const SUBJECT = randomUUID();
+  const fic = generateKeyPairSync("rsa", { modulusLength: 2048 });
+  const certKey = generateKeyPairSync("rsa", { modulusLength: 2048 });
+  let certDer: Buffer;
+
+  async function token(params: Record<string, string>, tenant = TENANT): Promise<TokenAnswer> {
+    const res = await fetch(`${entra.url}/${tenant}/oauth2/v2.0/token`, {
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+      body: new URLSearchParams({ client_id: CLIENT_ID, ...params }),
+    });
+    return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+  }
+  const cc = (auth: Record<string, string>, scope = `${DEFENDER_RESOURCE}/.default`, tenant = TENANT) =>
+    token({ grant_type: "client_credentials", scope, ...auth }, tenant);
+  const assertion = (jwt: string) => ({ client_assertion_type: "urn:ietf:params:oauth:client-assertion-type:jwt-bearer", client_assertion: jwt });
+  const nowSec = () => Math.floor(Date.now() / 1000);
+  const federated = (claims: Record<string, unknown>, expiresIn = 3600) =>
+    new SignJWT({ iss: ISSUER, sub: SUBJECT, aud: "api://AzureADTokenExchange", iat: nowSec(), exp: nowSec() + expiresIn, ...claims })
+      .setProtectedHeader({ alg: "RS256", typ: "JWT" })
+      .sign(fic.privateKey);
+  const certificate = (claims: Record<string, unknown> = {}, header: Record<string, unknown> = {}) =>
+    new SignJWT({
+      iss: CLIENT_ID,
+      sub: CLIENT_ID,
+      aud: `${entra.url}/${TENANT}/oauth2/v2.0/token`,
+      jti: randomUUID(),
+      iat: nowSec(),
+      exp: nowSec() + 600,
+      ...claims,
+    })
+      .setProtectedHeader({ alg: "PS256", typ: "JWT", "x5t#S256": createHash("sha256").update(certDer).digest("base64url"), ...header })
+      .sign(certKey.privateKey);
+  function assertCode(answer: TokenAnswer, aadsts: number): void {
+    assert.deepEqual(answer.body.error_codes, [aadsts], JSON.stringify(answer.body));
+  }
+
+  before(async () => {
+    await entra.start();
+    entra.registerApp({ clientId: CLIENT_ID, clientSecret: CLIENT_SECRET, redirectUris: [REDIRECT_URI] });
+    entra.addTenant(TENANT);
+    entra.trustIssuer(ISSUER, fic.publicKey);
+    entra.addFederatedCredential(CLIENT_ID, { name: "mi", issuer: ISSUER, subject: SUBJECT, audiences: ["api://AzureADTokenExchange"] });
+    const forgeKey = forge.pki.privateKeyFromPem(certKey.privateKey.export({ type: "pkcs1", format: "pem" }).toString());
+    const cert = forge.pki.createCertificate();
+    cert.publicKey = forge.pki.setRsaPublicKey(forgeKey.n, forgeKey.e);
+    cert.serialNumber = "01";
+    cert.validity.notBefore = new Date(Date.now() - 60_000);
+    cert.validity.notAfter = new Date(Date.now() + 24 * 3600_000);
+    cert.setSubject([{ name: "commonName", value: "collector" }]);
+    cert.setIssuer([{ name: "commonName", value: "collector" }]);
+    cert.sign(forgeKey, forge.md.sha256.create());
+    certDer = Buffer.from(forge.asn1.toDer(forge.pki.certificateToAsn1(cert)).getBytes(), "binary");
+    entra.addCertificate(CLIENT_ID, certDer);
+  });
+  after(() => entra.stop());
+
+  it("admin consent redirects back with admin_consent=True, tenant, scope and state, and creates the service principal with the app roles", async () => {
+    const url = new URL(`${entra.url}/${TENANT}/v2.0/adminconsent`);
+    url.searchParams.set("client_id", CLIENT_ID);
+    url.searchParams.set("scope", `${DEFENDER_RESOURCE}/.default`);
+    url.searchParams.set("redirect_uri", REDIRECT_URI);
+    url.searchParams.set("state", "state-789");
+    assertCode(await cc({ client_secret: CLIENT_SECRET }), 7000229);
+    const page = await fetch(url);
+    assert.equal(page.status, 200);
+    assert.match(await page.text(), /Alert\.Read\.All/);
+    const back = new URL(entra.adminConsent(url.href));
+    assert.equal(back.origin + back.pathname, REDIRECT_URI);
+    assert.deepEqual(Object.fromEntries(back.searchParams), { admin_consent: "True", tenant: TENANT, scope: `${DEFENDER_RESOURCE}/.default`, state: "state-789" });
+    assert.ok(entra.hasServicePrincipal(TENANT, CLIENT_ID));
+    const declined = new URL(entra.adminConsent(url.href, { decision: "cancel" }));
+    assert.equal(declined.searchParams.get("error"), "access_denied");
+    const common = new URL(url.href.replace(`/${TENANT}/`, "/common/"));
+    assert.throws(() => entra.adminConsent(common.href), /AADSTS90002/);
+  });
+
+  it("client credentials give an app-only token with the granted roles; Defender refuses one without them", async () => {
+    const answer = await cc({ client_secret: CLIENT_SECRET });
+    assert.equal(answer.status, 200, JSON.stringify(answer.body));
+    const verified = await entra.verifyAccessToken(String(answer.body.access_token));
+    assert.deepEqual([verified?.idtyp, verified?.roles, verified?.scp], ["app", ["Alert.Read.All"], ""]);
+    const authenticate = defenderAuthenticator(entra);
+    assert.deepEqual(await authenticate(String(answer.body.access_token)), { tenantId: TENANT });
+    entra.delayAppAccess(TENANT, CLIENT_ID, [65001, 7000229, "no-roles"]);
+    assertCode(await cc({ client_secret: CLIENT_SECRET }), 65001);
+    assertCode(await cc({ client_secret: CLIENT_SECRET }), 7000229);
+    const noRoles = await cc({ client_secret: CLIENT_SECRET });
+    assert.equal(noRoles.status, 200);
+    assert.match(String((await authenticate(String(noRoles.body.access_token)))?.forbidden), /Alert\.Read\.All/);
+    assertCode(await cc({ client_secret: CLIENT_SECRET }, `${DEFENDER_RESOURCE}/Alert.Read`), 1002012);
+    assertCode(await cc({ client_secret: CLIENT_SECRET }, `${DEFENDER_RESOURCE}/.default`, "common"), 9001023);
+    assert.ok(entra.appTokensIssued(TENANT).includes(String(answer.body.access_token)));
+  });
+
+  it("accepts a federated assertion and rejects wrong issuer, audience, subject, an expired one and a bad signature with Entra's codes", async () => {
+    assert.equal((await cc(assertion(await federated({})))).status, 200);
+    const other = generateKeyPairSync("rsa", { modulusLength: 2048 });
+    const cases: [string, Promise<string>, number][] = [
+      ["issuer", federated({ iss: "https://elsewhere.example/v2.0" }), 700211],
+      ["audience", federated({ aud: "api://AzureADTokenExchangeUSGov" }), 700212],
+      ["subject", federated({ sub: randomUUID() }), 700213],
+      ["expired", federated({}, -60), 700024],
+      ["signature", new SignJWT({ iss: ISSUER, sub: SUBJECT, aud: "api://AzureADTokenExchange", exp: nowSec() + 600 }).setProtectedHeader({ alg: "RS256" }).sign(other.privateKey), 700027],
+    ];
+    for (const [what, jwt, code] of cases) {
+      const answer = await cc(assertion(await jwt));
+      assert.equal(answer.body.error, "invalid_client", what);
+      assertCode(answer, code);
+    }
+    entra.federatedCredentialInactiveFor(CLIENT_ID, 1);
+    assertCode(await cc(assertion(await federated({}))), 70021);
+    assert.equal((await cc(assertion(await federated({})))).status, 200);
+    assert.ok(entra.assertionsSeen().length >= 8);
+  });
+
+  it("accepts a PS256 certificate assertion by x5t#S256, and rejects an unknown certificate, another audience and another issuer", async () => {
+    assert.equal((await cc(assertion(await certificate()))).status, 200);
+    assertCode(await cc(assertion(await certificate({}, { "x5t#S256": "A".repeat(43) }))), 700027);
+    assertCode(await cc(assertion(await certificate({ aud: `${entra.url}/common/oauth2/v2.0/token` }))), 50013);
+    assertCode(await cc(assertion(await certificate({ iss: randomUUID() }))), 700021);
+    assert.ok(entra.requestLog.some((r) => r.clientAuth === "certificate" && r.status === 200));
   });
 });

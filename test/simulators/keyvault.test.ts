@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import tls from "node:tls";
+import { constants, createHash, verify as verifySignature, X509Certificate } from "node:crypto";
 import { DefaultAzureCredential } from "@azure/identity";
+import { CryptographyClient } from "@azure/keyvault-keys";
 import { SecretClient } from "@azure/keyvault-secrets";
 import { loadLoopbackDns, testCerts } from "../../simulators/https.js";
 import { FakeKeyVault } from "../../simulators/keyvault.js";
@@ -197,6 +199,26 @@ describe("FakeKeyVault with the real SecretClient and DefaultAzureCredential", (
     assert.equal((await client.getSecret("tenant-a-refresh-token")).value, "rt-1");
   });
 
+  it("signs with a certificate's key through the real CryptographyClient (PS256 and RS256), and never hands out the private key", async () => {
+    const cert = vault.createCertificate("client-cert", "CN=collector");
+    assert.match(cert.keyId, new RegExp(`^${vault.url}/keys/client-cert/[0-9a-f]{32}$`));
+    assert.equal(cert.thumbprintSha256, createHash("sha256").update(cert.certificateDer).digest("base64url"));
+    const publicKey = new X509Certificate(cert.certificateDer).publicKey;
+    const crypto = new CryptographyClient(cert.keyId, credential, { retryOptions: { maxRetries: 0 } });
+    const data = Buffer.from("header.payload");
+    const pss = await crypto.signData("PS256", data);
+    assert.ok(verifySignature("sha256", data, { key: publicKey, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 }, pss.result), "a valid PS256 signature");
+    const pkcs1 = await crypto.signData("RS256", data);
+    assert.ok(verifySignature("sha256", data, publicKey, pkcs1.result), "a valid RS256 signature");
+    assert.equal(pss.keyID, cert.keyId);
+    const key = vault.requestLog.filter((r) => r.path.startsWith("/keys/client-cert/"));
+    assert.ok(key.some((r) => r.method === "GET" && r.status === 200), "the SDK read the public key");
+    assert.equal(vault.signCount("client-cert"), 2);
+    assert.ok(vault.secretsSeen().some((s) => s.includes("PRIVATE KEY")), "the private key is known to the leak check");
+    const unknown = new CryptographyClient(`${vault.url}/keys/client-cert/ffffffffffffffffffffffffffffffff`, credential, { retryOptions: { maxRetries: 0 } });
+    await rejectsWith(unknown.signData("PS256", data), 404);
+  });
+
   it("challenges requests without a token and rejects tokens it did not get from the identity", async () => {
     const bare = await fetch(`${vault.url}/secrets/tenant-a-refresh-token/?api-version=7.6`);
     assert.equal(bare.status, 401);
@@ -255,6 +277,17 @@ describe("FakeManagedIdentity protocol", () => {
 
     const ua = await get("api-version=2019-08-01&resource=r&client_id=11111111-1111-1111-1111-111111111111", identity.identityHeader);
     assert.equal(((await ua.json()) as Record<string, string>).client_id, "11111111-1111-1111-1111-111111111111");
+  });
+
+  it("issues the token-exchange token a federated credential trusts: v2 issuer, subject = principal id", async () => {
+    identity.authorityHost = "https://login.example.test";
+    const res = await get("api-version=2019-08-01&resource=api://AzureADTokenExchange", identity.identityHeader);
+    const body = (await res.json()) as Record<string, string>;
+    const claims = identity.verify(body.access_token!, "api://AzureADTokenExchange");
+    assert.equal(claims?.iss, `https://login.example.test/${identity.tenantId}/v2.0`);
+    assert.equal(identity.exchangeIssuer, claims?.iss);
+    assert.equal(claims?.sub, identity.principalId);
+    assert.ok(identity.secretsSeen().includes(body.access_token!));
   });
 
   it("rejects a missing or wrong header, a wrong api-version, an unknown client id, and injected failures", async () => {

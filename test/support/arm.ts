@@ -241,6 +241,15 @@ function call(node: Extract<Node, { kind: "call" }>, scope: Scope): unknown {
     }
     case "replace":
       return String(args[0]).split(String(args[1])).join(String(args[2]));
+    case "split": {
+      const delimiters = (Array.isArray(args[1]) ? args[1] : [args[1]]).map(String);
+      return delimiters.reduce<string[]>((parts, d) => parts.flatMap((p) => p.split(d)), [String(args[0])]);
+    }
+    case "first":
+    case "last": {
+      const v = args[0] as string | unknown[];
+      return node.name === "first" ? v[0] : v[v.length - 1];
+    }
     case "string":
       return typeof args[0] === "string" ? args[0] : JSON.stringify(args[0]);
     case "tolower":
@@ -288,7 +297,23 @@ export function evaluate(value: unknown, scope: Scope): unknown {
   if (Array.isArray(value)) return value.map((v) => evaluate(v, scope));
   if (value && typeof value === "object" && !(value instanceof Unknown)) {
     const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(value)) out[k] = evaluate(v, scope);
+    for (const [k, v] of Object.entries(value)) {
+      // A property loop (Bicep `[for x in list: {...}]` inside properties): `copy` lists
+      // the properties to build, each an array of `input` evaluated once per index.
+      if (k === "copy" && Array.isArray(v) && v.every((c) => c && typeof c === "object" && "input" in c && "count" in c)) {
+        for (const loop of v as { name: string; count: unknown; input: unknown }[]) {
+          const count = evaluate(loop.count, scope);
+          out[loop.name] =
+            typeof count === "number"
+              ? Array.from({ length: count }, (_, i) => evaluate(loop.input, { ...scope, copyIndex: i }))
+              : new Unknown(`copy ${loop.name}`);
+        }
+        continue;
+      }
+      // Property names may be expressions too (Bicep `'${name}': ...`).
+      const key = k.startsWith("[") && k.endsWith("]") && !k.startsWith("[[") ? String(evaluate(k, scope)) : k;
+      out[key] = evaluate(v, scope);
+    }
     return out;
   }
   return value;
@@ -349,7 +374,10 @@ export function deploy(template: ArmTemplate, given: Record<string, unknown>, pa
           const value = evaluate(v, itemScope);
           childParams[k] = value && typeof value === "object" && !isUnknown(value) && "value" in value ? (value as { value: unknown }).value : value;
         }
-        out.push({ module: path, type: res.type, name, deployed, resource: { name, parameters: childParams } });
+        // Where the module deploys (a `scope:` other than the parent's resource group).
+        const target: Record<string, unknown> = {};
+        for (const key of ["subscriptionId", "resourceGroup"]) if (res[key] !== undefined) target[key] = evaluate(res[key], itemScope);
+        out.push({ module: path, type: res.type, name, deployed, resource: { name, parameters: childParams, ...target } });
         out.push(...deploy(res.properties.template, childParams, `${path}/${name}`, deployed));
         continue;
       }

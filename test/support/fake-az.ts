@@ -7,8 +7,10 @@
  * secret, RBAC) and role assignments, answers the commands and `--query` forms the script
  * uses, enforces the vault's firewall and RBAC on data-plane calls as Key Vault does, and
  * records every call (never stdin's content). Any other command exits 2, so a new call in
- * the script is noticed.
+ * the script is noticed. Certificates: `keyvault certificate create` makes a version with a
+ * made-up DER body (`cer`, base64) and key id, and keeps the policy's `exportable`.
  */
+import { createHash, randomBytes } from "node:crypto";
 import { createServer, type Server } from "node:net";
 
 export interface FakeApp {
@@ -17,8 +19,10 @@ export interface FakeApp {
   tags: string[];
   signInAudience: string;
   redirectUris: string[];
+  /** Ids of requested permissions (delegated scopes and app roles) on the Defender API. */
   scopes: string[];
-  credentials: { keyId: string; displayName: string; endDateTime: string }[];
+  credentials: { keyId: string; displayName: string; endDateTime: string; type?: "password" | "certificate"; certificate?: string }[];
+  federatedCredentials?: { name: string; issuer: string; subject: string; audiences: string[] }[];
 }
 
 export interface FakeAzState {
@@ -27,18 +31,29 @@ export interface FakeAzState {
   /** Object id of the signed-in principal. */
   objectId: string;
   callerIp: string;
+  /** The signed-in tenant, and the cloud `az cloud show` names. */
+  tenantId?: string;
+  cloud?: "AzureCloud" | "AzureUSGovernment" | "AzureChinaCloud";
   defenderScopeId: string;
+  /** Id of the Defender API's app role Alert.Read.All. */
+  defenderRoleId?: string;
   apps: FakeApp[];
   servicePrincipals: string[];
   vault: { name: string; id: string; publicNetworkAccess: "Enabled" | "Disabled"; defaultAction: "Allow" | "Deny"; ipRules: string[] };
   /** The deployer already holds a data role on the vault (grantDeployerDataAccess). */
   standingAccess: boolean;
   secret?: { name: string; tags: Record<string, string>; expires?: string; contentType?: string; valueLength: number; versions: number };
+  certificate?: { name: string; versions: { kid: string; cer: string; exportable: boolean }[] };
   roleAssignments: { id: string; principalId: string; scope: string; role: string }[];
   counter: number;
 }
 
 export const DEFENDER_APP_ID = "fc780465-2017-40d4-a0c5-307022471b92";
+
+/** x5t#S256 of a fake certificate: base64url SHA-256 of its DER (what the script must compute). */
+export function thumbprintOf(cerBase64: string): string {
+  return createHash("sha256").update(Buffer.from(cerBase64, "base64")).digest("base64url");
+}
 
 class AzError extends Error {
   constructor(
@@ -79,14 +94,14 @@ function run(state: FakeAzState, argv: string[], stdin: () => string): string {
     if (name !== state.vault.name) throw new AzError(`(ResourceNotFound) The Resource 'Microsoft.KeyVault/vaults/${name}' was not found.`);
     return state.vault;
   };
-  /** Key Vault data plane: firewall first, then RBAC (scope: vault or the secret). */
-  const dataPlane = (secretName: string) => {
+  /** Key Vault data plane: firewall first, then RBAC (scope: vault or the object). */
+  const dataPlane = (secretName: string, collection = "secrets") => {
     vault(opt("--vault-name") || state.vault.name);
     if (state.vault.publicNetworkAccess === "Disabled")
       throw new AzError("(Forbidden) Public network access is disabled and request is not from a trusted service nor via an approved private link.\nCode: Forbidden\nInner error: {'code': 'ForbiddenByConnection'}");
     if (state.vault.defaultAction === "Deny" && !state.vault.ipRules.includes(`${state.callerIp}/32`))
       throw new AzError(`(Forbidden) Client address is not authorized and caller is not a trusted service.\nClient address: ${state.callerIp}\nInner error: {'code': 'ForbiddenByFirewall'}`);
-    const scopes = [state.vault.id, `${state.vault.id}/secrets/${secretName}`];
+    const scopes = [state.vault.id, `${state.vault.id}/${collection}/${secretName}`];
     const allowed = state.standingAccess || state.roleAssignments.some((r) => r.principalId === state.objectId && scopes.includes(r.scope));
     if (!allowed)
       throw new AzError(`(Forbidden) Caller is not authorized to perform action on resource.\nAction: 'Microsoft.KeyVault/vaults/secrets/getSecret/action'\nInner error: {'code': 'ForbiddenByRbac'}`);
@@ -101,12 +116,25 @@ function run(state: FakeAzState, argv: string[], stdin: () => string): string {
       if (!state.loggedIn) throw new AzError("Please run 'az login' to setup account.");
       if (query === "user.type") return state.userType;
       if (query === "user.name") return "deployer-app-id";
+      if (query === "tenantId") return state.tenantId ?? "72f988bf-86f1-41af-91ab-2d7cd011db47";
       return "";
+    case "cloud show": {
+      const cloud = state.cloud ?? "AzureCloud";
+      if (query === "name") return cloud;
+      if (query === "endpoints.activeDirectory") {
+        return { AzureCloud: "https://login.microsoftonline.com", AzureUSGovernment: "https://login.microsoftonline.us", AzureChinaCloud: "https://login.chinacloudapi.cn" }[cloud];
+      }
+      throw new AzError(`fake az: unsupported query for cloud show: ${query}`, 2);
+    }
     case "ad signed-in-user show":
       return state.objectId;
     case "ad sp show": {
       const id = opt("--id");
-      if (id === DEFENDER_APP_ID) return query.includes("oauth2PermissionScopes") ? state.defenderScopeId : "";
+      if (id === DEFENDER_APP_ID) {
+        if (query.includes("oauth2PermissionScopes[?value=='Alert.Read']")) return state.defenderScopeId;
+        if (query.includes("appRoles[?value=='Alert.Read.All']")) return state.defenderRoleId ?? "";
+        throw new AzError(`fake az: unsupported query for the Defender service principal: ${query}`, 2);
+      }
       if (id === "deployer-app-id") return state.objectId;
       if (!state.servicePrincipals.includes(id)) throw new AzError(`Service principal '${id}' doesn't exist`);
       return "";
@@ -159,19 +187,56 @@ function run(state: FakeAzState, argv: string[], stdin: () => string): string {
     }
     case "ad app permission add": {
       const a = app(opt("--id"));
-      a.scopes.push(opt("--api-permissions").replace(/=Scope$/, ""));
+      if (opt("--api") !== DEFENDER_APP_ID) throw new AzError("fake az: permissions of another API", 2);
+      for (const permission of options.get("--api-permissions") ?? []) {
+        const m = /^([0-9a-f-]{36})=(Scope|Role)$/.exec(permission);
+        if (!m) throw new AzError(`fake az: bad --api-permissions ${permission}`, 2);
+        a.scopes.push(m[1] ?? "");
+      }
+      return "";
+    }
+    case "ad app federated-credential list": {
+      const a = app(opt("--id"));
+      const fics = a.federatedCredentials ?? [];
+      const byName = /^\[\?name=='([^']*)'\]/.exec(query)?.[1];
+      const found = fics.find((f) => f.name === byName);
+      if (query.endsWith("].name | [0]")) return found?.name ?? "";
+      if (query.endsWith("| [0].[issuer, subject, join(',', audiences)]")) return found ? `${found.issuer}\t${found.subject}\t${found.audiences.join(",")}` : "";
+      throw new AzError(`fake az: unsupported query for federated-credential list: ${query}`, 2);
+    }
+    case "ad app federated-credential create":
+    case "ad app federated-credential update": {
+      const a = app(opt("--id"));
+      const p = JSON.parse(opt("--parameters")) as { name: string; issuer: string; subject: string; audiences: string[] };
+      const list = a.federatedCredentials ?? [];
+      if (cmd.endsWith("create") && list.some((f) => f.name === p.name)) throw new AzError(`FederatedIdentityCredential with name ${p.name} already exists.`);
+      if (cmd.endsWith("update") && !list.some((f) => f.name === opt("--federated-credential-id"))) throw new AzError("federated credential not found");
+      if (list.length >= 20) throw new AzError("At most 20 federated identity credentials per application.");
+      a.federatedCredentials = [...list.filter((f) => f.name !== p.name), { name: p.name, issuer: p.issuer, subject: p.subject, audiences: p.audiences }];
       return "";
     }
     case "ad app credential reset": {
       const a = app(opt("--id"));
       if (!has("--append")) throw new AzError("fake az: reset without --append would delete the other credentials", 2);
       const keyId = newId();
+      if (has("--cert")) {
+        // The public part of a Key Vault certificate (az reads it with the caller's vault access).
+        const certificate = state.certificate;
+        dataPlane(opt("--cert"), "certificates");
+        if (opt("--keyvault") !== state.vault.name || certificate?.name !== opt("--cert")) throw new AzError(`certificate ${opt("--cert")} not found in ${opt("--keyvault")}`);
+        a.credentials.push({ keyId, displayName: opt("--display-name"), endDateTime: "", type: "certificate", certificate: certificate.versions.at(-1)?.cer ?? "" });
+        return "";
+      }
       a.credentials.push({ keyId, displayName: opt("--display-name"), endDateTime: opt("--end-date") });
       if (query !== "password") throw new AzError("fake az: the password must be queried alone", 2);
       return `FAKE-CLIENT-SECRET-${keyId}`;
     }
     case "ad app credential list": {
       const a = app(opt("--id"));
+      if (has("--cert")) {
+        const name = /displayName=='([^']*)'/.exec(query)?.[1];
+        return a.credentials.find((c) => c.type === "certificate" && c.displayName === name)?.keyId ?? "";
+      }
       const byName = /displayName=='([^']*)'\]\.keyId \| \[0\]$/.exec(query);
       if (byName) return a.credentials.find((c) => c.displayName === byName[1])?.keyId ?? "";
       const keep = /displayName != '([^']*)'/.exec(query)?.[1];
@@ -233,9 +298,36 @@ function run(state: FakeAzState, argv: string[], stdin: () => string): string {
       };
       return "";
     }
+    case "keyvault certificate show": {
+      const name = opt("--name");
+      dataPlane(name, "certificates");
+      const c = state.certificate;
+      if (!c || c.name !== name) throw new AzError(`(CertificateNotFound) A certificate with (name/id) ${name} was not found in this key vault.`);
+      const latest = c.versions.at(-1)!;
+      if (query === "id") return `${state.vault.id}/certificates/${name}/${latest.kid.split("/").pop()}`;
+      if (query === "kid") return latest.kid;
+      if (query === "cer") return latest.cer;
+      throw new AzError(`fake az: unsupported query for certificate show: ${query}`, 2);
+    }
+    case "keyvault certificate create": {
+      const name = opt("--name");
+      dataPlane(name, "certificates");
+      const policy = JSON.parse(opt("--policy")) as { keyProperties?: { exportable?: boolean } };
+      const version = randomBytes(16).toString("hex");
+      const c = state.certificate?.name === name ? state.certificate : { name, versions: [] };
+      c.versions.push({ kid: `https://${state.vault.name}.vault.azure.net/keys/${name}/${version}`, cer: randomBytes(600).toString("base64"), exportable: policy.keyProperties?.exportable !== false });
+      state.certificate = c;
+      return "";
+    }
+    case "role assignment list": {
+      const found = state.roleAssignments.find((r) => r.principalId === opt("--assignee") && r.scope === opt("--scope") && r.role === opt("--role"));
+      if (query !== "[0].id") throw new AzError(`fake az: unsupported query for role assignment list: ${query}`, 2);
+      return found?.id ?? "";
+    }
     case "resource show": {
       const id = opt("--ids");
       if (state.secret && id === `${state.vault.id}/secrets/${state.secret.name}`) return "";
+      if (state.certificate && id === `${state.vault.id}/certificates/${state.certificate.name}`) return "";
       throw new AzError(`(ResourceNotFound) The Resource '${id}' was not found.`);
     }
     case "role assignment create": {

@@ -1,11 +1,14 @@
 import { randomUUID } from "node:crypto";
 import { FakeDefender } from "../../simulators/defender.js";
-import { FakeEntra } from "../../simulators/entra.js";
+import { DEFENDER_RESOURCE, defenderAuthenticator, FakeEntra, GRAPH_RESOURCE } from "../../simulators/entra.js";
+import { FakeGraph } from "../../simulators/graph.js";
 import { loadLoopbackDns, testCerts } from "../../simulators/https.js";
-import { FakeKeyVault } from "../../simulators/keyvault.js";
+import { type CertificateState, FakeKeyVault } from "../../simulators/keyvault.js";
 import { FakeManagedIdentity, INTERFERING_ENV } from "../../simulators/managed-identity.js";
 import { resetHealthCache } from "../../shared/platform/health.js";
-import { resetServices } from "../../shared/platform/services.js";
+import { resetCredentialConfirmation } from "../../shared/platform/client-credential.js";
+import type { ClientCredentialKind } from "../../shared/platform/config.js";
+import { resetServices, type Services, services } from "../../shared/platform/services.js";
 import { type Azurite, startAzurite } from "./azurite.js";
 import type { Host } from "../../dev/host/host.js";
 import { type AppHost, type AppHostOptions, type HttpCall, type HttpResult, startAppHost } from "./functions.js";
@@ -21,6 +24,10 @@ import { watch } from "./leaks.js";
 export const CLIENT_ID = "5f0c8c1e-7c2b-4e0a-9a57-3d2b8f6a1c11";
 export const CLIENT_SECRET = "client-secret-value-that-must-never-leak";
 export const PUBLIC_BASE_URL = "https://collector.localhost";
+/** The name of the app registration's federated identity credential (the app's managed identity). */
+export const FIC_NAME = "collector-managed-identity";
+/** The Key Vault certificate the app signs client assertions with (MSSP_CLIENT_CREDENTIAL=certificate). */
+export const CERTIFICATE_NAME = "mssp-client-certificate";
 
 export interface Harness {
   azurite: Azurite;
@@ -28,6 +35,10 @@ export interface Harness {
   vault: FakeKeyVault;
   identity: FakeManagedIdentity;
   defender: FakeDefender;
+  /** Graph security alerts_v2, for tenants whose source is `graph`. */
+  graph: FakeGraph;
+  /** The app registration's certificate in the fake vault (its key never leaves it). */
+  certificate: CertificateState;
   /** The dev host serving the app (its queue listener and timers are manual). */
   host: Host;
   /** Every log line any function wrote (`[level] message`), and the host's failure lines (`[host] ...`). */
@@ -41,6 +52,13 @@ export interface Harness {
   newTenant(): string;
   /** Register (POST /api/tenants), open the link, consent, and run the callback. */
   onboard(tenantId: string, options?: Parameters<FakeEntra["consent"]>[1]): Promise<HttpResult>;
+  /** The same in application mode: register with `"mode": "application"`, admin consent, callback. */
+  onboardApp(tenantId: string, options?: Parameters<FakeEntra["adminConsent"]>[1]): Promise<HttpResult>;
+  /**
+   * Switches MSSP_CLIENT_CREDENTIAL (and the settings it needs) for the next invocations and
+   * returns the fresh services (the previous ones, and whatever a test changed on them, are dropped).
+   */
+  useCredential(kind: ClientCredentialKind): Promise<Services>;
   stop(): Promise<void>;
 }
 
@@ -66,20 +84,43 @@ export async function startHarness(
   });
   const entra = new FakeEntra({ certs });
   await Promise.all([identity.start(), vault.start(), entra.start()]);
-  const defender = new FakeDefender({
+  const defender = new FakeDefender({ certs, authenticate: defenderAuthenticator(entra) });
+  const graph = new FakeGraph({
     certs,
     authenticate: async (bearer) => {
-      const claims = await entra.verifyAccessToken(bearer);
-      return claims ? { tenantId: claims.tenantId } : null;
+      const claims = await entra.verifyAccessToken(bearer, GRAPH_RESOURCE);
+      if (!claims) return null;
+      // Delegated tokens carry scopes (scp), app-only tokens roles.
+      return { tenantId: claims.tenantId, permissions: [...(claims.scp?.split(" ") ?? []), ...claims.roles] };
     },
   });
-  await defender.start();
+  await Promise.all([defender.start(), graph.start()]);
   entra.registerApp({
     clientId: CLIENT_ID,
     clientSecret: CLIENT_SECRET,
     redirectUris: [`${PUBLIC_BASE_URL}/api/consent/callback`],
     name: "MSSP Defender collector",
+    permissions: {
+      [DEFENDER_RESOURCE]: ["Alert.Read", "Incident.Read"],
+      [GRAPH_RESOURCE]: ["User.Read", "SecurityAlert.Read.All"],
+    },
+    applicationPermissions: {
+      [DEFENDER_RESOURCE]: ["Alert.Read.All"],
+      [GRAPH_RESOURCE]: ["SecurityAlert.Read.All"],
+    },
   });
+  // The secretless credentials, ready to switch to (useCredential): the managed identity as a
+  // federated credential of the app, and a certificate whose key stays in the vault.
+  identity.authorityHost = entra.url;
+  entra.trustIssuer(identity.exchangeIssuer, identity.publicKey);
+  entra.addFederatedCredential(CLIENT_ID, {
+    name: FIC_NAME,
+    issuer: identity.exchangeIssuer,
+    subject: identity.principalId,
+    audiences: ["api://AzureADTokenExchange"],
+  });
+  const certificate = vault.createCertificate(CERTIFICATE_NAME);
+  entra.addCertificate(CLIENT_ID, certificate.certificateDer);
 
   const settings: Record<string, string> = {
     MSSP_CLIENT_ID: CLIENT_ID,
@@ -90,6 +131,7 @@ export async function startHarness(
     PULL_SCHEDULE: "0 */5 * * * *",
     ENTRA_AUTHORITY_HOST: entra.url,
     DEFENDER_API_BASE_URL: defender.url,
+    GRAPH_BASE_URL: graph.url,
     ...identity.env,
     ...extraSettings,
   };
@@ -102,7 +144,7 @@ export async function startHarness(
   try {
     app = await startAppHost(settings, { ...hostOptions, logs });
   } catch (err) {
-    await Promise.all([defender.stop(), entra.stop(), vault.stop(), identity.stop()]);
+    await Promise.all([defender.stop(), graph.stop(), entra.stop(), vault.stop(), identity.stop()]);
     await azurite.stop();
     throw err;
   }
@@ -112,6 +154,8 @@ export async function startHarness(
     vault,
     identity,
     defender,
+    graph,
+    certificate,
     host: app.host,
     logs,
     settings,
@@ -133,9 +177,33 @@ export async function startHarness(
       const callback = await entra.consent(authorize, options);
       return harness.http("consent-callback", { path: pathOf(callback) });
     },
+    async onboardApp(tenantId, options) {
+      const registered = await harness.http("tenants-create", {
+        method: "POST",
+        path: "tenants",
+        body: JSON.stringify({ tenantId, displayName: `Customer ${tenantId.slice(0, 8)}`, relink: true, mode: "application" }),
+      });
+      const consentUrl = (registered.json as { consentUrl: string }).consentUrl;
+      const adminConsent = await openLink(harness, consentUrl);
+      const callback = entra.adminConsent(adminConsent, options);
+      return harness.http("consent-callback", { path: pathOf(callback) });
+    },
+    async useCredential(kind) {
+      const values: Record<string, string> = { MSSP_CLIENT_CREDENTIAL: kind };
+      if (kind === "certificate") {
+        values.MSSP_CLIENT_CERTIFICATE_KEY_ID = certificate.keyId;
+        values.MSSP_CLIENT_CERTIFICATE_THUMBPRINT = certificate.thumbprintSha256;
+      }
+      Object.assign(process.env, values);
+      Object.assign(settings, values);
+      resetServices();
+      resetHealthCache();
+      resetCredentialConfirmation();
+      return services();
+    },
     async stop() {
       await app.stop();
-      await Promise.all([defender.stop(), entra.stop(), vault.stop(), identity.stop()]);
+      await Promise.all([defender.stop(), graph.stop(), entra.stop(), vault.stop(), identity.stop()]);
       await azurite.stop();
       resetServices();
     },

@@ -29,6 +29,7 @@ type RoleName = keyof typeof DOCUMENTED_ROLES;
 const STORAGE = "Microsoft.Storage/storageAccounts";
 const VAULT = "Microsoft.KeyVault/vaults";
 const COMPONENT = "Microsoft.Insights/components";
+const DCR = "Microsoft.Insights/dataCollectionRules";
 
 /** Every grant the app's identity must have, and nothing more (least privilege). */
 export const IDENTITY_GRANTS: readonly (readonly [RoleName, string])[] = [
@@ -37,6 +38,8 @@ export const IDENTITY_GRANTS: readonly (readonly [RoleName, string])[] = [
   ["Storage Queue Data Contributor", STORAGE],
   ["Storage Table Data Contributor", STORAGE],
   ["Monitoring Metrics Publisher", COMPONENT],
+  // Logs Ingestion into the Sentinel workspace (infra/modules/sentinel.bicep, when deployed).
+  ["Monitoring Metrics Publisher", DCR],
 ];
 /** The deploying user's optional grants (local runs against the cloud resources). */
 export const USER_GRANTS: readonly (readonly [RoleName, string])[] = [

@@ -183,6 +183,20 @@ export function watch<H extends Watchable>(harness: H): H {
   return file.watch(harness);
 }
 
+/**
+ * Adds more fakes (their `secretsSeen()`) and log sinks to this file's check, for tests
+ * that drive a module directly against simulators rather than through the harness.
+ */
+export function watchParts(parts: { sources?: SecretSource[]; logs?: string[][] }): void {
+  file.sources.push(...(parts.sources ?? []));
+  file.logSinks.push(...(parts.logs ?? []));
+}
+
+/** Adds text the app produced outside a handler (an error it threw, a report it returned) to this file's check. */
+export function recordSeen(where: string, text: string): void {
+  file.seen.push({ where, text });
+}
+
 /** Every secret this file's check knows so far. */
 export function knownSecrets(): Set<string> {
   return file.knownSecrets();

@@ -1,45 +1,31 @@
-import { fetch as undiciFetch } from "undici";
-import type { Logger } from "../../../platform/services.js";
 import { ALERT_COLUMNS, type RawAlert } from "../../alert-store.js";
-import { BudgetExhaustedError, type CallBudget } from "../../budget.js";
-import { type AlertSource, type ReadOptions, type SourcePage, SourceApiError, type WindowQuery } from "../../source.js";
+import { type AlertSource, type ReadOptions, SourceApiError, type WindowAnswer, type WindowQuery } from "../../source.js";
 import { canonicalTime } from "../../time.js";
-import { splitODataPage } from "./odata-json.js";
+import { checkedNextLink, ODataClient, type ODataClientOptions } from "../odata-client.js";
 
 /**
- * The Defender for Endpoint alerts list API as an AlertSource: the per-tenant call budget,
- * Retry-After on 429 (a wait longer than a run can afford ends the run cleanly),
- * capped exponential backoff with full jitter for 5xx answers, timeouts, resets and
- * cut-off bodies, and a log line for every retry. `@odata.nextLink` is followed only on
- * the configured API origin, because the bearer token goes with it.
+ * The Defender for Endpoint alerts list API (`GET /api/alerts`) as an AlertSource. Items
+ * come back unsorted, in an order that shifts as alerts change, and there is no nextLink
+ * under `$top`, so `$skip` paging can lose items: a window is read in ONE request with
+ * `$top`, and a full answer is cut by the engine. Only a 1 ms slice is read with `$skip`.
+ * `$expand=evidence` for full reads; the sweep's light listing leaves evidence out.
  */
 
-export interface DefenderSourceOptions {
-  tenantId: string;
-  baseUrl: string;
-  /** A bearer token; `forceNew` asks for a new one after a 401. */
-  token(forceNew: boolean): Promise<string>;
-  budget: CallBudget;
-  sleep(ms: number): Promise<void>;
-  log: Logger;
-  /** Longest Retry-After waited for inside a run; longer ones end the run cleanly. */
-  maxRetryAfterMs?: number;
-  maxAttempts?: number;
-  requestTimeoutMs?: number;
-  random?: () => number;
-}
-
-export const DEFAULT_MAX_RETRY_AFTER_MS = 120_000;
-const DEFAULT_ATTEMPTS = 6;
+export type DefenderSourceOptions = Omit<ODataClientOptions, "name" | "refusal" | "headers"> & { baseUrl: string };
 
 export class DefenderSource implements AlertSource {
   readonly name = "defender";
-  /** Response bytes received, by purpose (for the run's log line and the benchmark). */
-  readonly bytes = { incremental: 0, sweep: 0 };
+  private readonly http: ODataClient;
   private readonly origin: string;
 
   constructor(private readonly options: DefenderSourceOptions) {
     this.origin = new URL(options.baseUrl).origin;
+    this.http = new ODataClient({ ...options, name: "defender", refusal });
+  }
+
+  /** Response bytes received, by purpose. */
+  get bytes(): { incremental: number; sweep: number } {
+    return this.http.bytes;
   }
 
   listUrl(query: WindowQuery): string {
@@ -51,105 +37,38 @@ export class DefenderSource implements AlertSource {
     return `${this.options.baseUrl}/api/alerts?${params.toString().replace(/\+/g, "%20")}`;
   }
 
-  list(query: WindowQuery, options: ReadOptions): Promise<SourcePage> {
-    return this.page(this.listUrl(query), options);
-  }
-
-  next(nextLink: string, options: ReadOptions): Promise<SourcePage> {
-    if (!URL.canParse(nextLink) || new URL(nextLink).origin !== this.origin) {
-      throw new SourceApiError(200, "UntrustedNextLink", "The API sent a next link to another origin; it was not followed");
+  /**
+   * One request with `$top`: a window is either complete in one answer or full (as many
+   * items as `$top`). A nextLink, should the service send one, is followed on the API's
+   * own origin only.
+   */
+  async readWindow(query: WindowQuery, options: ReadOptions): Promise<WindowAnswer> {
+    await options.beforeRequest();
+    const first = await this.http.page(this.listUrl(query), options, toRawAlert);
+    if (first.alerts.length >= query.top) return { alerts: first.alerts, full: true };
+    const alerts = first.alerts;
+    for (let next = first.nextLink; next; ) {
+      await options.beforeRequest();
+      const more = await this.http.page(checkedNextLink(next, this.origin), options, toRawAlert);
+      alerts.push(...more.alerts);
+      next = more.nextLink;
     }
-    return this.page(nextLink, options);
+    return { alerts, full: false };
   }
 
-  private async page(url: string, options: ReadOptions): Promise<SourcePage> {
-    const attempts = options.attempts ?? this.options.maxAttempts ?? DEFAULT_ATTEMPTS;
-    for (let attempt = 1; ; attempt++) {
-      const text = await this.get(url, options, attempts - attempt + 1);
-      try {
-        const page = splitODataPage(text);
-        const alerts = page.items.map(toRawAlert);
-        return page.nextLink ? { alerts, nextLink: page.nextLink } : { alerts };
-      } catch (err) {
-        if (err instanceof SourceApiError) throw err;
-        // A 200 whose body does not parse: treat like a cut-off body.
-        if (attempt >= attempts) throw new SourceApiError(200, "InvalidResponse", "The API's answer could not be parsed", true);
-        this.options.log.warn(`defender.retry tenantId=${this.options.tenantId} status=200 code=InvalidResponse attempt=${attempt} waitMs=0`);
-      }
-    }
-  }
-
-  private async get(url: string, options: ReadOptions, maxAttempts: number): Promise<string> {
-    const { sleep, budget, log, tenantId } = this.options;
-    const maxRetryAfterMs = this.options.maxRetryAfterMs ?? DEFAULT_MAX_RETRY_AFTER_MS;
-    const random = this.options.random ?? Math.random;
-    let forceNewToken = false;
-    for (let attempt = 1; ; attempt++) {
-      budget.take(options.purpose);
-      // Outside the try: a token failure is not a fault of the Defender API.
-      const token = await this.options.token(forceNewToken);
-      let status = 0; // stays 0 for a timeout, reset, cut-off body or other network failure
-      let retryAfterMs: number | undefined;
-      let body = "";
-      try {
-        const response = await undiciFetch(url, {
-          headers: { Authorization: `Bearer ${token}`, Accept: "application/json" },
-          signal: AbortSignal.timeout(this.options.requestTimeoutMs ?? 120_000),
-        });
-        retryAfterMs = parseRetryAfter(response.headers.get("retry-after"));
-        body = await response.text();
-        status = response.status;
-        this.bytes[options.purpose] += Buffer.byteLength(body);
-      } catch {
-        // a network failure: status stays 0 and the request is retried
-      }
-      if (status >= 200 && status < 300) return body;
-      if (status === 401 && !forceNewToken) {
-        forceNewToken = true;
-        continue;
-      }
-      if (status !== 0 && status !== 429 && status < 500) {
-        throw new SourceApiError(status, errorCode(body, status), errorMessage(status));
-      }
-      if (attempt >= maxAttempts) {
-        const code = status === 0 ? "NetworkError" : `HTTP${status}`;
-        throw new SourceApiError(status, code, "The Defender API kept failing", true);
-      }
-      let wait: number;
-      if (status === 429) {
-        wait = retryAfterMs ?? 60_000;
-        if (wait > maxRetryAfterMs) {
-          log.warn(`defender.throttled tenantId=${tenantId} status=429 waitMs=${wait} action=stop`);
-          throw new BudgetExhaustedError("the Defender API asked to wait longer than a run can");
-        }
-      } else {
-        const cap = Math.min(30_000, 1000 * 2 ** (attempt - 1));
-        wait = Math.max(retryAfterMs ?? 0, Math.floor(random() * cap));
-      }
-      log.warn(`defender.retry tenantId=${tenantId} status=${status} attempt=${attempt} waitMs=${wait}`);
-      await sleep(wait);
+  /** `$skip` pages of `$top` until a short page: the only deep paging this API has. */
+  async readExhaustive(query: WindowQuery, options: ReadOptions): Promise<RawAlert[]> {
+    const alerts: RawAlert[] = [];
+    for (let skip = 0; ; skip += query.top) {
+      await options.beforeRequest();
+      const page = await this.http.page(this.listUrl({ ...query, skip }), options, toRawAlert);
+      alerts.push(...page.alerts);
+      if (page.alerts.length < query.top) return alerts;
     }
   }
 }
 
-export function parseRetryAfter(value: string | null): number | undefined {
-  if (!value) return undefined;
-  if (/^\d+$/.test(value.trim())) return Number(value.trim()) * 1000;
-  const at = Date.parse(value);
-  return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
-}
-
-function errorCode(body: string, status: number): string {
-  try {
-    const code = (JSON.parse(body) as { error?: { code?: unknown } }).error?.code;
-    if (typeof code === "string" && /^[\w.-]{1,64}$/.test(code)) return code;
-  } catch {
-    // not JSON
-  }
-  return `HTTP${status}`;
-}
-
-function errorMessage(status: number): string {
+function refusal(status: number): string {
   if (status === 401 || status === 403) {
     return 'Defender refused to list alerts: the consenting account needs the "View Data" role on all device groups';
   }
@@ -166,6 +85,7 @@ function toRawAlert(json: string): RawAlert {
     throw new SourceApiError(200, "InvalidAlert", "An alert without id or a readable lastUpdateTime was returned", true);
   }
   // Keep only the columns' fields: the parsed evidence would double a page's memory.
+  // Defender's own field names and values are the read API's vocabulary.
   const fields: Record<string, unknown> = {};
   for (const name of KEPT_FIELDS) fields[name] = parsed[name];
   return { json, id, lastUpdateTime, fields };

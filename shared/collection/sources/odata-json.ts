@@ -8,6 +8,8 @@
 export interface ODataPage {
   items: string[];
   nextLink?: string;
+  /** `@odata.count`, when the request asked for `$count=true`. */
+  count?: number;
 }
 
 export function splitODataPage(text: string): ODataPage {
@@ -38,9 +40,14 @@ export function splitODataPage(text: string): ODataPage {
   }
   if (end < 0) throw new SyntaxError("The value array is not closed");
   // The envelope without the items: checks the rest of the JSON and gives the nextLink.
-  const envelope = JSON.parse(text.slice(0, start + 1) + text.slice(end)) as { "@odata.nextLink"?: unknown };
+  const envelope = JSON.parse(text.slice(0, start + 1) + text.slice(end)) as { "@odata.nextLink"?: unknown; "@odata.count"?: unknown };
   const nextLink = envelope["@odata.nextLink"];
-  return typeof nextLink === "string" ? { items, nextLink } : { items };
+  const count = envelope["@odata.count"];
+  return {
+    items,
+    ...(typeof nextLink === "string" ? { nextLink } : {}),
+    ...(typeof count === "number" && Number.isInteger(count) ? { count } : {}),
+  };
 }
 
 /** Offset of the `[` that opens the top-level "value" member. */

@@ -1,0 +1,41 @@
+import type { Logger, Services } from "../platform/services.js";
+import { overdueMarkers, REDELIVER_AFTER_MS } from "./outbox.js";
+
+/**
+ * Messages of the `tenant-deliveries` queue (base64 JSON, the host's default): a tenant
+ * with alerts to deliver, or a replay to prepare. They only wake the delivery worker: what
+ * to send is in the outbox, so a lost or duplicate message loses or repeats nothing.
+ */
+export type DeliveryMessage = { tenantId: string } | { replayId: string };
+
+export async function enqueueDelivery(svc: Services, message: DeliveryMessage): Promise<void> {
+  await svc.storage.deliveryQueue.sendMessage(Buffer.from(JSON.stringify(message), "utf8").toString("base64"));
+}
+
+/** Validates a message as the host hands it over (parsed JSON, or text). */
+export function parseDeliveryMessage(raw: unknown): DeliveryMessage | undefined {
+  let value = raw;
+  if (typeof value === "string") {
+    try {
+      value = JSON.parse(value);
+    } catch {
+      return undefined;
+    }
+  }
+  const v = value as { tenantId?: unknown; replayId?: unknown } | null;
+  if (typeof v?.tenantId === "string" && /^[0-9a-f-]{36}$/i.test(v.tenantId)) return { tenantId: v.tenantId.toLowerCase() };
+  if (typeof v?.replayId === "string" && /^[0-9a-f-]{36}$/i.test(v.replayId)) return { replayId: v.replayId };
+  return undefined;
+}
+
+/**
+ * The timer's part: wakes the delivery worker for every tenant whose undelivered work is
+ * older than REDELIVER_AFTER_MS (a lost wake-up, a destination in backoff, a crash between
+ * a write and its message). Returns how many tenants were queued.
+ */
+export async function queueOverdueDeliveries(svc: Services, log: Logger): Promise<number> {
+  const overdue = await overdueMarkers(svc, new Date(svc.now().getTime() - REDELIVER_AFTER_MS));
+  await Promise.all(overdue.map((m) => enqueueDelivery(svc, { tenantId: m.tenantId })));
+  if (overdue.length > 0) log.info(`delivery.requeued tenants=${overdue.length}`);
+  return overdue.length;
+}
