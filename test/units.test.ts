@@ -102,6 +102,38 @@ describe("CallBudget", () => {
     assert.deepEqual(budget.sweepLimits(), { perMinute: 45, perHour: 700 });
   });
 
+  it("restores a budget saved before the sweep had a share (two-element buckets, as on old tenant rows)", () => {
+    const now = Date.parse("2026-01-01T00:00:00Z");
+    const minute = now / 60_000;
+    const clock = () => new Date(now);
+    // The sweep may make 1 call a minute (10 %, at least one); the saved minute already used 2 of the 5.
+    const budget = new CallBudget({ perMinute: 5, perHour: 100 }, 10, clock, JSON.stringify([[minute, 2]]));
+    assert.deepEqual(budget.sweepLimits(), { perMinute: 1, perHour: 10 });
+    budget.take("sweep");
+    assert.throws(() => budget.take("sweep"), (err: Error & { shareOnly?: boolean }) => err.shareOnly === true, "the sweep's count starts at 0, not undefined");
+    budget.take("incremental");
+    budget.take("incremental");
+    assert.throws(() => budget.take("incremental"), /per-minute/, "the two saved calls count");
+  });
+
+  it("ignores malformed entries of a saved budget, keeps the valid ones, and never lets bad state lift a limit", () => {
+    const now = Date.parse("2026-01-01T00:00:00Z");
+    const minute = now / 60_000;
+    const clock = () => new Date(now);
+    const limits = { perMinute: 4, perHour: 2 };
+    // A valid bucket of this minute, then malformed ones for the same minute that must not replace it.
+    const saved = JSON.stringify([[minute, 1, 0], [minute], [minute, "9", 0], null, "x"]);
+    const budget = new CallBudget(limits, 10, clock, saved);
+    budget.take("incremental");
+    assert.throws(() => budget.take("incremental"), /hourly/, "the valid bucket's call counts");
+    for (const unreadable of ["not json", "{}", ""]) {
+      const fresh = new CallBudget(limits, 10, clock, unreadable);
+      fresh.take("incremental");
+      fresh.take("incremental");
+      assert.throws(() => fresh.take("incremental"), /hourly/, `starts empty from ${JSON.stringify(unreadable)}`);
+    }
+  });
+
   it("parses Retry-After seconds", () => {
     assert.equal(parseRetryAfter("7"), 7000);
     assert.equal(parseRetryAfter(" 7 "), 7000);
