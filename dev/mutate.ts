@@ -115,6 +115,8 @@ export const GROUPS: MutationGroup[] = [
           "never recovers a secret that was deleted while the pull ran",
           "disables its written-back version when a re-consent lands during the write-back",
           "never writes a refresh token, or any token, into its logs",
+          "redeems the refresh-token version the tenant row names, not a newer one left in Key Vault",
+          "marks a tenant whose refresh token is gone from Key Vault reconsent-required (RefreshTokenMissing)",
         ],
       },
     ],

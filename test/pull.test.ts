@@ -480,6 +480,31 @@ describe("guards of the pull engine (each test fails when its guard is removed)"
     assert.ok(!h.logs.some((l) => l.includes(`token.written-back tenantId=${tenantId}`)));
   });
 
+  it("redeems the refresh-token version the tenant row names, not a newer one left in Key Vault", async () => {
+    const tenantId = await activeTenant(recent(3, "pinned-version"));
+    const { forgetAccessToken } = await import("../shared/collection/tokens.js");
+    // A version no consent recorded, e.g. a write-back that lost its race and crashed before disabling it.
+    const stray = await svc.vault.write(tenantId, "not-a-refresh-token", { tenantId }, false);
+    assert.ok(stray);
+    forgetAccessToken(tenantId);
+    await pull(tenantId);
+    const after = await status(tenantId);
+    assert.equal(after.status, "active");
+    assert.equal(after.lastError, undefined, "the consent's token was redeemed");
+    await assertInSync(tenantId);
+  });
+
+  it("marks a tenant whose refresh token is gone from Key Vault reconsent-required (RefreshTokenMissing)", async () => {
+    const tenantId = await activeTenant(recent(3, "token-gone"));
+    const { forgetAccessToken } = await import("../shared/collection/tokens.js");
+    await svc.vault.remove(tenantId); // out of band: the tenant row still says active
+    forgetAccessToken(tenantId);
+    await pull(tenantId);
+    const after = await status(tenantId);
+    assert.equal(after.status, "reconsent-required");
+    assert.equal((after.lastError as { code: string }).code, "RefreshTokenMissing");
+  });
+
   it("never writes a refresh token, or any token, into its logs", async () => {
     const tenantId = await activeTenant(recent(3, "wb-log"));
     await makeWriteBackDue(tenantId);
