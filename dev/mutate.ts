@@ -349,27 +349,28 @@ function oneLine(text: string): string {
 }
 
 export function summaryTable(scores: GroupScore[]): string {
-  const rows = scores.map(
-    (s) => `| ${s.group} | ${s.mutants} | ${s.killed} | ${s.survived + s.noCoverage} | ${s.timedOut} | ${s.errors} | ${s.score.toFixed(1)} % | ${s.minutes.toFixed(1)} |`,
-  );
+  const row = (name: string, s: Omit<GroupScore, "group" | "survivors">) =>
+    `| ${name} | ${s.mutants} | ${s.killed} | ${s.survived} | ${s.timedOut} | ${s.noCoverage} | ${s.errors} | ${s.score.toFixed(1)} % | ${s.minutes.toFixed(1)} |`;
   const total = scores.reduce(
     (t, s) => ({
       mutants: t.mutants + s.mutants,
       killed: t.killed + s.killed,
-      survived: t.survived + s.survived + s.noCoverage,
+      survived: t.survived + s.survived,
       timedOut: t.timedOut + s.timedOut,
+      noCoverage: t.noCoverage + s.noCoverage,
       errors: t.errors + s.errors,
+      score: 0,
       minutes: t.minutes + s.minutes,
     }),
-    { mutants: 0, killed: 0, survived: 0, timedOut: 0, errors: 0, minutes: 0 },
+    { mutants: 0, killed: 0, survived: 0, timedOut: 0, noCoverage: 0, errors: 0, score: 0, minutes: 0 },
   );
-  const valid = total.killed + total.timedOut + total.survived;
-  const score = valid === 0 ? 0 : Math.round(((total.killed + total.timedOut) / valid) * 1000) / 10;
+  const valid = total.killed + total.timedOut + total.survived + total.noCoverage;
+  total.score = valid === 0 ? 0 : Math.round(((total.killed + total.timedOut) / valid) * 1000) / 10;
   return [
-    "| group | mutants | killed | survived | timed out | errors | score | minutes |",
-    "|---|---|---|---|---|---|---|---|",
-    ...rows,
-    `| all | ${total.mutants} | ${total.killed} | ${total.survived} | ${total.timedOut} | ${total.errors} | ${score.toFixed(1)} % | ${total.minutes.toFixed(1)} |`,
+    "| group | mutants | killed | survived | timed out | no coverage | errors | score | minutes |",
+    "|---|---|---|---|---|---|---|---|---|",
+    ...scores.map((s) => row(s.group, s)),
+    row("all", total),
   ].join("\n");
 }
 
