@@ -134,6 +134,7 @@ export const GROUPS: MutationGroup[] = [
     excluded: { mutators: ["StringLiteral"], why: "the reasons in LeaseLost and LeaseTimingError messages; no caller reads them (the engine logs pull.lease-lost without one)" },
     tests: [
       { file: REGISTRATIONS, names: ["sets functionTimeout in host.json, and the pull lease outlives it"] },
+      { file: UNITS, names: ["functionTimeout and the pull lease"] },
       {
         file: PULL,
         names: [

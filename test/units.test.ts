@@ -4,6 +4,7 @@ import { describe, it } from "node:test";
 import * as oauth from "oauth4webapi";
 import { encodeAlert, encodeKey, INLINE_PARTS, PART_BYTES, parseTime, toBatches } from "../shared/collection/alert-store.js";
 import { CallBudget } from "../shared/collection/budget.js";
+import { leaseTiming, parseTimeSpan } from "../shared/collection/lease-timing.js";
 import { parseRetryAfter } from "../shared/collection/sources/odata-client.js";
 import { classifyTokenError } from "../shared/platform/oauth.js";
 import { splitODataPage } from "../shared/collection/sources/odata-json.js";
@@ -146,6 +147,22 @@ describe("CallBudget", () => {
     assert.equal(parseRetryAfter("Fri, 31 Dec 1999 23:59:59 GMT"), 0, "a date in the past: no wait");
     assert.equal(parseRetryAfter("5s"), undefined);
     assert.ok((parseRetryAfter("-5") ?? 0) >= 0);
+  });
+});
+
+describe("functionTimeout and the pull lease", () => {
+  it("reads functionTimeout as the host reads a TimeSpan: days, seconds and fractions, nothing around it", () => {
+    assert.equal(parseTimeSpan("00:10:00"), 10 * 60_000);
+    assert.equal(parseTimeSpan("1.02:03:04.5"), (((24 + 2) * 60 + 3) * 60 + 4) * 1000 + 500);
+    assert.equal(parseTimeSpan("12.00:00:00"), 12 * 24 * 3_600_000);
+    assert.equal(parseTimeSpan("00:00:01.1234567"), 1123);
+    for (const bad of ["x00:10:00", "00:10:00x", "00:10", "-1", "00:00:00", "00:00:00.0"]) assert.equal(parseTimeSpan(bad), undefined, bad);
+  });
+
+  it("takes the app setting over host.json only when it is set to something", () => {
+    const hostJson = () => JSON.stringify({ functionTimeout: "00:10:00" });
+    assert.equal(leaseTiming({ AzureFunctionsJobHost__functionTimeout: "  " }, hostJson).functionTimeoutMs, 10 * 60_000);
+    assert.equal(leaseTiming({ AzureFunctionsJobHost__functionTimeout: " 00:20:00 " }, hostJson).functionTimeoutMs, 20 * 60_000);
   });
 });
 
