@@ -142,6 +142,7 @@ export const GROUPS: MutationGroup[] = [
           "runs no second pull while a live lease is held (not only when the acquisitions race)",
           "stops at its next write or checkpoint once its lease is within 30 s of its end",
           "lets only one of two runs that find the lease free at once take it",
+          "fails the message when storage fails while taking the lease, so the host retries it (not skipped as busy)",
         ],
       },
       { file: SYNC, names: ["fenced pulls"] },

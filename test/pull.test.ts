@@ -697,6 +697,32 @@ describe("guards of the pull engine (each test fails when its guard is removed)"
     assert.equal(lines.filter((l) => l.includes(`pull.skipped tenantId=${tenantId} reason=already-running`)).length, 1);
   });
 
+  it("fails the message when storage fails while taking the lease, so the host retries it (not skipped as busy)", async () => {
+    const tenantId = await activeTenant(recent(3, "acquire-503"));
+    await pull(tenantId); // the sync-state row exists, its lease released
+    const sync = svc.storage.table(TABLES.syncState);
+    const update = sync.updateEntity.bind(sync);
+    let failed = false;
+    sync.updateEntity = async (entity, mode, options) => {
+      const { leaseId } = entity as { leaseId?: unknown };
+      if (!failed && entity.partitionKey === tenantId && typeof leaseId === "string" && leaseId !== "") {
+        failed = true;
+        throw Object.assign(new Error("storage unavailable"), { statusCode: 503 });
+      }
+      return update(entity, mode, options);
+    };
+    const from = h.logs.length;
+    try {
+      await assert.rejects(pull(tenantId));
+    } finally {
+      sync.updateEntity = update;
+    }
+    assert.ok(failed, "the acquisition was the write that failed");
+    assert.ok(!h.logs.slice(from).some((l) => l.includes(`pull.skipped tenantId=${tenantId}`)), "not reported as busy");
+    await pull(tenantId); // the retry finds the lease free
+    assert.equal((await status(tenantId)).lastError, undefined);
+  });
+
   it("runs no second pull while a live lease is held (not only when the acquisitions race)", async () => {
     const tenantId = await activeTenant(recent(10, "held"));
     let release: () => void = () => {};
