@@ -3,6 +3,7 @@
  * `services.api.dist` makes azd zip as it is. The folder holds exactly what runs in Azure:
  *
  *   dist/functions/**.js, dist/shared/**.js   compiled app code (no tests, simulators, dev)
+ *   dist/console/**                           the operator console's built files (dev/build-console.ts)
  *   package.json, package-lock.json, host.json
  *   node_modules/                             `npm ci --omit=dev`, then pruned (below)
  *
@@ -23,7 +24,13 @@ import { fileURLToPath } from "node:url";
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 export const DEPLOY_DIR = ".deploy";
 /** Compiled folders that make up the app; everything else in dist/ stays behind. */
-export const APP_DIRS = ["functions", "shared"] as const;
+export const APP_DIRS = ["functions", "shared", "console"] as const;
+/** What each app folder ships: compiled code, and for the console its static files. */
+export const APP_FILES: Record<(typeof APP_DIRS)[number], RegExp> = {
+  functions: /\.(js|mjs|cjs|json)$/,
+  shared: /\.(js|mjs|cjs|json)$/,
+  console: /\.(js|css|html|svg|txt)$/,
+};
 export const ROOT_FILES = ["package.json", "package-lock.json", "host.json"] as const;
 export const BUDGET = { bytes: 60 * 1000 * 1000, files: 10_000 } as const;
 
@@ -63,14 +70,14 @@ export function tally(dir: string): Tally {
   return total;
 }
 
-/** Copies the compiled JavaScript (and JSON) of dist/<dir> for each app folder. */
+/** Copies the compiled JavaScript (and JSON) of dist/<dir> for each app folder, and the console's files. */
 function copyCompiled(root: string, out: string): number {
   let copied = 0;
   for (const dir of APP_DIRS) {
     const from = join(root, "dist", dir);
     if (!existsSync(from)) throw new Error(`${relative(root, from)} is missing: run npm run build first`);
     for (const entry of readdirSync(from, { withFileTypes: true, recursive: true })) {
-      if (!entry.isFile() || !/\.(js|mjs|cjs|json)$/.test(entry.name) || entry.name.endsWith(".map")) continue;
+      if (!entry.isFile() || !APP_FILES[dir].test(entry.name) || entry.name.endsWith(".map")) continue;
       const source = join(entry.parentPath, entry.name);
       const target = join(out, relative(root, source));
       mkdirSync(dirname(target), { recursive: true });

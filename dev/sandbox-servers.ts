@@ -1,9 +1,11 @@
 /**
  * The simulated cloud behind `npm run sandbox`: real Azurite plus the local HTTPS fakes of
- * Entra ID, Key Vault, the App Service managed identity endpoint and the Defender alerts
- * API, as long-running servers on fixed loopback ports. It pre-creates three customer
- * tenants with users and a few hundred alerts each, keeps those alerts changing on a timer,
- * and writes the `local.settings.json` that points the Functions app at all of it.
+ * Entra ID, Key Vault, the App Service managed identity endpoint, the Defender alerts API
+ * and the Microsoft Graph security API, and the three delivery destinations (Sentinel's
+ * Logs Ingestion, Splunk HEC, a webhook receiver: dev/sandbox-destinations.ts), as
+ * long-running servers on fixed loopback ports. It pre-creates four customer tenants (one
+ * on Graph) with users and a few hundred alerts each, keeps those alerts changing on a
+ * timer, and writes the `local.settings.json` that points the Functions app at all of it.
  *
  * Dev tooling only: it lives under dev/ and test/, which .funcignore keeps out of the
  * deployment package, and the app code has no sandbox branches (only app settings).
@@ -17,13 +19,18 @@ import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { createRng, type DefenderAlert, formatTimestamp, makeAlert, makeAlerts, makeLargeAlert, type Rng, toTicks } from "../simulators/alerts.js";
 import { FakeDefender, type RequestContext } from "../simulators/defender.js";
-import { defenderAuthenticator, type EntraUser, FakeEntra } from "../simulators/entra.js";
+import { DEFENDER_RESOURCE, defenderAuthenticator, type EntraUser, FakeEntra, GRAPH_RESOURCE } from "../simulators/entra.js";
+import { FakeGraph, GRAPH_ALERTS_REQUESTS_PER_MINUTE } from "../simulators/graph.js";
 import { repoRoot } from "../simulators/https.js";
 import { FakeKeyVault } from "../simulators/keyvault.js";
 import { FakeManagedIdentity } from "../simulators/managed-identity.js";
+import { type OperatorSetup, setupOperators } from "../simulators/operators.js";
 import { ensureCerts } from "../simulators/tls.js";
 import type { TenantMode } from "../shared/platform/config.js";
+import type { SourceName } from "../shared/collection/source.js";
 import { isFunctionKey, newFunctionKey } from "./host/keys.js";
+import { createSandboxDestinations, type SandboxDestinations } from "./sandbox-destinations.js";
+import { createGraphActivity, graphAuthenticator, graphSeedAlerts } from "./sandbox-graph.js";
 
 // ---------------------------------------------------------------------------------------
 // Fixed dev values. Stable across runs, so local.settings.json, dev/sandbox.http and the
@@ -33,6 +40,10 @@ import { isFunctionKey, newFunctionKey } from "./host/keys.js";
 export const SANDBOX_CLIENT_ID = "9d252484-fa05-4381-b462-f2bde6cafb8c";
 /** Its client secret (MSSP_CLIENT_SECRET); only the local Entra simulator accepts it. */
 export const SANDBOX_CLIENT_SECRET = "sandbox-client-secret-only-valid-for-the-local-entra-simulator";
+/** The MSSP's own tenant, where operators sign in (OPERATOR_TENANT_ID), and its two registrations. */
+export const SANDBOX_OPERATOR_TENANT_ID = "5e1f0c7a-3b2d-4a69-8c4e-2f7d9a0b1c3d";
+export const SANDBOX_OPERATOR_API_CLIENT_ID = "0a7c3e91-6d5b-4f28-9e1a-7b4c2d8f6e05";
+export const SANDBOX_CONSOLE_CLIENT_ID = "7f2b9d44-1c8e-4a3f-b6d5-9e0a2c4f8b17";
 /** X-IDENTITY-HEADER the simulated managed identity endpoint expects (IDENTITY_HEADER). */
 export const SANDBOX_IDENTITY_HEADER = "sandbox-identity-header";
 /** The Key Vault SDK wants `<vault>.<resource host>`; dev/loopback-dns.cjs resolves it to 127.0.0.1. */
@@ -54,7 +65,12 @@ export interface SandboxTenant {
   users: EntraUser[];
   /** How the walkthrough and the docs onboard it: one customer of each mode. */
   mode: TenantMode;
+  /** Where its alerts come from (`POST /api/tenants {"source"}`); absent: `defender`. */
+  source?: SourceName;
 }
+
+/** A sandbox tenant's alert source. */
+export const sourceOf = (tenant: SandboxTenant): SourceName => tenant.source ?? "defender";
 
 /** The Key Vault certificate the sandbox registers, for trying MSSP_CLIENT_CREDENTIAL=certificate. */
 export const SANDBOX_CERTIFICATE_NAME = "mssp-client-certificate";
@@ -91,6 +107,17 @@ export const SANDBOX_TENANTS: readonly SandboxTenant[] = [
       { oid: "2c6a063c-6d08-4f22-a945-488dadc870ec", upn: "it@northwind-sandbox.onmicrosoft.com", name: "Northwind IT" },
     ],
   },
+  {
+    // Its alerts come from the simulated Microsoft Graph security API (alerts_v2).
+    id: "c3f1b9d4-5e2a-4c7b-8d06-1a9e4f7b2c58",
+    name: "Woodgrove (sandbox)",
+    mode: "delegated",
+    source: "graph",
+    users: [
+      { oid: "6b0e2f4a-93c1-4d8e-b7a5-0f2c9d1e3a47", upn: "admin@woodgrove-sandbox.onmicrosoft.com", name: "Woodgrove Global Admin" },
+      { oid: "e8d4a1c7-2b5f-4e90-a3c6-7d1f0b9e5a24", upn: "secops@woodgrove-sandbox.onmicrosoft.com", name: "Woodgrove Security Operator" },
+    ],
+  },
 ];
 
 // ---------------------------------------------------------------------------------------
@@ -104,6 +131,14 @@ export interface SandboxPorts {
   azuriteBlob: number;
   azuriteQueue: number;
   azuriteTable: number;
+  /** Microsoft Graph security API (alerts_v2). */
+  graph: number;
+  /** The Sentinel destination: a data collection rule's Logs Ingestion endpoint. */
+  logsIngestion: number;
+  /** The Splunk destination: an HTTP Event Collector. */
+  splunkHec: number;
+  /** The webhook destination's receiver. */
+  webhook: number;
 }
 
 /** Default ports; Azurite's are its own defaults (what Storage Explorer's "local emulator" expects). */
@@ -115,6 +150,10 @@ export const DEFAULT_PORTS: Readonly<SandboxPorts> = {
   azuriteBlob: 10000,
   azuriteQueue: 10001,
   azuriteTable: 10002,
+  graph: 7447,
+  logsIngestion: 7448,
+  splunkHec: 7449,
+  webhook: 7450,
 };
 /** `func start`'s default port, and the dev host's; PUBLIC_BASE_URL is http://localhost:<this>. */
 export const DEFAULT_APP_PORT = 7071;
@@ -128,6 +167,10 @@ export const PORT_INFO: Record<keyof SandboxPorts | "app", { label: string; flag
   azuriteBlob: { label: "Azurite blob service", flag: "--azurite-port", env: "SANDBOX_AZURITE_PORT" },
   azuriteQueue: { label: "Azurite queue service (azurite port + 1)", flag: "--azurite-port", env: "SANDBOX_AZURITE_PORT" },
   azuriteTable: { label: "Azurite table service (azurite port + 2)", flag: "--azurite-port", env: "SANDBOX_AZURITE_PORT" },
+  graph: { label: "Microsoft Graph simulator", flag: "--graph-port", env: "SANDBOX_GRAPH_PORT" },
+  logsIngestion: { label: "Logs Ingestion simulator (Sentinel destination)", flag: "--logs-ingestion-port", env: "SANDBOX_LOGS_INGESTION_PORT" },
+  splunkHec: { label: "Splunk HEC simulator", flag: "--splunk-port", env: "SANDBOX_SPLUNK_PORT" },
+  webhook: { label: "webhook receiver", flag: "--webhook-port", env: "SANDBOX_WEBHOOK_PORT" },
   app: { label: "the app (func start or the dev host)", flag: "--app-port", env: "SANDBOX_APP_PORT" },
 };
 
@@ -209,6 +252,10 @@ export interface SandboxOptions {
   rateLimitPerMinute?: number;
   /** Add one alert of this many MiB to the first tenant (default 0 = none). */
   largeAlertMiB?: number;
+  /** The Splunk destination uses indexer acknowledgement (USE_ACK=true, a token with ack on). */
+  splunkAck?: boolean;
+  /** Seconds between checks for the "received:" log line of the destinations (default 15; 0 = never). */
+  deliveryStatusSeconds?: number;
   /** Where to write local.settings.json (default `<root>/local.settings.json`; null = do not write). */
   settingsPath?: string | null;
   /** Write a new DEV_FUNCTION_KEY instead of keeping the one of the existing sandbox settings. */
@@ -220,6 +267,7 @@ export interface SandboxOptions {
 export interface ActivityReport {
   tenantId: string;
   name: string;
+  source: SourceName;
   added: string[];
   updated: string[];
   total: number;
@@ -250,9 +298,17 @@ export interface Sandbox {
   vault: FakeKeyVault;
   identity: FakeManagedIdentity;
   defender: FakeDefender;
+  /** Operators: the MSSP tenant's users (one per role), automation applications and registrations. */
+  operators: OperatorSetup;
+  /** The Graph security API, for the tenants whose source is `graph`. */
+  graph: FakeGraph;
+  /** The delivery destinations (Sentinel, Splunk, webhook) and what each received. */
+  destinations: SandboxDestinations;
   azurite: AzuriteProcess;
   /** One round of simulated SOC activity now (also runs on the timer). `at` is the new lastUpdateTime. */
   tick(at?: Date): ActivityReport[];
+  /** Logs the destinations' "received:" line if it changed since the last one (also runs on a timer); returns it then. */
+  reportDeliveries(): string | undefined;
   /** The certificate for MSSP_CLIENT_CREDENTIAL=certificate (its key never leaves the vault simulator). */
   certificate: { keyId: string; thumbprintSha256: string };
   revocationState(): RevocationState;
@@ -321,8 +377,18 @@ export async function startSandboxServers(options: SandboxOptions = {}): Promise
       clientSecret: SANDBOX_CLIENT_SECRET,
       redirectUris: [`${publicBaseUrl}/api/consent/callback`],
       name: "MSSP Defender collector (sandbox)",
+      // What infra/scripts/register-app.sh requests: each source's read permission, delegated and application.
+      permissions: { [DEFENDER_RESOURCE]: ["Alert.Read", "Incident.Read"], [GRAPH_RESOURCE]: ["User.Read", "SecurityAlert.Read.All"] },
+      applicationPermissions: { [DEFENDER_RESOURCE]: ["Alert.Read.All"], [GRAPH_RESOURCE]: ["SecurityAlert.Read.All"] },
     });
     for (const tenant of SANDBOX_TENANTS) entra.addTenant(tenant.id, { name: tenant.name, users: tenant.users });
+    const operators = setupOperators(entra, {
+      tenantId: SANDBOX_OPERATOR_TENANT_ID,
+      apiClientId: SANDBOX_OPERATOR_API_CLIENT_ID,
+      consoleClientId: SANDBOX_CONSOLE_CLIENT_ID,
+      publicBaseUrl,
+      domain: "mssp-sandbox.example",
+    });
     // The secretless credentials work too: set MSSP_CLIENT_CREDENTIAL (docs/sandbox.md).
     identity.authorityHost = entra.url;
     entra.trustIssuer(identity.exchangeIssuer, identity.publicKey);
@@ -356,8 +422,32 @@ export async function startSandboxServers(options: SandboxOptions = {}): Promise
     await listening("defender", requested.defender, () => defender.start());
     cleanups.push(() => defender.stop());
 
+    // Graph's documented limit for security alerts, per app and tenant (the app budgets below it).
+    const graph = new FakeGraph({
+      certs,
+      port: requested.graph,
+      authenticate: graphAuthenticator(entra),
+      rateLimit: { perMinute: GRAPH_ALERTS_REQUESTS_PER_MINUTE },
+    });
+    await listening("graph", requested.graph, () => graph.start());
+    cleanups.push(() => graph.stop());
+
+    const destinations = createSandboxDestinations({
+      certs,
+      ports: requested,
+      identity,
+      ...(options.splunkAck ? { splunkAck: true } : {}),
+    });
+    for (const server of destinations.servers) {
+      await listening(server.port, requested[server.port], () => server.start());
+      cleanups.push(() => server.stop());
+    }
+    destinations.storeSecrets(vault);
+
     const now = Date.now();
-    for (const tenant of SANDBOX_TENANTS) {
+    const graphTenants = SANDBOX_TENANTS.filter((t) => sourceOf(t) === "graph");
+    for (const tenant of graphTenants) graph.setAlerts(tenant.id, graphSeedAlerts(tenant.id, options.alertsPerTenant ?? 300, now));
+    for (const tenant of SANDBOX_TENANTS.filter((t) => sourceOf(t) === "defender")) {
       defender.setAlerts(
         tenant.id,
         makeAlerts({
@@ -399,6 +489,10 @@ export async function startSandboxServers(options: SandboxOptions = {}): Promise
       PULL_SCHEDULE: SANDBOX_PULL_SCHEDULE,
       ENTRA_AUTHORITY_HOST: entra.url,
       DEFENDER_API_BASE_URL: defender.url,
+      // Operators sign in to the console (and automation gets tokens) at the Entra simulator.
+      ...operators.settings,
+      GRAPH_BASE_URL: graph.url,
+      ...destinations.settings(),
       ...identity.env,
       // Read by Node when the worker process starts: the worker trusts the simulators' CA.
       NODE_EXTRA_CA_CERTS: certs.caPath,
@@ -418,7 +512,9 @@ export async function startSandboxServers(options: SandboxOptions = {}): Promise
       settings[DEV_KEY_SETTING] = newFunctionKey();
     }
 
-    const activity = createActivity(defender, createRng(`sandbox-activity:${now}`));
+    const defenderActivity = createActivity(defender, createRng(`sandbox-activity:${now}`));
+    const graphActivity = createGraphActivity(graph, graphTenants, createRng(`sandbox-graph-activity:${now}`));
+    const activity = (at: Date): ActivityReport[] => [...defenderActivity(at), ...graphActivity(at)];
     const activityMinutes = options.activityMinutes ?? 2;
     if (activityMinutes > 0) {
       const timer = setInterval(() => {
@@ -429,6 +525,22 @@ export async function startSandboxServers(options: SandboxOptions = {}): Promise
           log(`activity failed: ${String(err)}`);
         }
       }, activityMinutes * 60_000);
+      timer.unref();
+      timers.push(timer);
+    }
+
+    // What the destinations received, logged when it changed.
+    let lastStatus = "";
+    const reportDeliveries = (): string | undefined => {
+      const line = destinations.statusLine();
+      if (line === lastStatus || destinations.receipts().every((d) => d.received === 0)) return undefined;
+      lastStatus = line;
+      log(line);
+      return line;
+    };
+    const statusSeconds = options.deliveryStatusSeconds ?? 15;
+    if (statusSeconds > 0) {
+      const timer = setInterval(reportDeliveries, statusSeconds * 1000);
       timer.unref();
       timers.push(timer);
     }
@@ -480,6 +592,10 @@ export async function startSandboxServers(options: SandboxOptions = {}): Promise
         azuriteBlob: azurite.blobPort,
         azuriteQueue: azurite.queuePort,
         azuriteTable: azurite.tablePort,
+        graph: portOf(graph.url),
+        logsIngestion: portOf(destinations.logsIngestion.url),
+        splunkHec: portOf(destinations.splunk.url),
+        webhook: portOf(destinations.webhook.url),
       },
       appPort,
       publicBaseUrl,
@@ -490,11 +606,15 @@ export async function startSandboxServers(options: SandboxOptions = {}): Promise
       certificate: { keyId: certificate.keyId, thumbprintSha256: certificate.thumbprintSha256 },
       ...(largeAlertId ? { largeAlertId } : {}),
       entra,
+      operators,
       vault,
       identity,
       defender,
+      graph,
+      destinations,
       azurite,
       tick: (at = new Date()) => activity(at),
+      reportDeliveries,
       revocationState: () => revocation,
       checkRevocation(at = new Date()) {
         checkRevocation(at.getTime());
@@ -602,7 +722,7 @@ function createActivity(defender: FakeDefender, rng: Rng): (at: Date) => Activit
   return (at) => {
     const reports: ActivityReport[] = [];
     const stamp = formatTimestamp(at, 7);
-    for (const tenant of SANDBOX_TENANTS) {
+    for (const tenant of SANDBOX_TENANTS.filter((t) => sourceOf(t) === "defender")) {
       const updatedIds: string[] = [];
       const open = defender.getAlerts(tenant.id).filter((a) => a.status !== "Resolved");
       const updates = Math.min(open.length, int(2, 5));
@@ -631,6 +751,7 @@ function createActivity(defender: FakeDefender, rng: Rng): (at: Date) => Activit
       reports.push({
         tenantId: tenant.id,
         name: tenant.name,
+        source: "defender",
         added: addedIds,
         updated: updatedIds,
         total: defender.getAlerts(tenant.id).length,

@@ -15,21 +15,24 @@ import { findOnPath, NO_FUNC_LINE } from "./func-path.js";
 import { type DevHostProcess, hostProcessEnv, spawnDevHost } from "./host-process.js";
 import {
   DEFAULT_APP_PORT,
-  DEV_KEY_SETTING,
   DEFAULT_PORTS,
   PortInUseError,
   type Sandbox,
   type SandboxOptions,
   type SandboxPorts,
+  sourceOf,
   startSandboxServers,
 } from "./sandbox-servers.js";
+import { SANDBOX_HEC_TOKEN_SECRET, SANDBOX_WEBHOOK_SECRET_NAME } from "./sandbox-destinations.js";
 import { formatSummary, runWalkthrough } from "./walkthrough.js";
 
 const HELP = `Usage: npm run sandbox -- [options]
 
 Runs the collector locally against simulated Entra ID, Key Vault, managed identity,
-Defender API and Azurite, then starts \`func start\` (Azure Functions Core Tools), or the
-dev host (dev/host) when func is not on PATH. Ctrl-C stops everything.
+Defender API, Microsoft Graph and Azurite, delivering to simulated Sentinel (Logs
+Ingestion), Splunk HEC and webhook destinations, then starts \`func start\` (Azure
+Functions Core Tools), or the dev host (dev/host) when func is not on PATH. Ctrl-C stops
+everything.
 Every option can also be set as an environment variable (shown in brackets).
 
 Ports (all listen on 127.0.0.1 only; the sandbox refuses to start if one is taken):
@@ -38,6 +41,11 @@ Ports (all listen on 127.0.0.1 only; the sandbox refuses to start if one is take
   --defender-port <n>  Defender API simulator (HTTPS)          [SANDBOX_DEFENDER_PORT]  ${DEFAULT_PORTS.defender}
   --identity-port <n>  managed identity endpoint (HTTP)        [SANDBOX_IDENTITY_PORT]  ${DEFAULT_PORTS.identity}
   --azurite-port <n>   Azurite blob; queue = n+1, table = n+2  [SANDBOX_AZURITE_PORT]   ${DEFAULT_PORTS.azuriteBlob}
+  --graph-port <n>     Microsoft Graph simulator (HTTPS)       [SANDBOX_GRAPH_PORT]     ${DEFAULT_PORTS.graph}
+  --logs-ingestion-port <n>
+                       Sentinel destination: Logs Ingestion    [SANDBOX_LOGS_INGESTION_PORT] ${DEFAULT_PORTS.logsIngestion}
+  --splunk-port <n>    Splunk destination: HEC (HTTPS)         [SANDBOX_SPLUNK_PORT]    ${DEFAULT_PORTS.splunkHec}
+  --webhook-port <n>   webhook destination: receiver (HTTPS)   [SANDBOX_WEBHOOK_PORT]   ${DEFAULT_PORTS.webhook}
   --app-port <n>       the app (PUBLIC_BASE_URL)               [SANDBOX_APP_PORT]       ${DEFAULT_APP_PORT}
 
 Simulation:
@@ -49,6 +57,8 @@ Simulation:
                                gets 429 with Retry-After: 2
   --rate-limit <n>             Defender requests per minute per tenant    [SANDBOX_RATE_LIMIT]            off
   --large-alert-mib <n>        add one alert of n MiB to Contoso          [SANDBOX_LARGE_ALERT_MIB]       off
+  --splunk-ack                 Splunk HEC with indexer acknowledgement    [SANDBOX_SPLUNK_ACK=1]          off
+                               (USE_ACK=true)
 
 Other:
   --walkthrough                run the README journey by itself on the dev host, print a summary, exit
@@ -77,6 +87,10 @@ function parseCli(argv: string[], env: NodeJS.ProcessEnv): Cli {
       "defender-port": { type: "string" },
       "identity-port": { type: "string" },
       "azurite-port": { type: "string" },
+      "graph-port": { type: "string" },
+      "logs-ingestion-port": { type: "string" },
+      "splunk-port": { type: "string" },
+      "webhook-port": { type: "string" },
       "app-port": { type: "string" },
       alerts: { type: "string" },
       "activity-minutes": { type: "string" },
@@ -84,6 +98,7 @@ function parseCli(argv: string[], env: NodeJS.ProcessEnv): Cli {
       throttle: { type: "boolean" },
       "rate-limit": { type: "string" },
       "large-alert-mib": { type: "string" },
+      "splunk-ack": { type: "boolean" },
       "no-func": { type: "boolean" },
       walkthrough: { type: "boolean" },
       verbose: { type: "boolean" },
@@ -123,6 +138,10 @@ function parseCli(argv: string[], env: NodeJS.ProcessEnv): Cli {
     azuriteBlob: azurite,
     azuriteQueue: azurite + 1,
     azuriteTable: azurite + 2,
+    graph: port("graph-port", "SANDBOX_GRAPH_PORT", DEFAULT_PORTS.graph),
+    logsIngestion: port("logs-ingestion-port", "SANDBOX_LOGS_INGESTION_PORT", DEFAULT_PORTS.logsIngestion),
+    splunkHec: port("splunk-port", "SANDBOX_SPLUNK_PORT", DEFAULT_PORTS.splunkHec),
+    webhook: port("webhook-port", "SANDBOX_WEBHOOK_PORT", DEFAULT_PORTS.webhook),
   };
   const appPort = port("app-port", "SANDBOX_APP_PORT", DEFAULT_APP_PORT);
   const noFunc = flag("no-func", "SANDBOX_NO_FUNC");
@@ -132,6 +151,7 @@ function parseCli(argv: string[], env: NodeJS.ProcessEnv): Cli {
     alertsPerTenant: number("alerts", "SANDBOX_ALERTS", 0, 20_000) ?? 300,
     activityMinutes: number("activity-minutes", "SANDBOX_ACTIVITY_MINUTES", 0, 1440, false) ?? 2,
     throttle: flag("throttle", "SANDBOX_THROTTLE"),
+    splunkAck: flag("splunk-ack", "SANDBOX_SPLUNK_ACK"),
     newKey: values["new-key"] === true,
   };
   const revoke = number("revoke-after-minutes", "SANDBOX_REVOKE_AFTER_MINUTES", 0, 1440, false);
@@ -152,6 +172,7 @@ function printSummary(sandbox: Sandbox, cli: Cli, host: AppHost): void {
   const base = `http://localhost:${sandbox.appPort}`;
   const first = sandbox.tenants[0]!;
   const appTenant = sandbox.tenants.find((t) => t.mode === "application") ?? first;
+  const graphTenant = sandbox.tenants.find((t) => sourceOf(t) === "graph");
   const lines = [
     "",
     "MSSP Defender collector - local sandbox (everything in memory; a restart starts from scratch)",
@@ -159,6 +180,7 @@ function printSummary(sandbox: Sandbox, cli: Cli, host: AppHost): void {
     `  Entra ID simulator        ${sandbox.settings.ENTRA_AUTHORITY_HOST}`,
     `  Key Vault simulator       ${sandbox.settings.KEY_VAULT_URL}`,
     `  Defender API simulator    ${sandbox.settings.DEFENDER_API_BASE_URL}`,
+    `  Microsoft Graph simulator ${sandbox.settings.GRAPH_BASE_URL}`,
     `  Managed identity          ${sandbox.settings.IDENTITY_ENDPOINT}`,
     `  Azurite (in memory)       blob ${p.azuriteBlob}, queue ${p.azuriteQueue}, table ${p.azuriteTable}`,
     `  App settings              ${sandbox.settingsPath ?? "(not written)"}`,
@@ -172,6 +194,7 @@ function printSummary(sandbox: Sandbox, cli: Cli, host: AppHost): void {
     }
     if (t === first && sandbox.largeAlertId) notes.push(`+1 alert of ${cli.options.largeAlertMiB} MiB`);
     notes.unshift(`${t.mode} mode`);
+    if (sourceOf(t) === "graph") notes.push('"source":"graph" (Microsoft Graph alerts_v2)');
     lines.push(`  ${t.name.padEnd(22)} ${t.id}  (${notes.join("; ")})`);
     lines.push(`  ${"".padEnd(22)} users: ${t.users.map((u) => u.upn).join(", ")}`);
   }
@@ -182,6 +205,11 @@ function printSummary(sandbox: Sandbox, cli: Cli, host: AppHost): void {
       : "  Alert activity is off (--activity-minutes 0).",
   );
   if (cli.options.throttle) lines.push("  Throttling: every other Defender request of a pull gets 429 (Retry-After: 2).");
+  lines.push("", "Delivery destinations (every pulled alert goes to all three; a [sandbox] received: line shows the counts):");
+  for (const d of sandbox.destinations.receipts()) lines.push(`  ${d.name.padEnd(9)} ${d.label.padEnd(36)} ${d.url}`);
+  lines.push(
+    `  Their secrets (HEC token, webhook whsec_ secret) are in the simulated vault as ${SANDBOX_HEC_TOKEN_SECRET} and ${SANDBOX_WEBHOOK_SECRET_NAME}.`,
+  );
   if (cli.options.rateLimitPerMinute) lines.push(`  Rate limit: ${cli.options.rateLimitPerMinute} Defender requests per minute per tenant.`);
   lines.push(
     "",
@@ -192,16 +220,28 @@ function printSummary(sandbox: Sandbox, cli: Cli, host: AppHost): void {
     '  "Accept the Risk and Continue"), or trust the CA (see docs/sandbox.md#trusting-the-ca for the risks), e.g.',
     `    ${trustCommand(sandbox.caPath)}`,
     "",
-    "Next steps, in a second terminal (the dev host checks the function key; func start ignores it locally):",
-    `  export KEY=${sandbox.settings[DEV_KEY_SETTING]}`,
+    `Operator console: ${base}/api/console/  (sign in on the Entra ID simulator as one of the MSSP's operators:`,
+    `  ${Object.entries(sandbox.operators.users)
+      .map(([role, user]) => `${user.upn} (${role})`)
+      .join(", ")})`,
+    "",
+    "Or the API, in a second terminal (operator routes want an Entra ID token; this one is an Admin's, valid for an hour):",
+    "  export TOKEN=$(node dist/dev/operator-token.js)      # or: node dist/dev/operator-token.js Reader",
     "  1. Onboard a tenant, in delegated mode (an admin signs in) or application mode (admin consent, nothing stored):",
-    `     curl -X POST ${base}/api/tenants -H "x-functions-key: $KEY" -H 'content-type: application/json' -d '{"tenantId":"${first.id}"}'`,
-    `     curl -X POST ${base}/api/tenants -H "x-functions-key: $KEY" -H 'content-type: application/json' -d '{"tenantId":"${appTenant.id}","mode":"application"}'`,
+    `     curl -X POST ${base}/api/tenants -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' -d '{"tenantId":"${first.id}","displayName":"Contoso"}'`,
+    `     curl -X POST ${base}/api/tenants -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' -d '{"tenantId":"${appTenant.id}","mode":"application"}'`,
+    ...(graphTenant
+      ? [
+          `     and a tenant whose alerts come from Microsoft Graph (alerts_v2), read through the same API:`,
+          `     curl -X POST ${base}/api/tenants -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' -d '{"tenantId":"${graphTenant.id}","source":"graph"}'`,
+        ]
+      : []),
     `  2. Open the "consentUrl" of the answer in a browser, pick a user and click Accept.`,
-    `  3. See the tenants:     curl ${base}/api/tenants -H "x-functions-key: $KEY"`,
-    `  4. Pull now:            curl -X POST ${base}/api/tenants/${first.id}/pull -H "x-functions-key: $KEY"   (the timer pulls every 5 min)`,
-    `  5. Read the alerts:     curl '${base}/api/alerts?tenantId=${first.id}&top=10' -H "x-functions-key: $KEY"`,
-    "  The same requests for editor REST clients: dev/sandbox.http (set @key there)",
+    `  3. See the tenants:     curl ${base}/api/tenants -H "Authorization: Bearer $TOKEN"`,
+    `  4. Pull now:            curl -X POST ${base}/api/tenants/${first.id}/pull -H "Authorization: Bearer $TOKEN"   (the timer pulls every 5 min)`,
+    `  5. Read the alerts:     curl '${base}/api/alerts?tenantId=${first.id}&top=10' -H "Authorization: Bearer $TOKEN"`,
+    `  6. Deliveries:          curl ${base}/api/health/details -H "Authorization: Bearer $TOKEN"   (per destination: backlog, last success)`,
+    "  The same requests for editor REST clients: dev/sandbox.http (set @token there)",
     "",
     host === "func"
       ? "Starting func start... Ctrl-C stops it and the simulators."
@@ -350,7 +390,7 @@ async function main(): Promise<void> {
 
 /** --walkthrough: the README journey on the dev host; exit 0 with a summary, or 1 naming the failed step. */
 async function walkthrough(cli: Cli, root: string): Promise<void> {
-  console.log("Walkthrough: onboard, consent, pull, read alerts and check health, on the simulators and the dev host.\n");
+  console.log("Walkthrough: onboard, consent, pull (Defender and Graph), read alerts, deliver and check health, on the simulators and the dev host.\n");
   try {
     const summary = await runWalkthrough({
       ...cli.options,

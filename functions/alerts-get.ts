@@ -1,4 +1,5 @@
-import { app, type HttpRequest, type InvocationContext } from "@azure/functions";
+import type { HttpRequest, InvocationContext } from "@azure/functions";
+import { operatorHttp } from "../shared/operator/route.js";
 import { getAlertJson } from "../shared/operator/alerts-read.js";
 import { api } from "../shared/platform/http.js";
 import { services } from "../shared/platform/services.js";
@@ -20,9 +21,9 @@ export async function alertsGet(request: HttpRequest, context: InvocationContext
   });
 }
 
-app.http("alerts-get", {
+operatorHttp("alerts-get", {
   route: "tenants/{tenantId}/alerts/{alertId}",
   methods: ["GET"],
-  authLevel: "function",
+  role: "Reader",
   handler: alertsGet,
 });

@@ -1,5 +1,6 @@
-import { app, type HttpRequest, type InvocationContext } from "@azure/functions";
+import type { HttpRequest, InvocationContext } from "@azure/functions";
 import { listAlerts, renderAlertList } from "../shared/operator/alerts-read.js";
+import { operatorHttp } from "../shared/operator/route.js";
 import { api, json } from "../shared/platform/http.js";
 import { services } from "../shared/platform/services.js";
 
@@ -17,9 +18,9 @@ export async function alertsList(request: HttpRequest, context: InvocationContex
   });
 }
 
-app.http("alerts-list", {
+operatorHttp("alerts-list", {
   route: "alerts",
   methods: ["GET"],
-  authLevel: "function",
+  role: "Reader",
   handler: alertsList,
 });

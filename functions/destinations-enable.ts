@@ -1,5 +1,6 @@
-import { app, type HttpRequest, type InvocationContext } from "@azure/functions";
+import type { HttpRequest, InvocationContext } from "@azure/functions";
 import { enableDestination } from "../shared/delivery/replay.js";
+import { operatorHttp } from "../shared/operator/route.js";
 import { api, json } from "../shared/platform/http.js";
 import { services } from "../shared/platform/services.js";
 
@@ -8,9 +9,11 @@ export async function destinationsEnable(request: HttpRequest, context: Invocati
   return api(context, async () => json(200, await enableDestination(await services(), request.params.name ?? "")));
 }
 
-app.http("destinations-enable", {
+// Changing a destination is an Admin's (issue 15: "change destinations and retention").
+operatorHttp("destinations-enable", {
   route: "destinations/{name}/enable",
   methods: ["POST"],
-  authLevel: "function",
+  role: "Admin",
+  audit: { action: "destination.enable" },
   handler: destinationsEnable,
 });

@@ -1,5 +1,6 @@
-import { app, type HttpRequest, type InvocationContext } from "@azure/functions";
+import type { HttpRequest, InvocationContext } from "@azure/functions";
 import { deliveryStatus } from "../shared/delivery/status.js";
+import { operatorHttp } from "../shared/operator/route.js";
 import { healthReport } from "../shared/platform/health.js";
 import { api, json } from "../shared/platform/http.js";
 import { loggerFrom, unensuredServices } from "../shared/platform/services.js";
@@ -18,9 +19,9 @@ export async function healthDetails(_request: HttpRequest, context: InvocationCo
   });
 }
 
-app.http("health-details", {
+operatorHttp("health-details", {
   route: "health/details",
   methods: ["GET"],
-  authLevel: "function",
+  role: "Reader",
   handler: healthDetails,
 });

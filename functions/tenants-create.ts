@@ -1,4 +1,5 @@
-import { app, type HttpRequest, type InvocationContext } from "@azure/functions";
+import type { HttpRequest, InvocationContext } from "@azure/functions";
+import { operatorHttp } from "../shared/operator/route.js";
 import { parseRegistration, registerTenant } from "../shared/onboarding/register.js";
 import { api, json, readJsonObject } from "../shared/platform/http.js";
 import { loggerFrom, services } from "../shared/platform/services.js";
@@ -13,9 +14,10 @@ export async function tenantsCreate(request: HttpRequest, context: InvocationCon
   });
 }
 
-app.http("tenants-create", {
+operatorHttp("tenants-create", {
   route: "tenants",
   methods: ["POST"],
-  authLevel: "function",
+  role: "Operator",
+  audit: { action: "tenant.register", tenant: async (request) => parseRegistration(await readJsonObject(request)).tenantId },
   handler: tenantsCreate,
 });

@@ -1,4 +1,5 @@
-import { app, type HttpRequest, type InvocationContext } from "@azure/functions";
+import type { HttpRequest, InvocationContext } from "@azure/functions";
+import { operatorHttp } from "../shared/operator/route.js";
 import { tenantHealthStatus, syncRowOf } from "../shared/operator/tenant-status.js";
 import { ApiError, api, json, parseTenantId } from "../shared/platform/http.js";
 import { services } from "../shared/platform/services.js";
@@ -17,9 +18,9 @@ export async function tenantsGet(request: HttpRequest, context: InvocationContex
   });
 }
 
-app.http("tenants-get", {
+operatorHttp("tenants-get", {
   route: "tenants/{tenantId}",
   methods: ["GET"],
-  authLevel: "function",
+  role: "Reader",
   handler: tenantsGet,
 });

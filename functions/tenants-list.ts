@@ -1,4 +1,5 @@
-import { app, type HttpRequest, type InvocationContext } from "@azure/functions";
+import type { HttpRequest, InvocationContext } from "@azure/functions";
+import { operatorHttp } from "../shared/operator/route.js";
 import { allSyncRows, tenantHealthStatus } from "../shared/operator/tenant-status.js";
 import { api, json } from "../shared/platform/http.js";
 import { services } from "../shared/platform/services.js";
@@ -18,9 +19,9 @@ export async function tenantsList(_request: HttpRequest, context: InvocationCont
   });
 }
 
-app.http("tenants-list", {
+operatorHttp("tenants-list", {
   route: "tenants",
   methods: ["GET"],
-  authLevel: "function",
+  role: "Reader",
   handler: tenantsList,
 });

@@ -1,4 +1,5 @@
-import { app, type HttpRequest, type InvocationContext } from "@azure/functions";
+import type { HttpRequest, InvocationContext } from "@azure/functions";
+import { operatorHttp } from "../shared/operator/route.js";
 import { parseTenantPatch, patchTenantSettings } from "../shared/operator/tenant-actions.js";
 import { syncRowOf, tenantHealthStatus } from "../shared/operator/tenant-status.js";
 import { api, json, parseTenantId, readJsonObject } from "../shared/platform/http.js";
@@ -18,9 +19,11 @@ export async function tenantsPatch(request: HttpRequest, context: InvocationCont
   });
 }
 
-app.http("tenants-patch", {
+// It changes where a tenant's alerts are delivered (and from which source): an Admin's.
+operatorHttp("tenants-patch", {
   route: "tenants/{tenantId}",
   methods: ["PATCH"],
-  authLevel: "function",
+  role: "Admin",
+  audit: { action: "tenant.settings", tenant: (request) => parseTenantId(request.params.tenantId) },
   handler: tenantsPatch,
 });

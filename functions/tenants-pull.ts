@@ -1,4 +1,5 @@
-import { app, type HttpRequest, type InvocationContext } from "@azure/functions";
+import type { HttpRequest, InvocationContext } from "@azure/functions";
+import { operatorHttp } from "../shared/operator/route.js";
 import { queuePull } from "../shared/operator/tenant-actions.js";
 import { api, json, parseTenantId } from "../shared/platform/http.js";
 import { services } from "../shared/platform/services.js";
@@ -11,9 +12,10 @@ export async function tenantsPull(request: HttpRequest, context: InvocationConte
   });
 }
 
-app.http("tenants-pull", {
+operatorHttp("tenants-pull", {
   route: "tenants/{tenantId}/pull",
   methods: ["POST"],
-  authLevel: "function",
+  role: "Operator",
+  audit: { action: "tenant.pull", tenant: (request) => parseTenantId(request.params.tenantId) },
   handler: tenantsPull,
 });

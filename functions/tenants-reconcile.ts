@@ -1,4 +1,5 @@
-import { app, type HttpRequest, type InvocationContext } from "@azure/functions";
+import type { HttpRequest, InvocationContext } from "@azure/functions";
+import { operatorHttp } from "../shared/operator/route.js";
 import { parseLookback, queueReconcile } from "../shared/operator/tenant-actions.js";
 import { api, json, parseTenantId, readJsonObject } from "../shared/platform/http.js";
 import { services } from "../shared/platform/services.js";
@@ -12,9 +13,10 @@ export async function tenantsReconcile(request: HttpRequest, context: Invocation
   });
 }
 
-app.http("tenants-reconcile", {
+operatorHttp("tenants-reconcile", {
   route: "tenants/{tenantId}/reconcile",
   methods: ["POST"],
-  authLevel: "function",
+  role: "Operator",
+  audit: { action: "tenant.reconcile", tenant: (request) => parseTenantId(request.params.tenantId) },
   handler: tenantsReconcile,
 });

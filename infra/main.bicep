@@ -39,6 +39,25 @@ param principalType string = 'User'
 @description('Application (client) id of the multi-tenant MSSP app registration. infra/scripts/register-app.sh creates it and sets MSSP_CLIENT_ID in the azd environment.')
 param msspClientId string = ''
 
+@description('Tenant (directory) id of the MSSP\'s own tenant, where operators sign in. Empty: the tenant of the subscription.')
+param operatorTenantId string = ''
+
+@description('Application (client) id of the operator API registration (scope Operator.Access, app roles Reader, Operator, Admin). infra/scripts/register-app.sh creates it and sets OPERATOR_API_CLIENT_ID in the azd environment.')
+param operatorApiClientId string = ''
+
+@description('Application (client) id of the console\'s single-page app registration (infra/scripts/register-app.sh; OPERATOR_CONSOLE_CLIENT_ID). Empty: the console says sign-in is not configured.')
+param operatorConsoleClientId string = ''
+
+@description('Days alerts are kept (by their lastUpdateTime); a daily timer deletes older ones. More than the sweep\'s and the first pull\'s 7-day lookback.')
+@minValue(8)
+@maxValue(3650)
+param alertRetentionDays int = 365
+
+@description('Days the operator audit trail (table audit) is kept.')
+@minValue(1)
+@maxValue(3650)
+param operatorAuditRetentionDays int = 400
+
 @description('How the app authenticates at customer tenants\' token endpoints (MSSP_CLIENT_CREDENTIAL): managed-identity (default: the user-assigned identity as a federated identity credential of the app registration, no secret anywhere), certificate (a Key Vault certificate whose key never leaves the vault) or secret (a client secret in Key Vault).')
 @allowed([
   'managed-identity'
@@ -290,6 +309,11 @@ module app 'modules/app.bicep' = {
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
     msspClientId: msspClientId
+    operatorTenantId: empty(operatorTenantId) ? tenant().tenantId : operatorTenantId
+    operatorApiClientId: operatorApiClientId
+    operatorConsoleClientId: operatorConsoleClientId
+    alertRetentionDays: alertRetentionDays
+    operatorAuditRetentionDays: operatorAuditRetentionDays
     defenderCloud: defenderCloud
     pullSchedule: effectivePullSchedule
     clientCredential: clientCredential
@@ -333,6 +357,8 @@ output AZURE_FUNCTION_APP_NAME string = app.outputs.name
 output SERVICE_API_NAME string = app.outputs.name
 output FUNCTION_APP_URL string = app.outputs.url
 output CONSENT_REDIRECT_URI string = '${app.outputs.url}/api/consent/callback'
+output CONSOLE_REDIRECT_URI string = '${app.outputs.url}/api/console/'
+output OPERATOR_TENANT_ID string = empty(operatorTenantId) ? tenant().tenantId : operatorTenantId
 output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
 output AZURE_KEY_VAULT_ID string = keyVault.outputs.id
 output MSSP_CLIENT_SECRET_NAME string = clientSecretName

@@ -11,7 +11,8 @@ import { escapeHtml, type Listening, listenHttps, readBody, sendJson } from "./h
  *   GET  /{tenant}/discovery/v2.0/keys                      JWKS (one RS256 key)
  *   GET  /{tenant}/oauth2/v2.0/authorize                    HTML sign-in + consent page
  *   POST /{tenant}/oauth2/v2.0/authorize/decision           the page's form: Accept / Cancel
- *   POST /{tenant}/oauth2/v2.0/token                        authorization_code, refresh_token and client_credentials
+ *   POST /{tenant}/oauth2/v2.0/token                        authorization_code, refresh_token and client_credentials grants
+ *   GET  /{tenant}/oauth2/v2.0/logout                       sign-out: back to a registered post_logout_redirect_uri
  *   GET  /{tenant}/v2.0/adminconsent                        HTML admin consent page (application permissions)
  *   POST /{tenant}/v2.0/adminconsent/decision               the page's form: Accept / Cancel
  *
@@ -31,7 +32,18 @@ import { escapeHtml, type Listening, listenHttps, readBody, sendJson } from "./h
  * APIs (`iss` https://sts.windows.net/{tid}/, `aud` the resource, `scp`, `appid`).
  *
  * Stricter than Entra, to catch client bugs: PKCE with S256 is required, and so are `state`
- * and `nonce` (turn off with `requireStateAndNonce: false`); only `response_mode=query`.
+ * and `nonce` (turn off with `requireStateAndNonce: false`); `response_mode` is `query`, or
+ * `fragment` for single-page apps.
+ *
+ * Operators (the MSSP's own tenant): `registerApi` registers an API that exposes scopes and
+ * app roles and gets access tokens v2 (`iss` `{url}/{tid}/v2.0`, `aud` its client ID, `scp`,
+ * `roles`, `azp`, `preferred_username`); `assignRole` gives a user or an application one of
+ * its roles. `registerSpa` registers a single-page app (a public client, no secret): its
+ * codes and refresh tokens are redeemed only cross-origin (an `Origin` header, as browsers
+ * send), and the token endpoint answers CORS for the origins of its redirect URIs, as Entra
+ * does for SPA redirect URIs. `client_credentials` gives an application an app-only token
+ * with the roles assigned to it and no `scp`. `client_info=1` adds `client_info` (MSAL's
+ * account key) to the token response.
  *
  * Application access: admin consent creates the app's service principal in the tenant with
  * the registration's application permissions (`roles` in client-credentials tokens, which
@@ -82,6 +94,29 @@ export interface AppRegistration {
    * Defender API `Alert.Read.All`.
    */
   applicationPermissions?: Record<string, string[]>;
+}
+
+/** An API that exposes scopes and app roles (an "Expose an API" registration). */
+export interface ApiRegistration {
+  clientId: string;
+  /** The App ID URI, e.g. `api://<clientId>`: scopes are requested as `<identifierUri>/<scope>`. */
+  identifierUri: string;
+  /** The tenant the registration lives in; tokens for it are issued there only. */
+  tenantId: string;
+  /** Delegated scopes it exposes (e.g. `Operator.Access`). */
+  scopes: string[];
+  /** App roles (member types User and Application). */
+  appRoles: string[];
+  name?: string;
+}
+
+/** A single-page app: a public client whose tokens are redeemed cross-origin. */
+export interface SpaRegistration {
+  clientId: string;
+  redirectUris: string[];
+  name?: string;
+  /** Delegated permissions per resource (App ID URI), as in AppRegistration. */
+  permissions: Record<string, string[]>;
 }
 
 export interface FederatedCredential {
@@ -192,6 +227,15 @@ interface App extends Required<Omit<AppRegistration, "permissions" | "applicatio
   permissions: Map<string, string[]>;
   applicationPermissions: Map<string, string[]>;
   secretExpired: boolean;
+  /** A single-page app (public client, no secret, cross-origin redemption only). */
+  spa?: boolean;
+  /** The object ID of its service principal (app-only tokens' `oid`). */
+  servicePrincipalId: string;
+}
+
+interface Api extends Required<ApiRegistration> {
+  /** principal (user oid or application client ID, lower case) -> assigned roles */
+  assignments: Map<string, Set<string>>;
 }
 
 /** The app's service principal in a customer tenant (enterprise application). */
@@ -223,6 +267,7 @@ interface AdminConsentRequest {
 
 interface AuthRequest {
   id: string;
+  responseMode: "query" | "fragment";
   pathTenant: string;
   clientId: string;
   redirectUri: string;
@@ -287,6 +332,8 @@ export class FakeEntra {
   private foreignKey: webcrypto.CryptoKey | undefined;
   private readonly tenants = new Map<string, Tenant>();
   private readonly apps = new Map<string, App>();
+  /** Registered APIs by client ID and by App ID URI (both lower case). */
+  private readonly apis = new Map<string, Api>();
   private readonly pending = new Map<string, AuthRequest>();
   private readonly codes = new Map<string, CodeRecord>();
   private readonly refreshTokens = new Map<string, RefreshRecord>();
@@ -350,8 +397,69 @@ export class FakeEntra {
       permissions,
       applicationPermissions,
       secretExpired: false,
+      servicePrincipalId: randomUUID(),
     });
     this.note(app.clientSecret);
+  }
+
+  /** Registers an API with scopes and app roles; its access tokens are v2. */
+  registerApi(api: ApiRegistration): void {
+    const entry: Api = { name: api.name ?? "API", ...api, assignments: new Map() };
+    this.apis.set(api.clientId.toLowerCase(), entry);
+    this.apis.set(normResource(api.identifierUri), entry);
+  }
+
+  /** Registers a single-page app (public client): no secret, cross-origin redemption, CORS for its redirect URIs' origins. */
+  registerSpa(spa: SpaRegistration): void {
+    const permissions = new Map<string, string[]>();
+    for (const [resource, perms] of Object.entries(spa.permissions)) permissions.set(normResource(resource), perms);
+    this.apps.set(spa.clientId.toLowerCase(), {
+      clientId: spa.clientId,
+      clientSecret: "",
+      redirectUris: [...spa.redirectUris],
+      name: spa.name ?? "Single-page app",
+      permissions,
+      applicationPermissions: new Map(),
+      secretExpired: false,
+      spa: true,
+      servicePrincipalId: randomUUID(),
+    });
+  }
+
+  /**
+   * Assigns an app role of `apiClientId` to a user (by object ID) or to an application (by
+   * its client ID: its service principal gets the role, as in "API permissions > Application").
+   */
+  assignRole(apiClientId: string, principal: string, role: string): void {
+    const api = this.apis.get(apiClientId.toLowerCase());
+    if (!api) throw new Error(`unknown API ${apiClientId}; call registerApi first`);
+    if (!api.appRoles.includes(role)) throw new Error(`API ${apiClientId} has no app role ${role}`);
+    const key = principal.toLowerCase();
+    const roles = api.assignments.get(key) ?? new Set<string>();
+    roles.add(role);
+    api.assignments.set(key, roles);
+  }
+
+  /** Removes every role of `principal` on the API. */
+  unassignRoles(apiClientId: string, principal: string): void {
+    this.apis.get(apiClientId.toLowerCase())?.assignments.delete(principal.toLowerCase());
+  }
+
+  /** The object ID of an application's service principal (what app-only tokens carry as `oid`). */
+  servicePrincipalId(clientId: string): string {
+    const app = this.apps.get(clientId.toLowerCase());
+    if (!app) throw new Error(`unknown app ${clientId}`);
+    return app.servicePrincipalId;
+  }
+
+  /**
+   * Signs arbitrary claims with this fake's key (for tests of token validation: wrong
+   * audience, issuer or tenant, expired...). The token is recorded as a secret.
+   */
+  async issueToken(claims: Record<string, unknown>): Promise<string> {
+    const token = await this.sign(claims);
+    this.note(token);
+    return token;
   }
 
   /** Registers a tenant; without users it gets one admin `admin@<first 8 hex>.onmicrosoft.com`. */
@@ -591,6 +699,9 @@ export class FakeEntra {
       if (rest === "/oauth2/v2.0/authorize/decision" && method === "POST") {
         return this.decision(tenantSegment, new URLSearchParams(body), res, log);
       }
+      if (rest === "/oauth2/v2.0/token" && method === "OPTIONS") {
+        return this.preflight(req, res, log);
+      }
       if (rest === "/v2.0/adminconsent" && method === "GET") {
         return this.adminConsentPage(tenantSegment, url.searchParams, res, log);
       }
@@ -599,6 +710,9 @@ export class FakeEntra {
       }
       if (rest === "/oauth2/v2.0/token") {
         return await this.token(tenantSegment, method, req, body, res, log, correlationId);
+      }
+      if (rest === "/oauth2/v2.0/logout" && method === "GET") {
+        return this.logout(url.searchParams, res, log);
       }
       log.status = 404;
       sendJson(res, 404, { error: "not_found", error_description: `The fake has no endpoint ${method} ${url.pathname}` });
@@ -714,13 +828,14 @@ export class FakeEntra {
       );
     }
     const state = q.get("state");
+    const responseMode = q.get("response_mode");
+    const mode = responseMode === "fragment" ? "fragment" : "query";
     const fail = (error: string, aadsts: number, message: string): AuthorizeOutcome => ({
       kind: "redirect",
-      location: redirectError(redirectUri, error, aadsts, message, state),
+      location: redirectError(redirectUri, error, aadsts, message, state, mode),
     });
-    const responseMode = q.get("response_mode");
-    if (responseMode !== null && responseMode !== "query") {
-      return fail("invalid_request", 900144, `The fake Entra only supports response_mode=query, not '${responseMode}'.`);
+    if (responseMode !== null && responseMode !== "query" && responseMode !== "fragment") {
+      return fail("invalid_request", 900144, `The fake Entra supports response_mode=query and fragment, not '${responseMode}'.`);
     }
     const responseType = q.get("response_type");
     if (!responseType) return fail("invalid_request", 900144, "The request body must contain the following parameter: 'response_type'.");
@@ -760,6 +875,7 @@ export class FakeEntra {
     }
     const request: AuthRequest = {
       id: randomBytes(24).toString("base64url"),
+      responseMode: mode,
       pathTenant,
       clientId: app.clientId,
       redirectUri,
@@ -892,12 +1008,12 @@ ${userOptions}
   }
 
   private declined(request: AuthRequest): string {
-    const url = new URL(request.redirectUri);
-    url.searchParams.set("error", "access_denied");
-    url.searchParams.set("error_subcode", "cancel");
-    url.searchParams.set("error_description", describe(65004, "User declined to consent to access the app.", randomUUID()));
-    if (request.state !== null) url.searchParams.set("state", request.state);
-    return url.href;
+    const params = new URLSearchParams();
+    params.set("error", "access_denied");
+    params.set("error_subcode", "cancel");
+    params.set("error_description", describe(65004, "User declined to consent to access the app.", randomUUID()));
+    if (request.state !== null) params.set("state", request.state);
+    return withResponse(request.redirectUri, params, request.responseMode);
   }
 
   private accepted(request: AuthRequest, userTenant: Tenant, user: EntraUser, opts: ConsentOptions): string {
@@ -920,11 +1036,13 @@ ${userOptions}
       omitRefreshToken: opts.omitRefreshToken ?? false,
       badIdTokenSignature: opts.badIdTokenSignature ?? false,
     });
-    const url = new URL(request.redirectUri);
-    url.searchParams.set("code", code);
-    if (request.state !== null) url.searchParams.set("state", request.state);
-    url.searchParams.set("session_state", randomUUID());
-    return url.href;
+    const params = new URLSearchParams();
+    params.set("code", code);
+    if (request.state !== null) params.set("state", request.state);
+    params.set("session_state", randomUUID());
+    // MSAL reads client_info from the authorize response too.
+    if (this.apps.get(request.clientId.toLowerCase())?.spa) params.set("client_info", clientInfo(user.oid, tenantId));
+    return withResponse(request.redirectUri, params, request.responseMode);
   }
 
   private prunePending(): void {
@@ -1108,6 +1226,7 @@ ${users}
     const form = contentType.toLowerCase().startsWith("application/x-www-form-urlencoded") ? new URLSearchParams(body) : new URLSearchParams();
     const grantType = form.get("grant_type") ?? undefined;
     if (grantType) log.grantType = grantType;
+    const cors = this.corsHeaders(headerValue(req, "origin"));
     for (const name of ["code", "code_verifier", "refresh_token", "client_secret", "client_assertion"]) this.note(form.get(name));
     // Counted under the grant's tenant once the code or refresh token is known, else the path's.
     const ctx: { tenant: string } = { tenant: tenantSegment };
@@ -1142,14 +1261,23 @@ ${users}
         record.lastUsedAt = this.now();
         this.counter(ctx.tenant).refreshToken++;
       } else if (grantType === "client_credentials") {
-        response = await this.clientCredentials(form, app, tenantSegment);
+        // An API registered with registerApi (the operator API) gets a v2 token with assigned roles;
+        // any other resource (Defender, Graph) the app-only token of an admin-consented service principal.
+        response = this.isRegisteredApi(form.get("scope"))
+          ? await this.appOnly(app, tenantSegment, form.get("scope"))
+          : await this.clientCredentials(form, app, tenantSegment);
         this.counter(ctx.tenant).clientCredentials++;
       } else {
         throw new TokenError(400, "unsupported_grant_type", 70003, `The app requested an unsupported grant type '${grantType}'.`);
       }
       this.counter(ctx.tenant).total++;
       log.status = 200;
+      if (form.get("client_info") === "1" && typeof response.access_token === "string" && grantType !== "client_credentials") {
+        const claims = decodePayload(String(response.id_token ?? response.access_token));
+        if (typeof claims.oid === "string" && typeof claims.tid === "string") response.client_info = clientInfo(claims.oid, claims.tid);
+      }
       sendJson(res, 200, response, {
+        ...cors,
         "Cache-Control": "no-store, no-cache",
         Pragma: "no-cache",
         "x-ms-request-id": randomUUID(),
@@ -1164,11 +1292,91 @@ ${users}
       log.status = e.status;
       log.error = `${e.error} AADSTS${e.aadsts}`;
       sendJson(res, e.status, { ...errorBody(e.error, e.aadsts, e.message, correlationId), ...e.extra }, {
+        ...cors,
         "Cache-Control": "no-store, no-cache",
         Pragma: "no-cache",
         "client-request-id": correlationId,
       });
     }
+  }
+
+  /** Origins of single-page apps' redirect URIs: the token endpoint answers CORS for them. */
+  private corsHeaders(origin: string | undefined): Record<string, string> {
+    if (!origin) return {};
+    const allowed = [...this.apps.values()].some((app) => app.spa && app.redirectUris.some((uri) => originOf(uri) === origin));
+    return allowed ? { "Access-Control-Allow-Origin": origin, Vary: "Origin" } : {};
+  }
+
+  private preflight(req: IncomingMessage, res: ServerResponse, log: EntraRequest): void {
+    const cors = this.corsHeaders(headerValue(req, "origin"));
+    const requested = headerValue(req, "access-control-request-headers");
+    log.status = 204;
+    res.writeHead(204, {
+      ...cors,
+      ...(cors["Access-Control-Allow-Origin"]
+        ? {
+            "Access-Control-Allow-Methods": "POST, OPTIONS",
+            ...(requested ? { "Access-Control-Allow-Headers": requested } : {}),
+            "Access-Control-Max-Age": "86400",
+          }
+        : {}),
+      "Content-Length": 0,
+    });
+    res.end();
+  }
+
+  /** Sign-out: back to the post_logout_redirect_uri when it is a registered redirect URI's origin, else a page. */
+  private logout(q: URLSearchParams, res: ServerResponse, log: EntraRequest): void {
+    const target = q.get("post_logout_redirect_uri");
+    const known = target && [...this.apps.values()].some((app) => app.redirectUris.some((uri) => originOf(uri) === originOf(target)));
+    if (target && known) {
+      log.status = 302;
+      redirect(res, target);
+      return;
+    }
+    log.status = 200;
+    sendHtml(res, 200, "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Signed out</title></head><body><p>You signed out.</p></body></html>");
+  }
+
+  /** Whether a client-credentials scope (`<resource>/.default`) names an API registered with registerApi. */
+  private isRegisteredApi(scope: string | null): boolean {
+    const first = (scope ?? "").split(/\s+/).find(Boolean) ?? "";
+    return first.endsWith("/.default") && this.apis.has(normResource(first.slice(0, -"/.default".length)));
+  }
+
+  /** client_credentials: an app-only token for a registered API, with the roles assigned to the application. */
+  private async appOnly(app: App, tenantSegment: string, scope: string | null): Promise<Record<string, unknown>> {
+    if (!scope) throw new TokenError(400, "invalid_request", 900144, "The request body must contain the following parameter: 'scope'.");
+    const scopes = scope.split(/\s+/).filter(Boolean);
+    if (scopes.length !== 1 || !scopes[0]!.endsWith("/.default")) {
+      throw new TokenError(400, "invalid_scope", 1002012, `The provided value for scope ${scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI).`);
+    }
+    const resource = normResource(scopes[0]!.slice(0, -"/.default".length));
+    const api = this.apis.get(resource);
+    if (!api || ALIASES.has(tenantSegment) || api.tenantId.toLowerCase() !== tenantSegment) {
+      throw new TokenError(400, "invalid_resource", 500011, resourceNotFound(resource, tenantSegment));
+    }
+    const nowSec = Math.floor(this.now() / 1000);
+    const roles = [...(api.assignments.get(app.clientId.toLowerCase()) ?? [])];
+    const claims: Record<string, unknown> = {
+      aud: api.clientId,
+      iss: `${this.url}/${tenantSegment}/v2.0`,
+      iat: nowSec,
+      nbf: nowSec,
+      exp: nowSec + this.accessTokenLifetimeSec,
+      azp: app.clientId,
+      azpacr: "1",
+      idtyp: "app",
+      oid: app.servicePrincipalId,
+      sub: app.servicePrincipalId,
+      tid: tenantSegment,
+      uti: randomBytes(16).toString("base64url"),
+      ver: "2.0",
+    };
+    if (roles.length > 0) claims.roles = roles;
+    const accessToken = await this.sign(claims);
+    this.note(accessToken);
+    return { token_type: "Bearer", expires_in: this.accessTokenLifetimeSec, ext_expires_in: this.accessTokenLifetimeSec, access_token: accessToken };
   }
 
   private async authenticateClient(req: IncomingMessage, form: URLSearchParams, tenantSegment: string, log: EntraRequest): Promise<App> {
@@ -1200,6 +1408,23 @@ ${users}
     if (!clientId) throw new TokenError(400, "invalid_request", 900144, "The request body must contain the following parameter: 'client_id'.");
     const app = this.apps.get(clientId.toLowerCase());
     if (!app) throw new TokenError(400, "unauthorized_client", 700016, appNotFound(clientId, tenantSegment));
+    if (app.spa) {
+      if (secret !== undefined) {
+        throw new TokenError(400, "invalid_request", 700025, "Client is public so neither 'client_assertion' nor 'client_secret' should be presented.");
+      }
+      if (!headerValue(req, "origin")) {
+        throw new TokenError(
+          400,
+          "invalid_request",
+          9002327,
+          "Tokens issued for the 'Single-Page Application' client-type may only be redeemed via cross-origin requests.",
+        );
+      }
+      if (form.get("grant_type") === "client_credentials") {
+        throw new TokenError(400, "unauthorized_client", 700016, "A public client cannot use the client credentials grant.");
+      }
+      return app;
+    }
     if (!secret) {
       throw new TokenError(401, "invalid_client", 7000218, "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.");
     }
@@ -1466,26 +1691,47 @@ ${users}
     const tid = grant.tenantId;
     const user = grant.user;
     const sub = createHash("sha256").update(`${user.oid}|${grant.clientId}`).digest("base64url");
-    const accessToken = await this.sign({
-      aud: resource,
-      iss: `https://sts.windows.net/${tid}/`,
-      iat: nowSec,
-      nbf: nowSec,
-      exp,
-      acr: "1",
-      amr: ["pwd", "mfa"],
-      appid: grant.clientId,
-      appidacr: "1",
-      name: user.name ?? user.upn,
-      oid: user.oid,
-      scp: perms.join(" "),
-      sub,
-      tid,
-      unique_name: user.upn,
-      upn: user.upn,
-      uti: randomBytes(16).toString("base64url"),
-      ver: "1.0",
-    });
+    const api = this.apis.get(resource);
+    if (api && api.tenantId.toLowerCase() !== tid) throw new TokenError(400, "invalid_resource", 500011, resourceNotFound(resource, tid));
+    const accessToken = api
+      ? await this.sign({
+          aud: api.clientId,
+          iss: `${this.url}/${tid}/v2.0`,
+          iat: nowSec,
+          nbf: nowSec,
+          exp,
+          azp: grant.clientId,
+          azpacr: app.spa ? "0" : "1",
+          name: user.name ?? user.upn,
+          oid: user.oid,
+          preferred_username: user.upn,
+          ...(api.assignments.get(user.oid.toLowerCase())?.size ? { roles: [...api.assignments.get(user.oid.toLowerCase())!] } : {}),
+          scp: perms.join(" "),
+          sub,
+          tid,
+          uti: randomBytes(16).toString("base64url"),
+          ver: "2.0",
+        })
+      : await this.sign({
+          aud: resource,
+          iss: `https://sts.windows.net/${tid}/`,
+          iat: nowSec,
+          nbf: nowSec,
+          exp,
+          acr: "1",
+          amr: ["pwd", "mfa"],
+          appid: grant.clientId,
+          appidacr: "1",
+          name: user.name ?? user.upn,
+          oid: user.oid,
+          scp: perms.join(" "),
+          sub,
+          tid,
+          unique_name: user.upn,
+          upn: user.upn,
+          uti: randomBytes(16).toString("base64url"),
+          ver: "1.0",
+        });
     this.note(accessToken);
     const response: Record<string, unknown> = {
       token_type: "Bearer",
@@ -1643,13 +1889,48 @@ function errorBody(error: string, aadsts: number, message: string, correlationId
   };
 }
 
-function redirectError(redirectUri: string, error: string, aadsts: number, message: string, state: string | null): string {
+function redirectError(
+  redirectUri: string,
+  error: string,
+  aadsts: number,
+  message: string,
+  state: string | null,
+  mode: "query" | "fragment" = "query",
+): string {
+  const params = new URLSearchParams();
+  params.set("error", error);
+  params.set("error_description", describe(aadsts, message, randomUUID()));
+  params.set("error_uri", `https://login.microsoftonline.com/error?code=${aadsts}`);
+  if (state !== null) params.set("state", state);
+  return withResponse(redirectUri, params, mode);
+}
+
+/** The redirect URI with the response in its query (server apps) or its fragment (single-page apps). */
+function withResponse(redirectUri: string, params: URLSearchParams, mode: "query" | "fragment"): string {
   const url = new URL(redirectUri);
-  url.searchParams.set("error", error);
-  url.searchParams.set("error_description", describe(aadsts, message, randomUUID()));
-  url.searchParams.set("error_uri", `https://login.microsoftonline.com/error?code=${aadsts}`);
-  if (state !== null) url.searchParams.set("state", state);
+  if (mode === "fragment") {
+    url.hash = params.toString();
+    return url.href;
+  }
+  for (const [key, value] of params) url.searchParams.set(key, value);
   return url.href;
+}
+
+function decodePayload(jwt: string): Record<string, unknown> {
+  try {
+    return JSON.parse(Buffer.from(jwt.split(".")[1] ?? "", "base64url").toString("utf8")) as Record<string, unknown>;
+  } catch {
+    return {};
+  }
+}
+
+/** MSAL's account key: base64url JSON of the user's object ID and home tenant. */
+function clientInfo(oid: string, tid: string): string {
+  return Buffer.from(JSON.stringify({ uid: oid, utid: tid }), "utf8").toString("base64url");
+}
+
+function originOf(uri: string): string | undefined {
+  return URL.canParse(uri) ? new URL(uri).origin : undefined;
 }
 
 function tenantNotFound(tenant: string): string {

@@ -242,6 +242,15 @@ export class FakeKeyVault {
     };
   }
 
+  /**
+   * Stores a new version of a secret directly, as an administrator would with
+   * `az keyvault secret set` (the sandbox puts the destinations' secrets in this way).
+   */
+  putSecret(name: string, value: string, contentType?: string): void {
+    if (!NAME_RE.test(name)) throw new Error(`not a Key Vault secret name: ${name}`);
+    this.setSecret(name, JSON.stringify({ value, ...(contentType ? { contentType } : {}) }));
+  }
+
   /** Names of all secrets, live and soft-deleted. */
   names(): string[] {
     return [...this.secrets.values()].map((e) => e.name);

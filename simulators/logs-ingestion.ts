@@ -48,6 +48,8 @@ export interface FakeLogsIngestionOptions {
   requestsPerMinute?: number;
   /** Keep each record for `records()` (default true); false only counts them (benchmark, sandbox). */
   keepRecords?: boolean;
+  /** Called with each record stored (also when keepRecords is false), e.g. to count alerts without keeping rows. */
+  onRecord?: (record: IngestedRecord) => void;
   now?: () => number;
 }
 
@@ -257,7 +259,13 @@ export class FakeLogsIngestion {
     }
 
     this.stored += rows.length;
-    if (this.options.keepRecords !== false) for (const row of rows) this.received.push(this.store(ruleId, stream, columns, row, entry.seq));
+    if (this.options.keepRecords !== false || this.options.onRecord) {
+      for (const row of rows) {
+        const stored = this.store(ruleId, stream, columns, row, entry.seq);
+        if (this.options.keepRecords !== false) this.received.push(stored);
+        this.options.onRecord?.(stored);
+      }
+    }
     answer(204);
   }
 

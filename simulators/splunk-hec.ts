@@ -92,6 +92,8 @@ export interface FakeSplunkHecOptions {
   maxContentLength?: number;
   /** Keep each event for `events()` (default true); false only counts them (benchmark, sandbox). */
   keepEvents?: boolean;
+  /** Called with each event taken (also when keepEvents is false); with ack, `indexed` turns true later. */
+  onEvent?: (event: HecEventRecord) => void;
 }
 
 export class FakeSplunkHec {
@@ -305,6 +307,7 @@ export class FakeSplunkHec {
     // Splunk has already taken the events before an invalid one.
     this.stored += accepted.length;
     if (this.options.keepEvents !== false) this.received.push(...accepted);
+    if (this.options.onEvent) for (const e of accepted) this.options.onEvent(e);
     entry.events = accepted.length;
     if (problem) return fail(400, problem.code, problem.text, { "invalid-event-number": problem.index });
 

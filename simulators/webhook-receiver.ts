@@ -31,6 +31,13 @@ export interface ReceivedWebhook {
 /** What to answer; `times` requests long (default 1). */
 export type ReceiverFault = { status: number; retryAfterSeconds?: number; times?: number };
 
+export interface WebhookReceiverOptions {
+  /** Keep each delivery in `received` (default true); false keeps none (the sandbox counts them with onReceived). */
+  keep?: boolean;
+  /** Called with each verified delivery (also when keep is false). */
+  onReceived?: (webhook: ReceivedWebhook) => void;
+}
+
 export class WebhookReceiver {
   readonly received: ReceivedWebhook[] = [];
   /** Requests whose signature did not verify (they are answered 401). */
@@ -46,6 +53,7 @@ export class WebhookReceiver {
     /** The signing secret as the collector's vault holds it: `whsec_<base64>`. */
     readonly secret: string,
     private readonly path = "/hooks/alerts",
+    private readonly options: WebhookReceiverOptions = {},
   ) {
     this.verifier = new Webhook(secret.replace(/^whsec_/, ""));
   }
@@ -100,7 +108,9 @@ export class WebhookReceiver {
       res.writeHead(401).end();
       return;
     }
-    this.received.push({ id: headers["webhook-id"], timestamp: Number(headers["webhook-timestamp"]), payload, body });
+    const webhook: ReceivedWebhook = { id: headers["webhook-id"], timestamp: Number(headers["webhook-timestamp"]), payload, body };
+    if (this.options.keep !== false) this.received.push(webhook);
+    this.options.onReceived?.(webhook);
     res.writeHead(204).end();
   }
 

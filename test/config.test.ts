@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { describe, it } from "node:test";
+import { after, before, describe, it } from "node:test";
 import { ConfigError, endpointsFor, loadConfig } from "../shared/platform/config.js";
 
 const valid = {
@@ -9,6 +9,8 @@ const valid = {
   KEY_VAULT_URL: "https://kv-example.vault.azure.net",
   ALERTS_STORAGE: "UseDevelopmentStorage=true",
   PULL_SCHEDULE: "0 */5 * * * *",
+  OPERATOR_TENANT_ID: "3c9f1e52-7a41-4d2b-9e0f-5b6a7c8d9e01",
+  OPERATOR_API_CLIENT_ID: "b8e4a2d1-0c3f-4e5a-8b7c-6d9e0f1a2b3c",
 };
 
 function problemsOf(env: Record<string, string | undefined>): string[] {
@@ -39,9 +41,42 @@ describe("config", () => {
       "KEY_VAULT_URL",
       "MSSP_CLIENT_ID",
       "MSSP_CLIENT_SECRET",
+      "OPERATOR_API_CLIENT_ID",
+      "OPERATOR_TENANT_ID",
       "PUBLIC_BASE_URL",
       "PULL_SCHEDULE",
     ]);
+  });
+
+  it("derives the operator sign-in settings: issuer, JWKS, scope, and the lifecycle defaults", () => {
+    const c = loadConfig({ ...valid, OPERATOR_TENANT_ID: valid.OPERATOR_TENANT_ID.toUpperCase() });
+    assert.deepEqual(c.operator, {
+      tenantId: "3c9f1e52-7a41-4d2b-9e0f-5b6a7c8d9e01",
+      apiClientId: "b8e4a2d1-0c3f-4e5a-8b7c-6d9e0f1a2b3c",
+      authority: "https://login.microsoftonline.com/3c9f1e52-7a41-4d2b-9e0f-5b6a7c8d9e01",
+      issuer: "https://login.microsoftonline.com/3c9f1e52-7a41-4d2b-9e0f-5b6a7c8d9e01/v2.0",
+      jwksUri: "https://login.microsoftonline.com/3c9f1e52-7a41-4d2b-9e0f-5b6a7c8d9e01/discovery/v2.0/keys",
+      scope: "api://b8e4a2d1-0c3f-4e5a-8b7c-6d9e0f1a2b3c/Operator.Access",
+    });
+    assert.equal(loadConfig({ ...valid, DEFENDER_CLOUD: "gcc-high" }).operator.issuer.startsWith("https://login.microsoftonline.us/"), true);
+    assert.equal(c.lifecycle.alertRetentionMs, 365 * 24 * 3600_000);
+    assert.equal(c.lifecycle.auditRetentionMs, 400 * 24 * 3600_000);
+    assert.equal(c.lifecycle.exportPageAlerts, 50_000);
+    assert.deepEqual(problemsOf({ ...valid, OPERATOR_CONSOLE_CLIENT_ID: "console" }), ["OPERATOR_CONSOLE_CLIENT_ID"]);
+  });
+
+  it("refuses ALERT_RETENTION_DAYS up to the sweep's and the first pull's lookback, naming no value", () => {
+    assert.deepEqual(problemsOf({ ...valid, ALERT_RETENTION_DAYS: "7" }), ["ALERT_RETENTION_DAYS"]);
+    assert.deepEqual(problemsOf({ ...valid, ALERT_RETENTION_DAYS: "20", SWEEP_DAILY_LOOKBACK_DAYS: "30" }), ["ALERT_RETENTION_DAYS"]);
+    assert.deepEqual(problemsOf({ ...valid, ALERT_RETENTION_DAYS: "20", PULL_INITIAL_LOOKBACK_DAYS: "20" }), ["ALERT_RETENTION_DAYS"]);
+    assert.equal(loadConfig({ ...valid, ALERT_RETENTION_DAYS: "8" }).lifecycle.alertRetentionMs, 8 * 24 * 3600_000);
+    // Named together with other problems, not instead of them.
+    assert.deepEqual(problemsOf({ ...valid, ALERT_RETENTION_DAYS: "3", PULL_SCHEDULE: "x" }).sort(), ["ALERT_RETENTION_DAYS", "PULL_SCHEDULE"]);
+    try {
+      loadConfig({ ...valid, ALERT_RETENTION_DAYS: "3" });
+    } catch (err) {
+      assert.doesNotMatch(String((err as Error).message), /\b3\b|\b7\b/);
+    }
   });
 
   it("refuses http: authority, API and vault URLs", () => {
@@ -211,7 +246,7 @@ async function withSettings(settings: Record<string, string | undefined>, body: 
   const { resetServices } = await import("../shared/platform/services.js");
   const { resetHealthCache } = await import("../shared/platform/health.js");
   const saved = { ...process.env };
-  for (const [name, value] of Object.entries({ ...valid, ...settings })) {
+  for (const [name, value] of Object.entries({ ...valid, ...identity?.settings, ...settings })) {
     if (value === undefined) delete process.env[name];
     else process.env[name] = value;
   }
@@ -226,7 +261,18 @@ async function withSettings(settings: Record<string, string | undefined>, body: 
   }
 }
 
+/** Operator routes need an operator token: a fake Entra with the MSSP tenant, for the tests below. */
+let identity: Awaited<ReturnType<typeof import("./support/operators.js").startOperatorIdentity>> | undefined;
+
 describe("config errors at invocation", () => {
+  before(async () => {
+    const { startOperatorIdentity } = await import("./support/operators.js");
+    identity = await startOperatorIdentity();
+  });
+  after(async () => {
+    await identity?.stop();
+  });
+
   it("fail the first invocation with the names of the bad settings in the log", async () => {
     const { callHttp } = await import("./support/functions.js");
     await withSettings(

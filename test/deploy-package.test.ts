@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it, type TestContext } from "node:test";
-import { APP_DIRS, BUDGET, DEPLOY_DIR, isPrunedDir, isPrunedFile, ROOT, ROOT_FILES, tally } from "../dev/package.js";
+import { APP_DIRS, APP_FILES, BUDGET, DEPLOY_DIR, isPrunedDir, isPrunedFile, ROOT, ROOT_FILES, tally } from "../dev/package.js";
 import { loadDeployedFunctions, staleFiles } from "./support/deploy-load.js";
 import { loadFunctions } from "./support/functions.js";
 import { missingPrerequisite } from "./support/prerequisites.js";
@@ -64,7 +64,14 @@ describe("npm run package: the staged .deploy/ folder", () => {
     }
     const appFiles = filesUnder(join(dir, "dist"));
     assert.ok(appFiles.length > 0);
-    for (const file of appFiles) assert.match(file, /\.(js|json)$/, `dist/${file}: compiled JavaScript only`);
+    for (const file of appFiles) {
+      const folder = file.split("/")[0] as (typeof APP_DIRS)[number];
+      assert.match(file, folder === "console" ? APP_FILES.console : /\.(js|json)$/, `dist/${file}: compiled JavaScript (and the console's static files) only`);
+    }
+    // The console's page and its hashed script and style sheet, exactly as built.
+    const consoleFiles = filesUnder(join(dir, "dist", "console")).sort();
+    assert.deepEqual(consoleFiles, filesUnder(join(ROOT, "dist", "console")).sort());
+    assert.ok(consoleFiles.includes("index.html") && consoleFiles.some((f) => /^assets\/app-[A-Z0-9]+\.js$/.test(f)));
   });
 
   it("has no dev dependency, type declaration, source map or Markdown (other than licences) in node_modules", (t) => {

@@ -779,6 +779,9 @@ describe("infra: the compiled template (bicep build), as deployed", () => {
       KEY_VAULT_URL: "https://kv.vault.azure.net",
       ALERTS_STORAGE: "UseDevelopmentStorage=true",
       PULL_SCHEDULE: "0 */5 * * * *",
+      // Required by operator sign-in; the deployment sets both (app.bicep).
+      OPERATOR_TENANT_ID: "72f988bf-86f1-41af-91ab-2d7cd011db47",
+      OPERATOR_API_CLIENT_ID: "0e2d7b61-4c1f-4b8e-9a3d-6f5c2b1a0e99",
       DESTINATIONS__sentinel__TYPE: String(settings.DESTINATIONS__sentinel__TYPE),
       DESTINATIONS__sentinel__DCR_ENDPOINT: "https://dcr-x-abcd.westeurope-1.ingest.monitor.azure.com",
       DESTINATIONS__sentinel__DCR_IMMUTABLE_ID: "dcr-0123456789abcdef0123456789abcdef",
@@ -864,25 +867,36 @@ describe("infra/scripts/register-app.sh", () => {
     assert.equal(bash.status, 0, bash.stderr);
   });
 
-  it("registers a multi-tenant app with the Defender Alert.Read delegated permission", () => {
+  it("registers a multi-tenant app with the delegated permissions of both sources: Defender Alert.Read, Graph SecurityAlert.Read.All", () => {
     assert.ok(script.includes("--sign-in-audience AzureADMultipleOrgs"));
     assert.ok(script.includes('DEFENDER_APP_ID="fc780465-2017-40d4-a0c5-307022471b92"'));
     assert.ok(script.includes('DEFENDER_SCOPE="Alert.Read"'));
-    assert.ok(script.includes("oauth2PermissionScopes[?value=='$DEFENDER_SCOPE'].id"));
+    assert.ok(script.includes('GRAPH_APP_ID="00000003-0000-0000-c000-000000000000"'));
+    assert.ok(script.includes('GRAPH_SCOPE="SecurityAlert.Read.All"'));
+    assert.ok(script.includes("oauth2PermissionScopes[?value=='$scope'].id"));
     assert.ok(script.includes('"$scope_id=Scope"'));
+    assert.ok(script.includes('request_api_permissions "$DEFENDER_APP_ID" WindowsDefenderATP "$DEFENDER_SCOPE" "$DEFENDER_ROLE"'));
+    assert.ok(script.includes('request_api_permissions "$GRAPH_APP_ID" "Microsoft Graph" "$GRAPH_SCOPE" "$GRAPH_ROLE"'));
     assert.ok(script.includes("/api/consent/callback"));
     assert.ok(script.includes("azd env set MSSP_CLIENT_ID"));
     assert.ok(script.includes("--rotate"));
   });
 
-  it("adds the application permission Alert.Read.All too, and hard-codes no permission ID (only the API's app ID and built-in role IDs)", () => {
+  it("adds the application permissions Alert.Read.All and SecurityAlert.Read.All too, and hard-codes no permission ID (only the APIs' app IDs and built-in role IDs)", () => {
     assert.ok(script.includes('DEFENDER_ROLE="Alert.Read.All"'));
-    assert.ok(script.includes("appRoles[?value=='$DEFENDER_ROLE'].id"));
+    assert.ok(script.includes('GRAPH_ROLE="SecurityAlert.Read.All"'));
+    assert.ok(script.includes("appRoles[?value=='$role'].id"));
     assert.ok(script.includes('"$role_id=Role"'));
     const guids = new Set(script.match(/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/gi) ?? []);
     assert.deepEqual(
       [...guids].sort(),
-      ["12338af0-0e69-4776-bea7-57ae8d297424", "a4417e6f-fecd-4de8-b567-7b0420556985", "b86a8fe4-44ce-4948-aee5-eccb2c155cd7", "fc780465-2017-40d4-a0c5-307022471b92"],
+      [
+        "00000003-0000-0000-c000-000000000000",
+        "12338af0-0e69-4776-bea7-57ae8d297424",
+        "a4417e6f-fecd-4de8-b567-7b0420556985",
+        "b86a8fe4-44ce-4948-aee5-eccb2c155cd7",
+        "fc780465-2017-40d4-a0c5-307022471b92",
+      ],
     );
   });
 

@@ -513,7 +513,7 @@ describe("offboarding and re-onboarding", () => {
 });
 
 describe("health", () => {
-  it("answers anonymous callers with the status only; the causes are behind the function key", async () => {
+  it("answers anonymous callers with the status only; the causes need an operator token", async () => {
     resetHealthCache();
     const ok = await call("health", { path: "health" });
     assert.equal(ok.status, 200);

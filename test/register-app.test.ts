@@ -18,6 +18,8 @@ const VAULT_ID = "/subscriptions/s/resourceGroups/rg-prod/providers/Microsoft.Ke
 const ME = "99999999-9999-4999-8999-999999999999";
 const SCOPE_ID = "a1b2c3d4-0000-4000-8000-000000000001";
 const ROLE_ID = "a1b2c3d4-0000-4000-8000-000000000002";
+const GRAPH_SCOPE_ID = "b1b2c3d4-0000-4000-8000-000000000005";
+const GRAPH_ROLE_ID = "b1b2c3d4-0000-4000-8000-000000000006";
 const FIC_PRINCIPAL = "f1c0f1c0-0000-4000-8000-000000000003";
 const APP_PRINCIPAL = "a9900000-0000-4000-8000-000000000004";
 const TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47";
@@ -35,6 +37,8 @@ function initialState(change: (s: FakeAzState) => void = () => {}): FakeAzState 
     callerIp: "203.0.113.7",
     defenderScopeId: SCOPE_ID,
     defenderRoleId: ROLE_ID,
+    graphScopeId: GRAPH_SCOPE_ID,
+    graphRoleId: GRAPH_ROLE_ID,
     tenantId: TENANT,
     apps: [],
     servicePrincipals: [DEFENDER_APP_ID],
@@ -100,10 +104,15 @@ describe("register-app.sh", { skip: spawnSync("bash", ["--version"]).error ? "no
     assert.equal(run.status, 0, run.stderr);
     noSecretLeaked(run);
     const [created] = run.state.apps;
-    assert.ok(created && run.state.apps.length === 1);
+    assert.ok(created);
+    assert.deepEqual(
+      run.state.apps.map((a) => a.displayName),
+      ["MSSP Defender collector (prod)", "MSSP Defender collector operator API (prod)", "MSSP Defender collector console (prod)"],
+    );
     assert.equal(created.displayName, "MSSP Defender collector (prod)");
     assert.deepEqual(created.tags, ["azd-env:prod"]);
     assert.deepEqual(created.scopes, [SCOPE_ID, ROLE_ID], "delegated Alert.Read and application Alert.Read.All, ids from the service principal");
+    assert.deepEqual(created.graphScopes, [GRAPH_SCOPE_ID, GRAPH_ROLE_ID], "Graph SecurityAlert.Read.All, delegated and application, for tenants on source graph");
     const [list] = called(run, "ad", "app", "list");
     assert.ok(list, "looked for an existing registration");
     assert.equal(list.argv[list.argv.indexOf("--filter") + 1], "displayName eq 'MSSP Defender collector (prod)'", "exact name, not a prefix");
@@ -133,7 +142,13 @@ describe("register-app.sh", { skip: spawnSync("bash", ["--version"]).error ? "no
     assert.equal(first.status, 0, first.stderr);
     const again = await runScript(first.state);
     assert.equal(again.status, 0, again.stderr);
-    assert.equal(again.state.apps.length, 1);
+    assert.equal(again.state.apps.length, 3);
+    assert.deepEqual(again.state.apps, first.state.apps, "no registration changed");
+    assert.deepEqual(
+      called(again, "rest").filter((c) => !c.argv.includes("GET")),
+      [],
+      "no Graph change",
+    );
     assert.equal(again.state.secret?.versions, 1, "the secret is kept");
     assert.equal(again.state.apps[0]?.credentials.length, 1, "no new client secret");
     assert.equal(called(again, "ad", "app", "create").length, 0);
@@ -141,6 +156,24 @@ describe("register-app.sh", { skip: spawnSync("bash", ["--version"]).error ? "no
     assert.equal(grant?.argv[grant.argv.indexOf("--scope") + 1], `${VAULT_ID}/secrets/mssp-client-secret`);
     assert.deepEqual(again.state.roleAssignments, []);
     assert.match(again.stderr, /exists for .*; keeping it/);
+  });
+
+  it("adds Graph SecurityAlert.Read.All to a registration that has only the Defender permissions, and stops when Graph does not publish it", async () => {
+    const older = (): FakeApp => ({ ...app("MSSP Defender collector (prod)", ["azd-env:prod"]), scopes: [SCOPE_ID, ROLE_ID] });
+    const run = await runScript(initialState((s) => s.apps.push(older())), ["--fic-principal-id", FIC_PRINCIPAL], {}, null);
+    assert.equal(run.status, 0, run.stderr);
+    assert.deepEqual(run.state.apps[0]?.scopes, [SCOPE_ID, ROLE_ID], "the Defender permissions are not requested twice");
+    assert.deepEqual(run.state.apps[0]?.graphScopes, [GRAPH_SCOPE_ID, GRAPH_ROLE_ID]);
+    assert.match(run.stderr, /- requested the delegated permission Microsoft Graph SecurityAlert\.Read\.All/);
+    assert.match(run.stderr, /- requested the application permission Microsoft Graph SecurityAlert\.Read\.All/);
+    assert.doesNotMatch(run.stderr, /permission WindowsDefenderATP/);
+
+    const missing = await runScript(initialState((s) => {
+        s.apps.push(older());
+        delete s.graphRoleId;
+      }), ["--fic-principal-id", FIC_PRINCIPAL], {}, null);
+    assert.notEqual(missing.status, 0);
+    assert.match(missing.stderr, /Microsoft Graph publishes no application permission named SecurityAlert\.Read\.All/);
   });
 
   it("uses standing data access when the deployer has it, without granting anything", async () => {
@@ -222,12 +255,74 @@ describe("register-app.sh", { skip: spawnSync("bash", ["--version"]).error ? "no
     assert.deepEqual(failing.state.roleAssignments, []);
   });
 
+  it("creates the operator API (v2 tokens, Operator.Access, roles for users and apps) and the console (SPA, pre-authorized), and gives the deployer Admin", async () => {
+    const run = await runScript(initialState());
+    assert.equal(run.status, 0, run.stderr);
+    const api = run.state.apps.find((a) => a.displayName === "MSSP Defender collector operator API (prod)");
+    const console = run.state.apps.find((a) => a.displayName === "MSSP Defender collector console (prod)");
+    assert.ok(api && console);
+    for (const a of [api, console]) {
+      assert.equal(a.signInAudience, "AzureADMyOrg", "single tenant");
+      assert.deepEqual(a.tags, ["azd-env:prod"]);
+      assert.deepEqual(a.credentials, [], "no secret: the console is a public client, the API signs in nobody");
+    }
+    assert.deepEqual(api.identifierUris, [`api://${api.appId}`]);
+    assert.equal(api.api?.requestedAccessTokenVersion, 2);
+    const scope = api.api?.oauth2PermissionScopes?.find((x) => x.value === "Operator.Access");
+    assert.ok(scope);
+    assert.deepEqual(
+      (api.appRoles ?? []).map((r) => `${r.value} ${[...r.allowedMemberTypes].sort().join(",")} ${r.isEnabled}`),
+      ["Reader Application,User true", "Operator Application,User true", "Admin Application,User true"],
+    );
+    assert.deepEqual(api.api?.preAuthorizedApplications, [{ appId: console.appId, delegatedPermissionIds: [scope.id] }]);
+    assert.deepEqual(console.spa?.redirectUris, ["https://func-abc.azurewebsites.net/api/console/"]);
+    assert.deepEqual(console.redirectUris, [], "no Web redirect URI on the console");
+    assert.deepEqual(console.permissions, [{ api: api.appId, id: scope.id }]);
+    assert.ok(run.state.servicePrincipals.includes(api.appId) && run.state.servicePrincipals.includes(console.appId));
+    const apiSp = run.state.spDetails?.[api.appId];
+    assert.equal(apiSp?.appRoleAssignmentRequired, true);
+    const admin = api.appRoles?.find((r) => r.value === "Admin");
+    assert.deepEqual(run.state.appRoleAssignments, [{ principalId: ME, resourceId: apiSp?.id, appRoleId: admin?.id }]);
+    assert.match(run.stderr, /- gave you the operator API's Admin role/);
+    assert.match(run.stderr, /operators: API .*, console .* \(tenant 72f988bf-/);
+
+    // Again, after someone added a role of their own: the IDs stay, the extra role stays, nothing is re-created.
+    const custom = { id: "eeeeeeee-0000-4000-8000-000000000001", value: "Auditor", allowedMemberTypes: ["User"], isEnabled: true };
+    const state = structuredClone(run.state);
+    const apiAgain = state.apps.find((a) => a.appId === api.appId)!;
+    apiAgain.appRoles = [...(apiAgain.appRoles ?? []).filter((r) => r.value !== "Operator"), custom];
+    const again = await runScript(state);
+    assert.equal(again.status, 0, again.stderr);
+    const after = again.state.apps.find((a) => a.appId === api.appId)!;
+    assert.deepEqual(
+      (after.appRoles ?? []).map((r) => r.value).sort(),
+      ["Admin", "Auditor", "Operator", "Reader"],
+    );
+    assert.equal(after.appRoles?.find((r) => r.value === "Reader")?.id, api.appRoles?.find((r) => r.value === "Reader")?.id, "role IDs are kept");
+    assert.equal(again.state.appRoleAssignments?.length, 1, "Admin is given once");
+    assert.match(again.stderr, /- set the app roles Reader Operator Admin/);
+  });
+
+  it("adopts operator registrations only when tagged or named, and skips the Admin assignment on request", async () => {
+    const foreignApi = app("MSSP Defender collector operator API (prod)", [], "ffffffff-5555-4555-8555-555555555555");
+    const refused = await runScript(initialState((s) => s.apps.push(foreignApi)));
+    assert.notEqual(refused.status, 0);
+    assert.match(refused.stderr, /'MSSP Defender collector operator API \(prod\)' exists .* lacks the tag azd-env:prod/);
+    assert.equal(refused.state.apps.find((a) => a.appId === foreignApi.appId)?.appRoles, undefined, "someone else's registration is left alone");
+
+    const adopted = await runScript(initialState((s) => s.apps.push(foreignApi)), ["--operator-api-client-id", foreignApi.appId, "--no-operator-admin"]);
+    assert.equal(adopted.status, 0, adopted.stderr);
+    assert.deepEqual(adopted.state.apps.find((a) => a.appId === foreignApi.appId)?.tags, ["azd-env:prod"]);
+    assert.deepEqual(adopted.state.appRoleAssignments ?? [], []);
+  });
+
   it("by default (managed-identity): both permissions, the federated credential, and no secret, vault access or role anywhere", async () => {
     const run = await runScript(initialState(), ["--fic-principal-id", FIC_PRINCIPAL], {}, null);
     assert.equal(run.status, 0, run.stderr);
     const [created] = run.state.apps;
     assert.ok(created);
     assert.deepEqual(created.scopes, [SCOPE_ID, ROLE_ID]);
+    assert.deepEqual(created.graphScopes, [GRAPH_SCOPE_ID, GRAPH_ROLE_ID]);
     assert.deepEqual(created.federatedCredentials, [
       { name: "mssp-collector-managed-identity", issuer: `https://login.microsoftonline.com/${TENANT}/v2.0`, subject: FIC_PRINCIPAL, audiences: ["api://AzureADTokenExchange"] },
     ]);

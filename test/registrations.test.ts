@@ -15,23 +15,49 @@ describe("function registrations", () => {
       .filter((r) => r.kind === "http")
       .map((r) => `${(r.options.methods as string[]).join(",")} ${r.options.route} ${r.options.authLevel}`)
       .sort();
+    // Every route is anonymous to the host: operator routes authorize Entra ID tokens in the app
+    // (shared/operator/route.ts), and test/authorization.test.ts holds each route's decision.
     assert.deepEqual(http, [
-      "DELETE tenants/{tenantId} function",
-      "GET alerts function",
+      "DELETE tenants/{tenantId} anonymous",
+      "GET alerts anonymous",
+      "GET audit anonymous",
       "GET consent/callback anonymous",
       "GET consent/start anonymous",
+      "GET console/{*path} anonymous",
       "GET health anonymous",
-      "GET health/details function",
-      "GET tenants function",
-      "GET tenants/{tenantId} function",
-      "GET tenants/{tenantId}/alerts/{alertId} function",
-      "PATCH tenants/{tenantId} function",
-      "POST destinations/{name}/enable function",
-      "POST destinations/{name}/replay function",
-      "POST tenants function",
-      "POST tenants/{tenantId}/pull function",
-      "POST tenants/{tenantId}/reconcile function",
+      "GET health/details anonymous",
+      "GET tenants anonymous",
+      "GET tenants/{tenantId} anonymous",
+      "GET tenants/{tenantId}/alerts/{alertId} anonymous",
+      "GET tenants/{tenantId}/export anonymous",
+      "GET tenants/{tenantId}/purge anonymous",
+      "PATCH tenants/{tenantId} anonymous",
+      "POST destinations/{name}/enable anonymous",
+      "POST destinations/{name}/replay anonymous",
+      "POST tenants anonymous",
+      "POST tenants/{tenantId}/pull anonymous",
+      "POST tenants/{tenantId}/reconcile anonymous",
     ]);
+  });
+
+  it("turns HTTP streaming on in the index.ts entry (the export streams), and the dev host serves it so", async () => {
+    const { loadApp } = await import("../dev/host/load.js");
+    const { repoRoot } = await import("../simulators/https.js");
+    const loaded = await loadApp(repoRoot(import.meta.url));
+    assert.ok(loaded.entryPoints.includes("dist/functions/index.js"), "index.js is loaded through the main glob");
+    assert.ok(loaded.httpUri, "app.setup({ enableHttpStream: true }) took effect");
+  });
+
+  it("runs the data lifecycle once a day and the purge worker on the tenant-purges queue", async () => {
+    const fns = await loadFunctions();
+    const timer = fns.get("lifecycle-timer");
+    assert.equal(timer?.kind, "timer");
+    assert.equal(timer?.options.schedule, "0 17 2 * * *");
+    assert.equal(timer?.options.runOnStartup, false);
+    const worker = fns.get("purge-worker");
+    assert.equal(worker?.kind, "storageQueue");
+    assert.equal(worker?.options.queueName, "tenant-purges");
+    assert.equal(worker?.options.connection, "ALERTS_STORAGE");
   });
 
   it("runs the timer on %PULL_SCHEDULE%, the pull worker on tenant-pulls and the delivery worker on tenant-deliveries of ALERTS_STORAGE", async () => {
@@ -61,7 +87,7 @@ describe("function registrations", () => {
 
   it("has one file per function, loaded by the package.json main glob, and host.json settings", async () => {
     const fns = await loadFunctions();
-    assert.equal(fns.size, 18);
+    assert.equal(fns.size, 24);
     const pkg = JSON.parse(readFileSync("package.json", "utf8")) as { main: unknown; engines: { node: string } };
     assert.equal(pkg.main, "dist/functions/*.js");
     assert.match(pkg.engines.node, />=\s*22/);

@@ -15,15 +15,20 @@ import {
   type Sandbox,
   type SandboxPorts,
   type SandboxTenant,
+  sourceOf,
   startSandboxServers,
 } from "../dev/sandbox-servers.js";
+import { SANDBOX_DESTINATION_NAMES } from "../dev/sandbox-destinations.js";
 import { loadConfig } from "../shared/platform/config.js";
 import { resetHealthCache } from "../shared/platform/health.js";
 import { resetServices, services } from "../shared/platform/services.js";
 import { PULL_QUEUE } from "../shared/platform/storage.js";
 import { loadLoopbackDns, repoRoot } from "../simulators/https.js";
 import { INTERFERING_ENV } from "../simulators/managed-identity.js";
-import { type AppHost, type HttpCall, type HttpResult, startAppHost } from "./support/functions.js";
+import { type AppHost, type HttpCall, type HttpResult, startAppHost, useOperatorTokens } from "./support/functions.js";
+import { operatorTokenSource } from "./support/operators.js";
+import { artifact, launchChromium, signIn } from "./support/browser.js";
+import { watchParts } from "./support/leaks.js";
 
 /**
  * `npm run sandbox`: the simulators are started exactly as dev/sandbox.ts starts them (on
@@ -32,14 +37,28 @@ import { type AppHost, type HttpCall, type HttpResult, startAppHost } from "./su
  * are real HTTP and the browser reaches the app at PUBLIC_BASE_URL: consent through the
  * simulated consent page, the timer, the queue worker (through the host's queue listener),
  * the read API, plus the sandbox's knobs (activity, throttling, a large alert,
- * revocation). Waits (Retry-After, the revocation delay) are recorded or stepped, never slept.
+ * revocation, Splunk acknowledgement), the tenant on Microsoft Graph and the three delivery
+ * destinations (the deliver worker through the host's queue listener). Waits (Retry-After,
+ * the revocation delay, HEC ack polls) are recorded or stepped, never slept.
  */
 
-const FREE: SandboxPorts = { entra: 0, keyVault: 0, defender: 0, identity: 0, azuriteBlob: 0, azuriteQueue: 0, azuriteTable: 0 };
+const FREE: SandboxPorts = {
+  entra: 0,
+  keyVault: 0,
+  defender: 0,
+  identity: 0,
+  azuriteBlob: 0,
+  azuriteQueue: 0,
+  azuriteTable: 0,
+  graph: 0,
+  logsIngestion: 0,
+  splunkHec: 0,
+  webhook: 0,
+};
 const ALERTS = 120;
 const LARGE_MIB = 2;
 const REVOKE_MINUTES = 10;
-const [CONTOSO, FABRIKAM, NORTHWIND] = SANDBOX_TENANTS as [SandboxTenant, SandboxTenant, SandboxTenant];
+const [CONTOSO, FABRIKAM, NORTHWIND, WOODGROVE] = SANDBOX_TENANTS as [SandboxTenant, SandboxTenant, SandboxTenant, SandboxTenant];
 
 let sandbox: Sandbox;
 let app: AppHost;
@@ -65,8 +84,10 @@ function recentLogs(): string {
 }
 
 async function register(tenantId: string): Promise<string> {
-  const mode = SANDBOX_TENANTS.find((t) => t.id === tenantId)?.mode ?? "delegated";
-  const result = await http("tenants-create", { method: "POST", path: "tenants", body: JSON.stringify({ tenantId, relink: true, mode }) });
+  const tenant = SANDBOX_TENANTS.find((t) => t.id === tenantId);
+  const mode = tenant?.mode ?? "delegated";
+  const source = tenant ? sourceOf(tenant) : "defender";
+  const result = await http("tenants-create", { method: "POST", path: "tenants", body: JSON.stringify({ tenantId, relink: true, mode, source }) });
   assert.ok(result.status === 201 || result.status === 200, result.text);
   return (result.json as { consentUrl: string }).consentUrl;
 }
@@ -84,10 +105,10 @@ async function tenantStatus(tenantId: string): Promise<Record<string, unknown>> 
   return result.json as Record<string, unknown>;
 }
 
-async function storedAlerts(tenantId: string): Promise<{ id: string; status?: string }[]> {
+async function storedAlerts(tenantId: string): Promise<{ id: string; status?: string; source?: string; providerAlertId?: string }[]> {
   const result = await http("alerts-list", { path: `alerts?tenantId=${tenantId}&top=1000` });
   assert.equal(result.status, 200, result.text);
-  const body = result.json as { alerts: { id: string; status?: string }[]; continuationToken?: string };
+  const body = result.json as { alerts: { id: string; status?: string; source?: string; providerAlertId?: string }[]; continuationToken?: string };
   assert.equal(body.continuationToken, undefined);
   return body.alerts;
 }
@@ -219,6 +240,9 @@ before(async () => {
     largeAlertMiB: LARGE_MIB,
     revokeAfterMinutes: REVOKE_MINUTES,
     throttle: true,
+    splunkAck: true,
+    // The test calls reportDeliveries() itself, so no timer can log the line first.
+    deliveryStatusSeconds: 0,
     log: (line) => sandboxLog.push(line),
   });
   file = JSON.parse(readFileSync(join(dir, "local.settings.json"), "utf8")) as typeof file;
@@ -228,17 +252,38 @@ before(async () => {
   resetServices();
   resetHealthCache();
   app = await startAppHost(values, { logs, port: sandbox.appPort });
+  useOperatorTokens(operatorTokenSource(sandbox.entra, sandbox.operators));
+  // The suite-wide leak check: no token or secret of the simulators (the HEC token and the
+  // webhook secret included) in the app's log or the sandbox's.
+  const webhookSecret = sandbox.destinations.webhook.secret;
+  watchParts({
+    sources: [
+      sandbox.entra,
+      sandbox.vault,
+      sandbox.identity,
+      sandbox.destinations.splunk,
+      sandbox.destinations.logsIngestion,
+      { secretsSeen: () => [webhookSecret, webhookSecret.slice("whsec_".length)] },
+    ],
+    logs: [logs, sandboxLog],
+    stop: stopAll,
+  });
   (await services()).sleep = async (ms) => {
     slept.push(ms);
   };
 });
 
-after(async () => {
-  const ports = sandbox ? Object.values(sandbox.ports) : [];
+async function stopAll(): Promise<void> {
+  useOperatorTokens(undefined);
   await app?.stop();
   await sandbox?.stop();
   resetServices();
   if (dir) rmSync(dir, { recursive: true, force: true });
+}
+
+after(async () => {
+  const ports = sandbox ? Object.values(sandbox.ports) : [];
+  await stopAll();
   for (const port of ports) assert.equal(await portTaken(port), false, `port ${port} still in use after stop()`);
 });
 
@@ -272,6 +317,26 @@ describe("sandbox", () => {
     const config = loadConfig(values);
     assert.equal(config.redirectUri, `http://localhost:${sandbox.appPort}/api/consent/callback`);
     assert.equal(config.storage.kind, "connectionString");
+
+    // Microsoft Graph and the three destinations, each on its own port.
+    assert.equal(values.GRAPH_BASE_URL, `https://127.0.0.1:${sandbox.ports.graph}`);
+    assert.deepEqual(
+      config.destinations.map((d) => `${d.name} ${d.type} ${d.enabled}`),
+      ["sentinel sentinel true", "splunk splunk true", "webhook webhook true"],
+    );
+    assert.equal(values.DESTINATIONS__sentinel__DCR_ENDPOINT, `https://127.0.0.1:${sandbox.ports.logsIngestion}`);
+    assert.equal(values.DESTINATIONS__sentinel__STREAM, "Custom-MsspDefenderAlerts_CL");
+    assert.equal(values.DESTINATIONS__splunk__URL, `https://127.0.0.1:${sandbox.ports.splunkHec}`);
+    assert.equal(values.DESTINATIONS__splunk__USE_ACK, "true", "--splunk-ack");
+    assert.equal(values.DESTINATIONS__webhook__URL, `https://127.0.0.1:${sandbox.ports.webhook}/hooks/alerts`);
+    // The settings name the secrets; the values are in the simulated vault only.
+    const hecToken = sandbox.vault.inspect(values.DESTINATIONS__splunk__TOKEN_SECRET_NAME!)?.versions.at(-1)?.value ?? "";
+    const webhookSecret = sandbox.vault.inspect(values.DESTINATIONS__webhook__SECRET_NAME!)?.versions.at(-1)?.value ?? "";
+    assert.ok(sandbox.destinations.splunk.secretsSeen().includes(hecToken), "the vault holds the token the HEC accepts");
+    assert.equal(webhookSecret, sandbox.destinations.webhook.secret, "the vault holds the secret the receiver verifies with");
+    assert.match(webhookSecret, /^whsec_[A-Za-z0-9+/]{43}=$/);
+    const written = readFileSync(join(dir, "local.settings.json"), "utf8");
+    assert.ok(!written.includes(hecToken) && !written.includes(webhookSecret.slice("whsec_".length)), "no secret in local.settings.json");
   });
 
   it("keeps the function key across runs, and writes a new one on --new-key", () => {
@@ -286,11 +351,19 @@ describe("sandbox", () => {
     assert.notEqual(chooseFunctionKey(foreign, false), "k".repeat(30), "only a sandbox-written file's key is kept");
   });
 
-  it("answers operator routes only with the function key, as the README's curl steps send it", async () => {
-    assert.equal((await http("tenants-list", { path: "tenants", key: null })).status, 401);
-    assert.equal((await http("tenants-list", { path: "tenants", key: "not-the-key-but-long-enough" })).status, 401);
+  it("answers operator routes only with an operator token of the simulated MSSP tenant; the function key grants nothing", async () => {
+    assert.equal((await http("tenants-list", { path: "tenants", as: null })).status, 401);
+    const keyOnly = await http("tenants-list", { path: "tenants", as: null, headers: { "x-functions-key": values[DEV_KEY_SETTING]! } });
+    assert.equal(keyOnly.status, 401, "a function key is no operator credential");
     assert.equal((await http("tenants-list", { path: "tenants" })).status, 200);
+    assert.equal((await http("tenants-list", { path: "tenants", as: "Reader" })).status, 200);
+    assert.equal((await http("tenants-create", { method: "POST", path: "tenants", as: "Reader", body: "{}" })).status, 403);
     assert.equal((await http("health", { path: "health", key: null })).status, 200, "health is anonymous");
+    assert.deepEqual(
+      Object.fromEntries(Object.entries(sandbox.operators.users).map(([role, user]) => [role, user.upn])),
+      { Reader: "reader@mssp-sandbox.example", Operator: "operator@mssp-sandbox.example", Admin: "admin@mssp-sandbox.example" },
+      "three users sign in to the console, one per role",
+    );
   });
 
   it("refuses to start when a port is taken, naming the port and how to change it", async () => {
@@ -308,6 +381,14 @@ describe("sandbox", () => {
         startSandboxServers({ ports: FREE, appPort: port, checkAppPort: true, settingsPath: null, log: () => {} }),
         /Port \d+ \(the app \(func start or the dev host\)\) is already in use/,
       );
+      for (const [name, pattern] of [
+        ["graph", /\(Microsoft Graph simulator\) is already in use.*--graph-port <port> or SANDBOX_GRAPH_PORT=<port>/],
+        ["logsIngestion", /\(Logs Ingestion simulator \(Sentinel destination\)\) is already in use.*--logs-ingestion-port <port> or SANDBOX_LOGS_INGESTION_PORT=<port>/],
+        ["splunkHec", /\(Splunk HEC simulator\) is already in use.*--splunk-port <port> or SANDBOX_SPLUNK_PORT=<port>/],
+        ["webhook", /\(webhook receiver\) is already in use.*--webhook-port <port> or SANDBOX_WEBHOOK_PORT=<port>/],
+      ] as const) {
+        await assert.rejects(startSandboxServers({ ports: { ...FREE, [name]: port }, settingsPath: null, log: () => {} }), pattern);
+      }
     } finally {
       await new Promise<void>((resolve) => busy.close(() => resolve()));
     }
@@ -425,6 +506,110 @@ describe("sandbox", () => {
     }
   });
 
+  it("onboards the Graph tenant with source graph, pulls it from the simulated Graph API and reads it through the same API", async () => {
+    assert.equal(sourceOf(WOODGROVE), "graph");
+    const authorize = await openLink(await register(WOODGROVE.id));
+    assert.match(new URL(authorize).searchParams.get("scope") ?? "", /^https:\/\/graph\.microsoft\.com\/\.default\b/, "the consent asks for Graph's scope");
+    const page = await consentPage(authorize);
+    assert.deepEqual(
+      page.users.map((u) => u.value),
+      WOODGROVE.users.map((u) => `${WOODGROVE.id}|${u.oid}`),
+    );
+    const done = await http("consent-callback", { path: pathOf(await press(page, "Accept")) });
+    assert.equal(done.status, 200, done.text + recentLogs());
+    let status = await tenantStatus(WOODGROVE.id);
+    assert.deepEqual([status.status, status.source, status.mode], ["active", "graph", "delegated"]);
+
+    const queued = await http("tenants-pull", { method: "POST", path: `tenants/${WOODGROVE.id}/pull`, params: { tenantId: WOODGROVE.id } });
+    assert.equal(queued.status, 202, queued.text);
+    assert.deepEqual(await drainPulls(), [WOODGROVE.id]);
+    // The seeded alerts, plus those the activity round of the test above added.
+    const inGraph = sandbox.graph.getAlerts(WOODGROVE.id);
+    assert.ok(inGraph.length > ALERTS, `${inGraph.length} alerts in Graph`);
+    status = await tenantStatus(WOODGROVE.id);
+    assert.equal(status.alertsStored, inGraph.length, recentLogs());
+    const stored = await storedAlerts(WOODGROVE.id);
+    assert.deepEqual(stored.map((a) => a.id).sort(), inGraph.map((a) => a.id).sort());
+    assert.ok(stored.every((a) => a.source === "graph" && a.providerAlertId), "graph rows, with the provider's id");
+    const sample = inGraph.find((a) => a.evidence.length > 0)!;
+    const one = await http("alerts-get", {
+      path: `tenants/${WOODGROVE.id}/alerts/${encodeURIComponent(sample.id)}?source=graph`,
+      params: { tenantId: WOODGROVE.id, alertId: sample.id },
+    });
+    assert.equal(one.status, 200, one.text);
+    assert.equal(one.text, JSON.stringify(sample), "byte for byte as Graph sent it");
+    assert.equal(sandbox.defender.requests(WOODGROVE.id).length, 0, "Defender is never asked about a Graph tenant");
+    const lists = sandbox.graph.requests(WOODGROVE.id).filter((r) => r.query.$filter);
+    assert.ok(lists.length > 0 && lists.every((r) => r.status === 200 && r.includeUnknownEnumMembers), "alerts_v2 windows, with Prefer: include-unknown-enum-members");
+
+    // The simulated activity reaches Graph too, in Graph's vocabulary; the next pull stores it normalised.
+    const reports = sandbox.tick(new Date(Date.now() - 90_000));
+    assert.deepEqual(
+      reports.map((r) => `${r.name} ${r.source}`),
+      SANDBOX_TENANTS.map((t) => `${t.name} ${sourceOf(t)}`),
+    );
+    const woodgrove = reports.find((r) => r.tenantId === WOODGROVE.id)!;
+    assert.ok(woodgrove.added.length >= 1 && woodgrove.updated.length >= 2, JSON.stringify(woodgrove));
+    assert.equal(sandbox.defender.getAlerts(WOODGROVE.id).length, 0, "no Defender alerts for a Graph tenant");
+    await http("tenants-pull", { method: "POST", path: `tenants/${WOODGROVE.id}/pull`, params: { tenantId: WOODGROVE.id } });
+    assert.deepEqual(await drainPulls(), [WOODGROVE.id]);
+    const after = new Map((await storedAlerts(WOODGROVE.id)).map((a) => [a.id, a]));
+    assert.equal(after.size, woodgrove.total);
+    for (const id of woodgrove.added) assert.equal(after.get(id)?.status, "New", `new alert ${id}`);
+    for (const id of woodgrove.updated) {
+      const graphStatus = sandbox.graph.getAlert(WOODGROVE.id, id)!.status;
+      assert.ok(graphStatus === "inProgress" || graphStatus === "resolved", graphStatus);
+      assert.equal(after.get(id)?.status, graphStatus === "inProgress" ? "InProgress" : "Resolved", `alert ${id} updated`);
+    }
+  });
+
+  it("delivers every pulled alert, Defender's and Graph's, to Sentinel, Splunk and the webhook through the deliver worker, and shows the counts", async () => {
+    // Everything of the active tenants pulled at its latest version (the activity above included)...
+    await app.host.runTimer("pull-timer");
+    assert.deepEqual((await drainPulls()).sort(), [CONTOSO.id, FABRIKAM.id, WOODGROVE.id].sort(), recentLogs());
+    // ...and the wake-ups the pulls queued, run by the host's queue listener.
+    await app.host.drainQueues("deliver-worker");
+
+    const expected = new Map<string, string>();
+    for (const t of [CONTOSO, FABRIKAM, WOODGROVE]) {
+      const alerts =
+        sourceOf(t) === "graph"
+          ? sandbox.graph.getAlerts(t.id).map((a) => ({ id: a.id, lastUpdateTime: a.lastUpdateDateTime }))
+          : sandbox.defender.getAlerts(t.id);
+      for (const a of alerts) expected.set(`${t.id}|${sourceOf(t)}|${a.id}`, a.lastUpdateTime);
+    }
+    assert.ok(sandbox.largeAlertId && expected.has(`${CONTOSO.id}|defender|${sandbox.largeAlertId}`));
+    for (const name of SANDBOX_DESTINATION_NAMES) {
+      const got = sandbox.destinations.deliveredVersions(name);
+      const missing = [...expected].filter(([key, version]) => got.get(key) !== version);
+      assert.deepEqual(missing.slice(0, 3), [], `${name}: ${missing.length} alerts not at their latest version${recentLogs()}`);
+      assert.equal(got.size, expected.size, `${name} received no other alerts`);
+    }
+    for (const d of sandbox.destinations.receipts()) {
+      assert.ok(d.received >= expected.size, `${d.name} received ${d.received}`);
+      assert.equal(d.faulty, 0, `${d.name}: no row off the stream's columns, no bad signature`);
+      assert.equal(d.olderAfterNewer, 0, `${d.name}: never an older version after a newer one`);
+    }
+    assert.ok(
+      sandbox.destinations.splunk.requestLog.some((r) => r.path === "/services/collector/ack" && r.status === 200),
+      "with --splunk-ack the app waited for indexer acknowledgement",
+    );
+
+    const line = sandbox.reportDeliveries();
+    const n = expected.size;
+    assert.match(line ?? "", new RegExp(`^received: sentinel \\d+ rows \\(${n} alerts\\); splunk \\d+ events \\(${n} alerts\\); webhook \\d+ posts \\(${n} alerts\\)$`));
+    assert.equal(sandboxLog.at(-1), line, "the sandbox logs it");
+    assert.equal(sandbox.reportDeliveries(), undefined, "and only again once something changed");
+
+    const details = await http("health-details", { path: "health/details" });
+    const delivery = (details.json as { delivery: { destinations: { name: string; lastSuccessAt?: string; backlogSince?: string; lastError?: unknown }[] } }).delivery;
+    assert.deepEqual(
+      delivery.destinations.map((d) => `${d.name} ${Boolean(d.lastSuccessAt)} ${d.backlogSince ?? "no backlog"}`),
+      ["sentinel true no backlog", "splunk true no backlog", "webhook true no backlog"],
+      JSON.stringify(delivery),
+    );
+  });
+
   it("revokes the third tenant's grant after consent, and consenting again restores it", async () => {
     assert.equal(sandbox.revokeTenantId, NORTHWIND.id);
     assert.equal(sandbox.revocationState(), "waiting-for-consent");
@@ -494,6 +679,34 @@ describe("sandbox", () => {
       assert.equal(status.status, "active");
       assert.equal(status.mode, "application");
       assert.equal(status.consentedBy, undefined, "admin consent names nobody");
+    } finally {
+      await browser.close();
+    }
+  });
+
+  it("opens the console signed in as the simulated admin, with the simulated tenants visible", async (t) => {
+    const browser = await launchChromium();
+    if (typeof browser === "string") return t.skip(browser);
+    // The customers' names, as an operator gives them when onboarding (the README's screenshot shows them).
+    // Each keeps its mode and source (a re-link without them would switch to the defaults).
+    for (const tenant of [CONTOSO, FABRIKAM, NORTHWIND, WOODGROVE]) {
+      const body = { tenantId: tenant.id, displayName: tenant.name.replace(" (sandbox)", ""), relink: true, mode: tenant.mode, source: sourceOf(tenant) };
+      const named = await http("tenants-create", { method: "POST", path: "tenants", body: JSON.stringify(body) });
+      assert.equal(named.status, 200, named.text);
+    }
+    try {
+      const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1280, height: 720 } });
+      const page = await context.newPage();
+      const admin = sandbox.operators.users.Admin;
+      await signIn(page, `${values.PUBLIC_BASE_URL}/api/console/`, { tenantId: sandbox.operators.tenantId, oid: admin.oid, upn: admin.upn });
+      assert.equal(await page.textContent("#role"), "Admin");
+      // Every simulated customer the tests above onboarded, Woodgrove on Graph.
+      for (const tenant of [CONTOSO, FABRIKAM, NORTHWIND, WOODGROVE]) await page.waitForSelector(`tr[data-tenant="${tenant.id}"]`);
+      const rows = await page.locator("#tenants tbody tr").allTextContents();
+      assert.equal(rows.length, 4);
+      assert.ok(rows.some((r) => r.includes("graph")), "the Graph tenant shows its source");
+      assert.ok(rows.some((r) => r.includes("collecting")), rows.join("\n"));
+      await page.screenshot({ path: artifact("sandbox-console.png") });
     } finally {
       await browser.close();
     }

@@ -5,9 +5,12 @@ import * as oauth from "oauth4webapi";
 import { encodeAlert, encodeKey, INLINE_PARTS, PART_BYTES, parseTime, toBatches } from "../shared/collection/alert-store.js";
 import { CallBudget } from "../shared/collection/budget.js";
 import { leaseTiming, parseTimeSpan } from "../shared/collection/lease-timing.js";
-import { parseRetryAfter } from "../shared/collection/sources/odata-client.js";
+import { parseRetryAfter, STREAM_BATCH } from "../shared/collection/sources/odata-client.js";
+import { DefenderSource } from "../shared/collection/sources/defender/client.js";
+import type { RawAlert } from "../shared/collection/alert-store.js";
+import { listenHttps, testCerts } from "../simulators/https.js";
 import { classifyTokenError } from "../shared/platform/oauth.js";
-import { splitODataPage } from "../shared/collection/sources/odata-json.js";
+import { ODataItemStream, splitODataPage } from "../shared/collection/sources/odata-json.js";
 import { compareTimes } from "../shared/collection/time.js";
 
 describe("splitODataPage", () => {
@@ -31,6 +34,124 @@ describe("splitODataPage", () => {
 
   it("rejects a body without a value array", () => {
     assert.throws(() => splitODataPage('{"error":{}}'), SyntaxError);
+  });
+});
+
+describe("ODataItemStream", () => {
+  /** A deterministic generator, so a failure names a case that can be run again. */
+  function random(seed: number): () => number {
+    let state = seed;
+    return () => {
+      state = (state * 1103515245 + 12345) % 2147483648;
+      return state / 2147483648;
+    };
+  }
+
+  it("cuts bodies fed at random byte boundaries into exactly the item texts JSON.parse sees (2,000 random bodies)", () => {
+    const r = random(12345);
+    const nasty = ['"}', "]", "[", ",", ":", "\\", '"', "é", "€", "😀", "\u2028", "value"];
+    const scalar = (): unknown =>
+      r() < 0.5 ? Math.floor(r() * 1e6) / 100 : `s${nasty[Math.floor(r() * nasty.length)]}${Math.floor(r() * 100)}`;
+    const value = (depth: number): unknown => {
+      const k = r();
+      if (depth > 3 || k < 0.3) return scalar();
+      if (k < 0.6) return Array.from({ length: Math.floor(r() * 4) }, () => value(depth + 1));
+      const object: Record<string, unknown> = {};
+      for (let i = 0; i < Math.floor(r() * 5); i++) object[`k${i}${r() < 0.2 ? '"}' : ""}`] = value(depth + 1);
+      return object;
+    };
+    const encoder = new TextEncoder();
+    for (let c = 0; c < 2000; c++) {
+      const items = Array.from({ length: Math.floor(r() * 6) }, (_, i) => ({ id: `a${c}-${i}`, x: value(1) }));
+      const texts = items.map((item) => JSON.stringify(item, null, r() < 0.3 ? 1 : undefined));
+      const link = r() < 0.5 ? `,"@odata.nextLink":"https://n/${c}?a=\\"]"` : "";
+      const early = r() < 0.5;
+      const count = r() < 0.5 ? `,"@odata.count":${items.length}` : "";
+      const body = `{"@odata.context":"x]\\"[value"${early ? link : ""},"value" : [ ${texts.join(" ,\n")} ]${early ? "" : link}${count}}`;
+      const parsed = JSON.parse(body) as { value: unknown[]; "@odata.nextLink"?: string };
+      const bytes = encoder.encode(body);
+      const decoder = new TextDecoder("utf-8");
+      const stream = new ODataItemStream();
+      const got: string[] = [];
+      for (let at = 0; at < bytes.length; ) {
+        const size = 1 + Math.floor(r() * 20);
+        got.push(...stream.feed(decoder.decode(bytes.subarray(at, at + size), { stream: true })));
+        at += size;
+      }
+      got.push(...stream.feed(decoder.decode()));
+      const envelope = stream.end();
+      assert.deepEqual(got, texts, `case ${c}`);
+      assert.deepEqual(
+        got.map((t) => JSON.parse(t)),
+        parsed.value,
+        `case ${c}`,
+      );
+      assert.equal(envelope.nextLink, parsed["@odata.nextLink"], `case ${c}`);
+    }
+  });
+
+  it("refuses a body that ends inside the value array", () => {
+    const stream = new ODataItemStream();
+    stream.feed('{"value":[{"id":"a"},{"id":');
+    assert.throws(() => stream.end(), SyntaxError);
+  });
+});
+
+describe("streamed pages", () => {
+  it("hands items to the sink in batches while the rest of the answer is still downloading", async () => {
+    const items = Array.from({ length: 1000 }, (_, i) =>
+      JSON.stringify({ id: `da${i}`, lastUpdateTime: `2026-01-01T00:00:${String(i % 60).padStart(2, "0")}.1234567Z`, title: "x".repeat(200) }),
+    );
+    const body = `{"@odata.context":"c","value":[${items.join(",")}]}`;
+    const half = body.indexOf(items[600]!);
+    let firstBatch!: () => void;
+    const firstBatchSeen = new Promise<void>((resolve) => {
+      firstBatch = resolve;
+    });
+    let secondHalfSent = false;
+    const server = await listenHttps(testCerts(), (_req, res) => {
+      res.writeHead(200, { "Content-Type": "application/json" });
+      res.write(body.slice(0, half));
+      // The rest goes only once the sink saw items (or, if the client buffers the whole body, after a grace that fails the test).
+      const fallback = setTimeout(firstBatch, 10_000);
+      void firstBatchSeen.then(() => {
+        clearTimeout(fallback);
+        secondHalfSent = true;
+        res.end(body.slice(half));
+      });
+    });
+    try {
+      const source = new DefenderSource({
+        baseUrl: server.url,
+        tenantId: "t",
+        token: async () => "token",
+        budget: new CallBudget({ perMinute: 100, perHour: 1000 }, 10, () => new Date()),
+        sleep: async () => undefined,
+        log: { info() {}, warn() {}, error() {} },
+      });
+      const batches: RawAlert[][] = [];
+      let sentWhenFirstBatch: boolean | undefined;
+      const answer = await source.readWindow(
+        { from: 0, to: Date.parse("2027-01-01T00:00:00Z"), top: 10_000, full: true },
+        { purpose: "incremental", beforeRequest: async () => undefined },
+        async (batch) => {
+          sentWhenFirstBatch ??= secondHalfSent;
+          batches.push(batch);
+          firstBatch();
+        },
+      );
+      assert.equal(sentWhenFirstBatch, false, "the first batch reached the sink before the second half of the body was sent");
+      assert.ok(batches.every((b) => b.length <= STREAM_BATCH));
+      assert.deepEqual(
+        batches.flat().map((a) => a.json),
+        items,
+      );
+      assert.equal(answer.alerts.length, 0, "a sink's items are not also kept in the answer");
+      assert.equal(answer.times.length, 1000);
+      assert.equal(answer.full, false);
+    } finally {
+      await server.close();
+    }
   });
 });
 

@@ -60,6 +60,21 @@ param instanceMemoryMB int = 2048
 @description('Application (client) id of the multi-tenant MSSP app registration (infra/scripts/register-app.sh). Empty until registered.')
 param msspClientId string = ''
 
+@description('The MSSP\'s own tenant, where operators sign in.')
+param operatorTenantId string
+
+@description('Application (client) id of the operator API registration. Empty until registered.')
+param operatorApiClientId string = ''
+
+@description('Application (client) id of the console\'s single-page app registration. Empty until registered.')
+param operatorConsoleClientId string = ''
+
+@description('Days alerts are kept.')
+param alertRetentionDays int = 365
+
+@description('Days the operator audit trail is kept.')
+param operatorAuditRetentionDays int = 400
+
 @description('Default Defender cloud for tenants that do not name one.')
 @allowed([
   'commercial'
@@ -246,6 +261,13 @@ var appSettings = {
   KEY_VAULT_URL: vault.properties.vaultUri
   PULL_SCHEDULE: pullSchedule
   DEFENDER_CLOUD: defenderCloud
+
+  // Operator sign-in (two single-tenant registrations in the MSSP tenant) and the data lifecycle.
+  OPERATOR_TENANT_ID: operatorTenantId
+  OPERATOR_API_CLIENT_ID: operatorApiClientId
+  OPERATOR_CONSOLE_CLIENT_ID: operatorConsoleClientId
+  ALERT_RETENTION_DAYS: string(alertRetentionDays)
+  AUDIT_RETENTION_DAYS: string(operatorAuditRetentionDays)
 }
 
 // Delivery destinations the deployment creates (shared/delivery/config.ts reads

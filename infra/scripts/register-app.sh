@@ -7,9 +7,11 @@
 #     by its exact display name AND the tag azd-env:<environment> it gets at creation; a
 #     registration without that tag is never adopted unless --client-id names it
 #   - Web redirect URI https://<function app host>/api/consent/callback
-#   - on WindowsDefenderATP (Defender for Endpoint API) the delegated permission Alert.Read
-#     (delegated mode) and the application permission Alert.Read.All (application mode);
-#     both permission IDs are read from the API's service principal, never hard-coded
+#   - on WindowsDefenderATP (Defender for Endpoint API, source defender) the delegated
+#     permission Alert.Read (delegated mode) and the application permission Alert.Read.All
+#     (application mode); on Microsoft Graph (source graph, security alerts_v2) the
+#     delegated and the application permission SecurityAlert.Read.All; every permission ID
+#     is read from the API's service principal, never hard-coded
 #   - the app's credential, by --credential (MSSP_CLIENT_CREDENTIAL, default managed-identity):
 #     - managed-identity: a federated identity credential on the app registration (issuer
 #       {login host}/{tenant}/v2.0, subject = the user-assigned identity's principal ID,
@@ -24,6 +26,21 @@
 #       the vault has none yet or with --rotate; a vault secret of another client ID is never
 #       overwritten
 #   - MSSP_CLIENT_ID in the azd environment and in the function app's settings
+#
+# and the two single-tenant registrations operators use (section "Operator registrations"):
+#
+#   - the operator API ("... operator API (<env>)"): App ID URI api://<appId>, access
+#     tokens v2, the delegated scope Operator.Access, the app roles Reader, Operator and
+#     Admin (member types User and Application), a service principal that requires a role
+#     assignment; the signed-in user gets Admin unless --no-operator-admin
+#   - the console ("... console (<env>)"): a single-page app with the redirect URI
+#     https://<function app host>/api/console/, the permission Operator.Access,
+#     pre-authorized by the operator API (no consent prompt)
+#   - OPERATOR_TENANT_ID, OPERATOR_API_CLIENT_ID and OPERATOR_CONSOLE_CLIENT_ID in the azd
+#     environment (Bicep receives them as parameters) and in the function app's settings
+#
+# Both are found like the first one (exact name and azd-env tag); roles and scopes keep
+# their IDs across runs, and roles or scopes the script does not manage are kept.
 #
 # Access to the vault (certificate, secret) is temporary. The deployer has no standing data role (main.bicep
 # grantDeployerDataAccess is off), so when the script cannot read the vault's secrets it
@@ -44,12 +61,19 @@ set -euo pipefail
 readonly DEFENDER_APP_ID="fc780465-2017-40d4-a0c5-307022471b92" # WindowsDefenderATP
 readonly DEFENDER_SCOPE="Alert.Read"
 readonly DEFENDER_ROLE="Alert.Read.All"
+readonly GRAPH_APP_ID="00000003-0000-0000-c000-000000000000" # Microsoft Graph
+readonly GRAPH_SCOPE="SecurityAlert.Read.All"
+readonly GRAPH_ROLE="SecurityAlert.Read.All"
 readonly CREDENTIAL_PREFIX="mssp-collector"
 readonly FIC_NAME="mssp-collector-managed-identity"
 readonly CALLBACK_PATH="/api/consent/callback"
 readonly SECRETS_OFFICER_ROLE="b86a8fe4-44ce-4948-aee5-eccb2c155cd7"      # Key Vault Secrets Officer
 readonly CERTIFICATES_OFFICER_ROLE="a4417e6f-fecd-4de8-b567-7b0420556985" # Key Vault Certificates Officer
 readonly CRYPTO_USER_ROLE="12338af0-0e69-4776-bea7-57ae8d297424"          # Key Vault Crypto User
+readonly OPERATOR_SCOPE="Operator.Access"
+readonly OPERATOR_ROLES="Reader Operator Admin"
+readonly CONSOLE_PATH="/api/console/"
+readonly GRAPH="https://graph.microsoft.com/v1.0"
 
 usage() {
   cat <<'USAGE'
@@ -72,6 +96,14 @@ Options (each defaults to the azd environment value in brackets):
   --client-id GUID       use (and adopt) this existing app registration [MSSP_CLIENT_ID]
   --name NAME            display name ["MSSP Defender collector (<env>)"]
   --secret-years N       lifetime of a new client secret, in years (default 1)
+  --console-redirect-uri URI
+                         the console's SPA redirect URI [CONSOLE_REDIRECT_URI; else the
+                         redirect URI with /api/console/ instead of /api/consent/callback]
+  --operator-api-client-id GUID
+                         use (and adopt) this operator API registration [OPERATOR_API_CLIENT_ID]
+  --console-client-id GUID
+                         use (and adopt) this console registration [OPERATOR_CONSOLE_CLIENT_ID]
+  --no-operator-admin    do not give the signed-in user the operator API's Admin role
   --deployer-ip IP       this machine's public IP, opened on a private vault while the
                          script runs [DEPLOYER_IP; otherwise looked up with curl]
   --rotate               add a new client secret (or certificate version) and use it
@@ -118,6 +150,10 @@ prune=false
 use_azd=true
 from_hook=false
 retry_seconds="${REGISTER_APP_RETRY_SECONDS:-15}"
+console_redirect_uri=""
+operator_api_id=""
+console_id=""
+operator_admin=true
 
 need_value() { [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value"; }
 while [[ $# -gt 0 ]]; do
@@ -135,6 +171,10 @@ while [[ $# -gt 0 ]]; do
   --client-id) need_value "$@"; client_id="$2"; client_id_explicit=true; shift 2 ;;
   --name) need_value "$@"; display_name="$2"; shift 2 ;;
   --secret-years) need_value "$@"; secret_years="$2"; shift 2 ;;
+  --console-redirect-uri) need_value "$@"; console_redirect_uri="$2"; shift 2 ;;
+  --operator-api-client-id) need_value "$@"; operator_api_id="$2"; shift 2 ;;
+  --console-client-id) need_value "$@"; console_id="$2"; shift 2 ;;
+  --no-operator-admin) operator_admin=false; shift ;;
   --deployer-ip) need_value "$@"; deployer_ip="$2"; shift 2 ;;
   --rotate) rotate=true; shift ;;
   --prune-old-secrets) prune=true; shift ;;
@@ -205,11 +245,17 @@ if [[ -z "$client_id" ]]; then
   [[ -z "$client_id" ]] || client_id_explicit=true
 fi
 [[ -n "$display_name" ]] || display_name="MSSP Defender collector${env_name:+ ($env_name)}"
+[[ -n "$console_redirect_uri" ]] || console_redirect_uri="$(env_value CONSOLE_REDIRECT_URI)"
+[[ -n "$console_redirect_uri" ]] || console_redirect_uri="${redirect_uri%"$CALLBACK_PATH"}$CONSOLE_PATH"
+[[ -n "$operator_api_id" ]] || operator_api_id="$(env_value OPERATOR_API_CLIENT_ID)"
+[[ -n "$console_id" ]] || console_id="$(env_value OPERATOR_CONSOLE_CLIENT_ID)"
 env_tag="azd-env:${env_name}"
 
 [[ -n "$redirect_uri" ]] || die "no redirect URI: run 'azd provision' first or pass --redirect-uri https://<app host>$CALLBACK_PATH"
 [[ "$redirect_uri" == https://* ]] || die "the redirect URI must use https: $redirect_uri"
 [[ "$redirect_uri" == *"$CALLBACK_PATH" ]] || log "warning: the app's callback is $CALLBACK_PATH; $redirect_uri does not end with it"
+[[ "$console_redirect_uri" == https://*"$CONSOLE_PATH" && "$console_redirect_uri" != *[\"\\]* ]] ||
+  die "the console redirect URI must be https://<app host>$CONSOLE_PATH: $console_redirect_uri"
 [[ "$secret_name" =~ ^[0-9A-Za-z-]{1,127}$ ]] || die "--secret-name must be a Key Vault secret name"
 [[ "$certificate_name" =~ ^[0-9A-Za-z-]{1,127}$ ]] || die "--certificate-name must be a Key Vault certificate name"
 [[ -n "$env_name" || -n "$client_id" ]] || die "no environment name to tag the app registration with: pass --env-name (or --client-id of an existing registration)"
@@ -450,35 +496,47 @@ if ! $has_redirect; then
   did "added the Web redirect URI $redirect_uri"
 fi
 
-# --- Defender for Endpoint permissions: delegated and application ----------------------
+# --- Read permissions of both alert sources: delegated and application ----------------
 
-# Their IDs are read from the API's own service principal (published there, documented
-# nowhere): the delegated scope and the app role.
-scope_query="oauth2PermissionScopes[?value=='$DEFENDER_SCOPE'].id | [0]"
-role_query="appRoles[?value=='$DEFENDER_ROLE'].id | [0]"
-scope_id="$(az_tsv ad sp show --id "$DEFENDER_APP_ID" --query "$scope_query" 2>/dev/null || true)"
-if [[ -z "$scope_id" ]]; then
-  az ad sp create --id "$DEFENDER_APP_ID" --output none ||
-    die "cannot create the WindowsDefenderATP service principal ($DEFENDER_APP_ID); ask an administrator, or add the $DEFENDER_SCOPE and $DEFENDER_ROLE permissions in the portal"
-  did "created the WindowsDefenderATP service principal in this tenant"
-  scope_id="$(az_tsv ad sp show --id "$DEFENDER_APP_ID" --query "$scope_query")"
-fi
-[[ -n "$scope_id" ]] || die "WindowsDefenderATP publishes no delegated permission named $DEFENDER_SCOPE"
-role_id="$(az_tsv ad sp show --id "$DEFENDER_APP_ID" --query "$role_query")"
-[[ -n "$role_id" ]] || die "WindowsDefenderATP publishes no application permission named $DEFENDER_ROLE"
+# Requests a delegated permission (scope) and an application permission (app role) of one
+# API. Their IDs are read from the API's own service principal (published there, documented
+# nowhere), never hard-coded; the service principal is created when this tenant lacks it.
+#   $1 API app ID, $2 its name for messages, $3 delegated scope, $4 app role
+request_api_permissions() {
+  local api="$1" label="$2" scope="$3" role="$4" scope_query role_query scope_id role_id
+  scope_query="oauth2PermissionScopes[?value=='$scope'].id | [0]"
+  role_query="appRoles[?value=='$role'].id | [0]"
+  scope_id="$(az_tsv ad sp show --id "$api" --query "$scope_query" 2>/dev/null || true)"
+  if [[ -z "$scope_id" ]]; then
+    az ad sp create --id "$api" --output none ||
+      die "cannot create the $label service principal ($api); ask an administrator, or add the $label $scope and $role permissions in the portal"
+    did "created the $label service principal in this tenant"
+    scope_id="$(az_tsv ad sp show --id "$api" --query "$scope_query")"
+  fi
+  [[ -n "$scope_id" ]] || die "$label publishes no delegated permission named $scope"
+  role_id="$(az_tsv ad sp show --id "$api" --query "$role_query")"
+  [[ -n "$role_id" ]] || die "$label publishes no application permission named $role"
 
+  if ! has_permission "$api" "$scope_id"; then
+    az ad app permission add --id "$client_id" --api "$api" --api-permissions "$scope_id=Scope" --output none
+    did "requested the delegated permission $label $scope (delegated mode: a customer's admin signs in and consents)"
+  fi
+  if ! has_permission "$api" "$role_id"; then
+    az ad app permission add --id "$client_id" --api "$api" --api-permissions "$role_id=Role" --output none
+    did "requested the application permission $label $role (application mode: a customer's admin grants admin consent)"
+  fi
+}
+
+# $1 API app ID, $2 permission ID: already requested by the app registration?
 has_permission() {
   [[ -n "$(az_tsv ad app show --id "$client_id" \
-    --query "requiredResourceAccess[?resourceAppId=='$DEFENDER_APP_ID'].resourceAccess[] | [?id=='$1'].id | [0]")" ]]
+    --query "requiredResourceAccess[?resourceAppId=='$1'].resourceAccess[] | [?id=='$2'].id | [0]")" ]]
 }
-if ! has_permission "$scope_id"; then
-  az ad app permission add --id "$client_id" --api "$DEFENDER_APP_ID" --api-permissions "$scope_id=Scope" --output none
-  did "requested the delegated permission WindowsDefenderATP $DEFENDER_SCOPE (delegated mode: a customer's admin signs in and consents)"
-fi
-if ! has_permission "$role_id"; then
-  az ad app permission add --id "$client_id" --api "$DEFENDER_APP_ID" --api-permissions "$role_id=Role" --output none
-  did "requested the application permission WindowsDefenderATP $DEFENDER_ROLE (application mode: a customer's admin grants admin consent)"
-fi
+
+# The Defender for Endpoint API (source defender) and Microsoft Graph's security API
+# (source graph, alerts_v2): each tenant's source decides which one its consent covers.
+request_api_permissions "$DEFENDER_APP_ID" WindowsDefenderATP "$DEFENDER_SCOPE" "$DEFENDER_ROLE"
+request_api_permissions "$GRAPH_APP_ID" "Microsoft Graph" "$GRAPH_SCOPE" "$GRAPH_ROLE"
 
 if ! az ad sp show --id "$client_id" --output none 2>/dev/null; then
   if az ad sp create --id "$client_id" --output none; then
@@ -666,6 +724,185 @@ if $prune && [[ "$credential" == "secret" ]]; then
     --query "[?attributes.enabled].id")
 fi
 
+# --- Operator registrations (single tenant) ---------------------------------------------
+
+# A new GUID for a role or scope (uuidgen on macOS and most Linux; the kernel's otherwise).
+new_guid() {
+  if command -v uuidgen >/dev/null 2>&1; then
+    uuidgen | tr '[:upper:]' '[:lower:]'
+  else
+    cat /proc/sys/kernel/random/uuid
+  fi
+}
+
+# JSON of the items of an array except its brackets (az --output json), for splicing.
+json_items() {
+  local text
+  text="$(tr -d '\r\n' <<<"$1")"
+  text="${text#*[}"
+  text="${text%]*}"
+  [[ "$text" =~ [^[:space:]] ]] && printf '%s' "$text" || true
+}
+
+# Finds (or adopts) a registration like the first one: explicit id, else exact name + tag.
+# Sets found_app (empty when none exists yet). Not run in a subshell: it records what it did.
+found_app=""
+find_tagged_app() {
+  local name="$1" explicit="$2" tagged="" untagged="" app_id tags
+  found_app=""
+  if [[ -n "$explicit" ]]; then
+    az ad app show --id "$explicit" --output none 2>/dev/null ||
+      die "the app registration $explicit ($name) does not exist in this tenant: pass another ID or clear it in the azd environment"
+    if [[ -n "$env_name" ]] && ! has_env_tag "$explicit"; then
+      az ad app update --id "$explicit" --add tags "$env_tag" --output none
+      did "adopted the app registration $explicit for environment $env_name (tag $env_tag)"
+    fi
+    found_app="$explicit"
+    return 0
+  fi
+  while IFS=$'\t' read -r app_id tags; do
+    [[ -n "$app_id" ]] || continue
+    if [[ ",$tags," == *",$env_tag,"* ]]; then
+      tagged="${tagged:+$tagged }$app_id"
+    else
+      untagged="${untagged:+$untagged }$app_id"
+    fi
+  done < <(az_tsv ad app list --filter "displayName eq $(odata_quote "$name")" --query "[].[appId, join(',', tags)]")
+  case "$tagged" in
+  *" "*) die "several app registrations named '$name' carry $env_tag ($tagged): pass its ID" ;;
+  "")
+    [[ -z "$untagged" ]] ||
+      die "an app registration named '$name' exists ($untagged) but lacks the tag $env_tag: refusing to adopt it. Pass its ID (--operator-api-client-id / --console-client-id) to adopt it"
+    ;;
+  *) found_app="$tagged" ;;
+  esac
+}
+
+create_single_tenant_app() {
+  local name="$1"
+  found_app="$(az_tsv ad app create --display-name "$name" --sign-in-audience AzureADMyOrg --query appId)"
+  [[ -n "$found_app" ]] || die "az ad app create returned no appId"
+  az ad app update --id "$found_app" --add tags "$env_tag" --output none
+  did "created the app registration '$name' ($found_app), tagged $env_tag"
+}
+
+# PATCH of an application through Microsoft Graph (az has no flags for these properties).
+graph_patch_app() {
+  az rest --method PATCH --url "$GRAPH/applications(appId='$1')" --headers "Content-Type=application/json" --body "$2" --output none
+}
+
+ensure_service_principal() {
+  if ! az ad sp show --id "$1" --output none 2>/dev/null; then
+    az ad sp create --id "$1" --output none
+    did "created the service principal of $2"
+  fi
+}
+
+operator_tenant="$(az_tsv account show --query tenantId)"
+operator_api_name="MSSP Defender collector operator API${env_name:+ ($env_name)}"
+console_name="MSSP Defender collector console${env_name:+ ($env_name)}"
+
+find_tagged_app "$operator_api_name" "$operator_api_id"
+operator_api_id="$found_app"
+[[ -n "$operator_api_id" ]] || { create_single_tenant_app "$operator_api_name"; operator_api_id="$found_app"; }
+find_tagged_app "$console_name" "$console_id"
+console_id="$found_app"
+[[ -n "$console_id" ]] || { create_single_tenant_app "$console_name"; console_id="$found_app"; }
+
+# App ID URI api://<appId>: scopes are requested as api://<appId>/Operator.Access.
+identifier_uris=()
+while IFS= read -r uri; do
+  [[ -n "$uri" ]] && identifier_uris+=("$uri")
+done < <(az_tsv ad app show --id "$operator_api_id" --query "identifierUris[]")
+has_uri=false
+for uri in ${identifier_uris[@]+"${identifier_uris[@]}"}; do
+  [[ "$uri" == "api://$operator_api_id" ]] && has_uri=true
+done
+if ! $has_uri; then
+  az ad app update --id "$operator_api_id" --identifier-uris ${identifier_uris[@]+"${identifier_uris[@]}"} "api://$operator_api_id" --output none
+  did "set the App ID URI api://$operator_api_id on the operator API"
+fi
+
+# App roles Reader, Operator, Admin (User and Application), keeping their IDs and any other role.
+roles_ok=true
+role_entries=""
+for role in $OPERATOR_ROLES; do
+  line="$(az_tsv ad app show --id "$operator_api_id" --query "appRoles[?value=='$role'] | [0].[id, join(',', sort(allowedMemberTypes)), to_string(isEnabled)]")"
+  IFS=$'\t' read -r role_id member_types enabled <<<"$line"
+  if [[ -z "$role_id" || "$role_id" == "None" ]]; then
+    role_id="$(new_guid)"
+    roles_ok=false
+  elif [[ "$member_types" != "Application,User" || "$enabled" != "true" ]]; then
+    roles_ok=false
+  fi
+  case "$role" in
+  Reader) description="Read tenants, alerts and health" ;;
+  Operator) description="Reader, and onboard tenants, mint consent links, pull, reconcile, replay and export" ;;
+  Admin) description="Operator, and offboard, purge, change destinations and retention, read the audit trail" ;;
+  esac
+  role_entries="${role_entries:+$role_entries,}{\"allowedMemberTypes\":[\"User\",\"Application\"],\"description\":\"$description\",\"displayName\":\"$role\",\"id\":\"$role_id\",\"isEnabled\":true,\"value\":\"$role\"}"
+  eval "role_id_$role=\$role_id"
+done
+if ! $roles_ok; then
+  others="$(json_items "$(az ad app show --id "$operator_api_id" --query "appRoles[?value!='Reader' && value!='Operator' && value!='Admin']" --output json | tr -d '\r')")"
+  graph_patch_app "$operator_api_id" "{\"appRoles\":[${role_entries}${others:+,$others}]}"
+  did "set the app roles $OPERATOR_ROLES (member types User and Application) on the operator API"
+fi
+
+# Access tokens v2, the scope Operator.Access, and the console pre-authorized for it.
+scope_id="$(az_tsv ad app show --id "$operator_api_id" --query "api.oauth2PermissionScopes[?value=='$OPERATOR_SCOPE'].id | [0]")"
+[[ "$scope_id" != "None" ]] || scope_id=""
+token_version="$(az_tsv ad app show --id "$operator_api_id" --query "api.requestedAccessTokenVersion")"
+preauthorized="$(az_tsv ad app show --id "$operator_api_id" --query "api.preAuthorizedApplications[?appId=='$console_id'].delegatedPermissionIds[] | [?@=='${scope_id:-none}'] | [0]")"
+if [[ -z "$scope_id" || "$token_version" != "2" || -z "$preauthorized" || "$preauthorized" == "None" ]]; then
+  [[ -n "$scope_id" ]] || scope_id="$(new_guid)"
+  other_scopes="$(json_items "$(az ad app show --id "$operator_api_id" --query "api.oauth2PermissionScopes[?value!='$OPERATOR_SCOPE']" --output json | tr -d '\r')")"
+  other_apps="$(json_items "$(az ad app show --id "$operator_api_id" --query "api.preAuthorizedApplications[?appId!='$console_id']" --output json | tr -d '\r')")"
+  scope_json="{\"adminConsentDescription\":\"Operate the MSSP Defender collector with the app roles assigned to you\",\"adminConsentDisplayName\":\"Operate the collector\",\"id\":\"$scope_id\",\"isEnabled\":true,\"type\":\"User\",\"userConsentDescription\":\"Operate the MSSP Defender collector with the app roles assigned to you\",\"userConsentDisplayName\":\"Operate the collector\",\"value\":\"$OPERATOR_SCOPE\"}"
+  graph_patch_app "$operator_api_id" "{\"api\":{\"requestedAccessTokenVersion\":2,\"oauth2PermissionScopes\":[${scope_json}${other_scopes:+,$other_scopes}],\"preAuthorizedApplications\":[{\"appId\":\"$console_id\",\"delegatedPermissionIds\":[\"$scope_id\"]}${other_apps:+,$other_apps}]}}"
+  did "set access tokens v2, the scope $OPERATOR_SCOPE and the console's pre-authorization on the operator API"
+fi
+
+# The console: a single-page app (auth code + PKCE, no secret) allowed to ask for Operator.Access.
+spa_uris=()
+while IFS= read -r uri; do
+  [[ -n "$uri" ]] && spa_uris+=("$uri")
+done < <(az_tsv ad app show --id "$console_id" --query "spa.redirectUris[]")
+has_spa=false
+spa_json=""
+for uri in ${spa_uris[@]+"${spa_uris[@]}"}; do
+  [[ "$uri" == "$console_redirect_uri" ]] && has_spa=true
+  spa_json="${spa_json:+$spa_json,}\"$uri\""
+done
+if ! $has_spa; then
+  graph_patch_app "$console_id" "{\"spa\":{\"redirectUris\":[${spa_json:+$spa_json,}\"$console_redirect_uri\"]}}"
+  did "added the single-page app redirect URI $console_redirect_uri to the console"
+fi
+console_permission="$(az_tsv ad app show --id "$console_id" \
+  --query "requiredResourceAccess[?resourceAppId=='$operator_api_id'].resourceAccess[] | [?id=='$scope_id'].id | [0]")"
+if [[ -z "$console_permission" || "$console_permission" == "None" ]]; then
+  az ad app permission add --id "$console_id" --api "$operator_api_id" --api-permissions "$scope_id=Scope" --output none
+  did "requested the operator API's $OPERATOR_SCOPE for the console"
+fi
+
+ensure_service_principal "$operator_api_id" "the operator API"
+ensure_service_principal "$console_id" "the console"
+if [[ "$(az_tsv ad sp show --id "$operator_api_id" --query appRoleAssignmentRequired)" != "true" ]]; then
+  az ad sp update --id "$operator_api_id" --set appRoleAssignmentRequired=true --output none
+  did "made the operator API require a role assignment (only assigned users and applications get tokens)"
+fi
+
+if $operator_admin && [[ "$(az_tsv account show --query user.type)" == "user" ]]; then
+  me="$(az_tsv ad signed-in-user show --query id)"
+  api_sp="$(az_tsv ad sp show --id "$operator_api_id" --query id)"
+  assigned="$(az_tsv rest --method GET --url "$GRAPH/servicePrincipals/$api_sp/appRoleAssignedTo" --query "value[?principalId=='$me'].appRoleId | [0]")"
+  if [[ -z "$assigned" || "$assigned" == "None" ]]; then
+    az rest --method POST --url "$GRAPH/servicePrincipals/$api_sp/appRoleAssignedTo" --headers "Content-Type=application/json" \
+      --body "{\"principalId\":\"$me\",\"resourceId\":\"$api_sp\",\"appRoleId\":\"$role_id_Admin\"}" --output none
+    did "gave you the operator API's Admin role (assign Reader, Operator or Admin to others in Enterprise applications > $operator_api_name > Users and groups)"
+  fi
+fi
+
 # --- Settings -------------------------------------------------------------------------
 
 if $use_azd && [[ "$(azd_value MSSP_CLIENT_ID)" != "$client_id" ]]; then
@@ -681,7 +918,25 @@ if $use_azd && [[ "$credential" == "certificate" ]]; then
   done
 fi
 
+if $use_azd; then
+  for pair in "OPERATOR_TENANT_ID=$operator_tenant" "OPERATOR_API_CLIENT_ID=$operator_api_id" "OPERATOR_CONSOLE_CLIENT_ID=$console_id"; do
+    if [[ "$(azd_value "${pair%%=*}")" != "${pair#*=}" ]]; then
+      azd env set "${pair%%=*}" "${pair#*=}"
+      did "set $pair in the azd environment (Bicep passes it to the app settings)"
+    fi
+  done
+fi
+
 if [[ -n "$function_app" && -n "$resource_group" ]]; then
+  operator_settings="$(az_tsv functionapp config appsettings list --resource-group "$resource_group" --name "$function_app" \
+    --query "[?name=='OPERATOR_TENANT_ID' || name=='OPERATOR_API_CLIENT_ID' || name=='OPERATOR_CONSOLE_CLIENT_ID'].[name, value]" 2>/dev/null || true)"
+  wanted="OPERATOR_API_CLIENT_ID=$operator_api_id OPERATOR_CONSOLE_CLIENT_ID=$console_id OPERATOR_TENANT_ID=$operator_tenant"
+  current="$(printf '%s\n' "$operator_settings" | awk -F '\t' 'NF == 2 { print $1 "=" $2 }' | sort | tr '\n' ' ')"
+  if [[ "${current% }" != "$wanted" ]]; then
+    az functionapp config appsettings set --resource-group "$resource_group" --name "$function_app" \
+      --settings "OPERATOR_TENANT_ID=$operator_tenant" "OPERATOR_API_CLIENT_ID=$operator_api_id" "OPERATOR_CONSOLE_CLIENT_ID=$console_id" --output none
+    did "set OPERATOR_TENANT_ID, OPERATOR_API_CLIENT_ID and OPERATOR_CONSOLE_CLIENT_ID on $function_app"
+  fi
   deployed="$(az_tsv functionapp config appsettings list --resource-group "$resource_group" --name "$function_app" \
     --query "[?name=='MSSP_CLIENT_ID'].value | [0]" 2>/dev/null || true)"
   if [[ "$credential" == "certificate" ]]; then
@@ -711,3 +966,4 @@ else
 fi
 
 log "done. Client id: $client_id. Redirect URI: $redirect_uri. Credential: $credential"
+log "operators: API $operator_api_id, console $console_id (tenant $operator_tenant); console: $console_redirect_uri"

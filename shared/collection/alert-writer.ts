@@ -89,6 +89,8 @@ type Plan =
 
 interface Prepared {
   plan: Extract<Plan, { kind: "insert" | "replace" }>;
+  /** The index entry of the version written. */
+  entry: IndexEntry;
   encoded: EncodedAlert;
   actions: TransactionAction[];
   bytes: number;
@@ -111,35 +113,35 @@ export class AlertWriter {
    * The stored versions of this source's alerts in a window, for callers that compare
    * before fetching bodies (the index holds both sources' rows of the tenant).
    */
-  async storedIn(fromMs: number, toMs: number): Promise<IndexEntry[]> {
+  async storedIn(fromMs: number, toMs: number): Promise<Map<string, IndexEntry>> {
     const { source, tenantId } = this.options;
-    return (await listIndex(this.alerts, tenantId, fromMs, toMs)).filter((e) => e.rowKey === alertRowKey(source, e.alertId));
+    const entries = (await listIndex(this.alerts, tenantId, fromMs, toMs)).filter((e) => e.rowKey === alertRowKey(source, e.alertId));
+    return new Map(entries.map((e) => [e.alertId, e]));
   }
 
   /**
-   * Writes the alerts of one window. `stored` are the index entries already known for the
-   * window (from `storedIn`), or "empty" when the tenant has nothing stored at all. Alerts
-   * without a known entry are looked up one by one unless the tenant is known to be empty.
+   * Writes a batch of alerts of one window. `known` holds the index entries already known
+   * for the window (from `storedIn`, by alert id); the writer adds what it writes, so later
+   * batches of the same window see it. Alerts without a known entry are looked up one by
+   * one, unless `assumeAbsent` (nothing of the window can be stored yet).
    */
-  async write(alerts: RawAlert[], stored: IndexEntry[] | "empty"): Promise<WriteResult> {
+  async write(alerts: RawAlert[], known: Map<string, IndexEntry>, assumeAbsent = false): Promise<WriteResult> {
     const result: WriteResult = { written: [], unchanged: 0, stale: 0 };
     const unique = new Map<string, RawAlert>();
     for (const alert of alerts) {
       const seen = unique.get(alert.id);
       if (!seen || compareTimes(alert.lastUpdateTime, seen.lastUpdateTime) >= 0) unique.set(alert.id, alert);
     }
-    const known = new Map<string, IndexEntry>();
-    if (stored !== "empty") for (const entry of stored) known.set(entry.alertId, entry);
     const lookups = await Promise.all(
       [...unique.values()].map(async (alert) => {
-        if (known.has(alert.id) || stored === "empty") return [alert, known.get(alert.id)] as const;
+        if (known.has(alert.id) || assumeAbsent) return [alert, known.get(alert.id)] as const;
         return [alert, await this.limit(() => readAlertHead(this.alerts, this.options.tenantId, alertRowKey(this.options.source, alert.id)))] as const;
       }),
     );
     let pending: Plan[] = lookups.map(([alert, entry]) => plan(alert, entry));
     for (let round = 0; pending.length > 0; round++) {
       if (round >= MAX_CONFLICT_ROUNDS) throw new Error("Alert writes kept conflicting with another writer");
-      const conflicted = await this.apply(pending, result);
+      const conflicted = await this.apply(pending, result, known);
       // Re-read each alert of a failed transaction and decide again.
       pending = await Promise.all(
         conflicted.map(async (alert) =>
@@ -151,7 +153,7 @@ export class AlertWriter {
   }
 
   /** Writes the plans; returns the alerts of transactions that lost a race. */
-  private async apply(plans: Plan[], result: WriteResult): Promise<RawAlert[]> {
+  private async apply(plans: Plan[], result: WriteResult, known: Map<string, IndexEntry>): Promise<RawAlert[]> {
     const toWrite: Prepared[] = [];
     for (const p of plans) {
       if (p.kind === "skip") {
@@ -193,6 +195,7 @@ export class AlertWriter {
             return;
           }
           for (const p of batch) {
+            known.set(p.plan.alert.id, p.entry);
             const sameTime = p.plan.kind === "replace" && p.plan.stored.time === p.plan.time;
             result.written.push({
               id: p.plan.alert.id,
@@ -240,7 +243,7 @@ export class AlertWriter {
     if (outbox && outbox.destinations.length > 0) {
       actions.push(entryFor(tenantId, { ...entry, lastUpdateTimeExact: p.alert.lastUpdateTime }, outbox.destinations));
     }
-    return { plan: p, encoded, actions, bytes: encoded.bytes + 1024 * actions.length, entities: actions.length };
+    return { plan: p, entry, encoded, actions, bytes: encoded.bytes + 1024 * actions.length, entities: actions.length };
   }
 
   private garbageRow(replaced: IndexEntry): AlertEntity {
@@ -268,7 +271,8 @@ function plan(alert: RawAlert, stored: IndexEntry | undefined): Plan {
   return { kind: "replace", alert, time, stored };
 }
 
-function countRow(tenantId: string, inserted: number): AlertEntity {
+/** A `~n` count row: `n` alerts more (or, negative, fewer) for the tenant; foldAlertCount folds it into `~c`. */
+export function countRow(tenantId: string, inserted: number): AlertEntity {
   return { partitionKey: tenantId, rowKey: `${COUNT_PREFIX}${randomUUID()}`, n: inserted };
 }
 

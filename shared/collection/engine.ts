@@ -39,7 +39,7 @@ import {
 } from "./sync-state.js";
 import { compareTimes, timeMs } from "./time.js";
 import { clientCredentialFailed, TokenFailure, type TokenProvider, tokenProviderFor } from "./tokens.js";
-import { type Leaf, type SkippedRange, WindowReader } from "./windows.js";
+import { type LeafSink, type SkippedRange, WindowReader } from "./windows.js";
 
 /**
  * One worker run for one (tenant, source): the incremental pull, then the reconciliation
@@ -56,6 +56,14 @@ import { type Leaf, type SkippedRange, WindowReader } from "./windows.js";
  */
 
 const WRITE_CONCURRENCY = 4;
+/** Alerts written at once: one transaction of 49 alerts (plus the count row) for each write in flight. */
+const WRITE_BATCH = WRITE_CONCURRENCY * 49;
+/**
+ * Batches written at once. Their transactions share the writer's WRITE_CONCURRENCY slots,
+ * so the next batch's transactions take the slots the last one's slowest transaction
+ * leaves idle.
+ */
+const WRITES_IN_FLIGHT = 2;
 /** Gaps between alerts the sweep must fetch that still share one full re-read window. */
 const REFETCH_GAP_MS = 60_000;
 /** Skipped slices kept at most; past this the cursor stops rather than drop one silently. */
@@ -125,8 +133,10 @@ class SyncJob {
   private sweepWritten = 0;
   /** Nothing was ever stored for this tenant, so writes need no lookups. */
   private knownEmpty: boolean;
-  /** The store of the previous leaf, running while the next one is fetched. */
-  private pending: Promise<void> = Promise.resolve();
+  /** Windows written to this run while the tenant was known to be empty: their sub-windows need lookups. */
+  private writtenRanges: [number, number][] = [];
+  /** Batch writes in flight (at most WRITES_IN_FLIGHT), running while the next batch is parsed. */
+  private writes: Promise<void>[] = [];
   constructor(
     private readonly svc: Services,
     private readonly log: Logger,
@@ -266,7 +276,7 @@ class SyncJob {
   private async fail(failure: unknown): Promise<PullResult> {
     const id = this.tenantId;
     // Let a leaf that is still being written finish (or fail) before the final update.
-    await this.pending.catch(() => undefined);
+    await this.drain().catch(() => undefined);
     const err = await this.classifyRefusal(failure);
     if (err instanceof LeaseLost) {
       this.log.warn(`pull.lease-lost tenantId=${id}`);
@@ -366,14 +376,22 @@ class SyncJob {
   // ---------------------------------------------------------------------------------
   // Incremental cursor.
 
-  private reader(purpose: "incremental" | "sweep", full: boolean, onLeaf: (leaf: Leaf) => Promise<void>): WindowReader {
+  private reader(
+    purpose: "incremental" | "sweep",
+    full: boolean,
+    openLeaf: (from: number, to: number) => Promise<LeafSink>,
+    onSkip: (slice: SkippedRange) => Promise<void> = (slice) => this.skipSlice(slice),
+  ): WindowReader {
     return new WindowReader({
       source: this.source,
       pageSize: this.profile.pageSize,
       purpose,
       full,
-      onLeaf,
-      onSkip: (slice) => this.pipeline(() => this.skipSlice(slice)),
+      openLeaf,
+      onSkip: async (slice) => {
+        await this.drain();
+        await onSkip(slice);
+      },
       beforeRequest: () => this.lease.beforeWrite(),
     });
   }
@@ -385,40 +403,69 @@ class SyncJob {
     const lower = this.watermark
       ? Math.min(timeMs(this.watermark)! - this.effectiveOverlapMs(), upper)
       : now - initialLookbackMs;
-    const reader = this.reader("incremental", true, (leaf) => this.pipeline(() => this.storeLeaf(leaf, "incremental")));
+    const reader = this.reader("incremental", true, (from, to) => this.openSink(from, to, "incremental"));
     await reader.read(lower, upper);
-    await this.pending;
+    await this.drain();
     this.coverage.add(lower, upper, upper, now);
     this.knownEmpty = false;
     await this.lease.commit(this.stateToSave());
   }
 
   /**
-   * Pipelined: a leaf is written while the next one is fetched. Stores run one at a time
-   * and in time order, so the watermark still only covers durable leaves, and at most two
-   * pages are in memory.
+   * The sink of one window. Items are written in batches of WRITE_BATCH, one batch in flight
+   * while the next is parsed, so memory follows the batch, not the page. When the window
+   * ends complete, every write of it is durable: the incremental watermark moves to the
+   * window's newest item and is committed. A window whose answer was full is stored all the
+   * same, but the watermark moves only as its slices complete.
    */
-  private async pipeline(store: () => Promise<void>): Promise<void> {
-    await this.pending;
-    this.pending = store();
-    this.pending.catch(() => undefined); // surfaced by the next await of this.pending
+  /** Waits for every write in flight; throws the first failure. */
+  private async drain(): Promise<void> {
+    const results = await Promise.allSettled(this.writes.splice(0));
+    const failed = results.find((r) => r.status === "rejected");
+    if (failed) throw failed.reason;
   }
 
-  private async storeLeaf(leaf: Leaf, cursor: Cursor): Promise<void> {
-    const stored: IndexEntry[] | "empty" = this.knownEmpty ? "empty" : await this.writer.storedIn(leaf.from, leaf.to);
-    const result = await this.writer.write(leaf.alerts, stored);
-    this.account(result, cursor);
-    if (cursor === "incremental") {
-      let newest = this.watermark;
-      for (const alert of leaf.alerts) {
-        if (!newest || isNewer(alert.lastUpdateTime, newest)) newest = alert.lastUpdateTime;
+  private async openSink(from: number, to: number, cursor: Cursor): Promise<LeafSink> {
+    // A failure of the previous window's last write surfaces here, before anything else.
+    await this.drain();
+    this.writtenRanges = this.writtenRanges.filter(([, end]) => end > from);
+    const assumeAbsent = this.knownEmpty && !this.writtenRanges.some(([start, end]) => start < to && end > from);
+    let known: Promise<Map<string, IndexEntry>> | undefined;
+    let newest: string | undefined;
+    let written = 0;
+    let buffer: RawAlert[] = [];
+    const store = async (alerts: RawAlert[]) => {
+      if (!known) {
+        if (this.knownEmpty) this.writtenRanges.push([from, to]);
+        known = assumeAbsent ? Promise.resolve(new Map()) : this.writer.storedIn(from, to);
       }
-      const moved = newest !== this.watermark;
-      this.watermark = newest;
-      if (moved || result.written.length > 0) await this.lease.commit(this.stateToSave());
-    } else if (result.written.length > 0) {
-      await this.lease.commit(this.stateToSave());
-    }
+      const result = await this.writer.write(alerts, await known, assumeAbsent);
+      this.account(result, cursor);
+      written += result.written.length;
+    };
+    const flush = async () => {
+      if (this.writes.length >= WRITES_IN_FLIGHT) await this.writes.shift();
+      if (buffer.length === 0) return;
+      const write = store(buffer);
+      write.catch(() => undefined); // surfaced by the next drain
+      this.writes.push(write);
+      buffer = [];
+    };
+    return {
+      write: async (alerts) => {
+        for (const alert of alerts) if (!newest || isNewer(alert.lastUpdateTime, newest)) newest = alert.lastUpdateTime;
+        buffer.push(...alerts);
+        if (buffer.length >= WRITE_BATCH) await flush();
+      },
+      end: async (complete) => {
+        await flush();
+        await this.drain();
+        if (!complete) return;
+        const moved = cursor === "incremental" && newest !== undefined && (!this.watermark || isNewer(newest, this.watermark));
+        if (moved) this.watermark = newest;
+        if (moved || written > 0) await this.lease.commit(this.stateToSave());
+      },
+    };
   }
 
   /** Counts and lateness of what a write changed. */
@@ -489,14 +536,14 @@ class SyncJob {
     } catch (err) {
       if (err instanceof BudgetExhaustedError) {
         // The sweep's share is used up: it goes on from here in a later run.
-        await this.pending.catch(() => undefined);
+        await this.drain().catch(() => undefined);
         this.log.info(
           `sweep.paused tenantId=${this.tenantId} cursor=${this.source.name}:sweep calls=${this.budget.used.sweep - started}`,
         );
         return;
       }
       if (err instanceof LeaseLost || err instanceof TokenFailure) throw err;
-      await this.pending.catch(() => undefined);
+      await this.drain().catch(() => undefined);
       this.log.warn(`sweep.failed tenantId=${this.tenantId} cursor=${this.source.name}:sweep code=${errorCode(err)}`);
       if (!(err instanceof SourceApiError)) throw err;
     } finally {
@@ -506,24 +553,20 @@ class SyncJob {
 
   private async retrySkippedSlices(): Promise<void> {
     for (const slice of [...this.skipped]) {
-      let recovered = false;
-      const reader = new WindowReader({
-        source: this.source,
-        pageSize: this.profile.pageSize,
-        purpose: "sweep",
-        full: true,
-        onLeaf: async (leaf) => {
-          await this.storeLeaf(leaf, "sweep");
-          recovered = true;
-        },
-        onSkip: async (failed) => {
+      let failed = false;
+      const reader = this.reader(
+        "sweep",
+        true,
+        (from, to) => this.openSink(from, to, "sweep"),
+        async (again) => {
+          failed = true;
           slice.attempts++;
-          slice.lastCode = failed.code;
+          slice.lastCode = again.code;
         },
-        beforeRequest: () => this.lease.beforeWrite(),
-      });
+      );
       await reader.read(Date.parse(slice.from), Date.parse(slice.to));
-      if (recovered) {
+      await this.drain();
+      if (!failed) {
         this.skipped = this.skipped.filter((s) => s !== slice);
         this.log.info(`pull.slice-recovered tenantId=${this.tenantId} from=${slice.from} to=${slice.to}`);
       }
@@ -537,13 +580,23 @@ class SyncJob {
     const cursor = `${this.source.name}:sweep`;
     const before = this.sweepWritten;
     const calls = this.budget.used.sweep;
-    const reader = this.reader("sweep", false, async (leaf) => {
-      await this.refetchChanged(leaf);
-      pass.pos = leaf.to;
-      await this.saveSweep({ [pass.kind]: JSON.stringify(pass) });
+    const reader = this.reader("sweep", false, async (from, to) => {
+      // The light listing's items are small: a window's are kept until it completes.
+      const listed: RawAlert[] = [];
+      return {
+        write: async (alerts) => {
+          listed.push(...alerts);
+        },
+        end: async (complete) => {
+          if (!complete) return;
+          await this.refetchChanged(from, to, listed);
+          pass.pos = to;
+          await this.saveSweep({ [pass.kind]: JSON.stringify(pass) });
+        },
+      };
     });
     await reader.read(pass.pos, pass.to);
-    await this.pending;
+    await this.drain();
     const now = this.svc.now();
     this.coverage.add(pass.from, pass.to, pass.to, now.getTime());
     const done: Partial<SweepEntity> = { [pass.kind]: "", lastSweepAt: now.toISOString() };
@@ -558,11 +611,12 @@ class SyncJob {
     );
   }
 
-  /** The alerts of a light leaf that are missing or newer than stored, read again with evidence. */
-  private async refetchChanged(leaf: Leaf): Promise<void> {
-    const stored = new Map((await this.writer.storedIn(leaf.from, leaf.to)).map((e) => [e.alertId, e]));
+  /** The alerts of a light window that are missing or newer than stored, read again with evidence. */
+  private async refetchChanged(from: number, to: number, listed: RawAlert[]): Promise<void> {
+    if (listed.length === 0) return;
+    const stored = await this.writer.storedIn(from, to);
     const needed: number[] = [];
-    for (const alert of leaf.alerts) {
+    for (const alert of listed) {
       const entry = stored.get(alert.id) ?? (await this.storedElsewhere(alert));
       if (!entry || isNewer(alert.lastUpdateTime, entry.time)) needed.push(timeMs(alert.lastUpdateTime)!);
     }
@@ -574,9 +628,9 @@ class SyncJob {
       if (last && t - last[1] < REFETCH_GAP_MS) last[1] = Math.max(last[1], t + 1);
       else windows.push([t, t + 1]);
     }
-    const reader = this.reader("sweep", true, (full) => this.storeLeaf(full, "sweep"));
-    for (const [from, to] of windows) await reader.read(from, to);
-    await this.pending;
+    const reader = this.reader("sweep", true, (start, end) => this.openSink(start, end, "sweep"));
+    for (const [start, end] of windows) await reader.read(start, end);
+    await this.drain();
   }
 
   /** The stored version of an alert whose stored time lies outside the leaf (one point read). */

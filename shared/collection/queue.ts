@@ -1,3 +1,4 @@
+import pLimit from "p-limit";
 import { isGuid } from "../platform/http.js";
 import type { Logger, Services } from "../platform/services.js";
 import { TABLES } from "../platform/storage.js";
@@ -35,6 +36,9 @@ export function parseMessage(raw: unknown): PullMessage | undefined {
   return { tenantId: tenantId.toLowerCase(), reason };
 }
 
+/** Messages in flight at once while the timer queues every tenant. */
+export const QUEUE_CONCURRENCY = 32;
+
 export async function enqueuePull(svc: Services, message: PullMessage): Promise<void> {
   await svc.storage.pullQueue.sendMessage(encodeMessage(message));
 }
@@ -56,9 +60,11 @@ export async function enqueueActiveTenants(svc: Services, log: Logger): Promise<
   }
   const active = rows.filter((row) => row.status === "active");
   const verify = rows.filter((row) => row.consentVerifyUntil && row.status !== "offboarded");
+  // Bounded: thousands of tenants must not open thousands of sockets at once.
+  const limit = pLimit(QUEUE_CONCURRENCY);
   await Promise.all([
-    ...active.map((row) => enqueuePull(svc, { tenantId: row.rowKey, reason: "schedule" })),
-    ...verify.map((row) => enqueuePull(svc, { tenantId: row.rowKey, reason: "verify" })),
+    ...active.map((row) => limit(() => enqueuePull(svc, { tenantId: row.rowKey, reason: "schedule" }))),
+    ...verify.map((row) => limit(() => enqueuePull(svc, { tenantId: row.rowKey, reason: "verify" }))),
   ]);
   log.info(`schedule.queued tenants=${active.length}${verify.length > 0 ? ` verifications=${verify.length}` : ""}`);
   return active.length;

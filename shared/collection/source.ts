@@ -27,22 +27,33 @@ export interface ReadOptions {
 }
 
 export interface WindowAnswer {
+  /** The items, when no sink took them as they arrived. */
   alerts: RawAlert[];
+  /** The update times (ms) of every item, for the cuts of a full answer. */
+  times: number[];
   /**
-   * The window could not be read completely in one go (a full page, or a longer paging
-   * chain than the source allows per window): the engine cuts it at the items' times and
-   * reads the pieces.
+   * The window could not be read completely in one go (a full page, or a longer or moving
+   * paging chain than the source accepts per window): the engine cuts it at the items'
+   * times and reads the pieces.
    */
   full: boolean;
+  /** How many items the service says the window holds, where it says (Graph's `@odata.count`). */
+  total?: number;
 }
+
+/** Receives a window's items in batches while the answer still downloads. */
+export type ItemSink = (alerts: RawAlert[]) => Promise<void>;
 
 export type SourceName = "defender" | "graph";
 
 export interface AlertSource {
   /** The sync-state RowKey of this source's cursor (`defender`, `graph`). */
   readonly name: SourceName;
-  /** Reads one window, following the source's own paging as far as it allows per window. */
-  readWindow(query: WindowQuery, options: ReadOptions): Promise<WindowAnswer>;
+  /**
+   * Reads one window, following the source's own paging as far as it allows per window.
+   * With a sink, items go to it in batches as they are parsed (and `alerts` stays empty).
+   */
+  readWindow(query: WindowQuery, options: ReadOptions, sink?: ItemSink): Promise<WindowAnswer>;
   /** Reads every item of a window too narrow to cut (1 ms) with the source's deep paging, once. */
   readExhaustive(query: WindowQuery, options: ReadOptions): Promise<RawAlert[]>;
 }

@@ -8,11 +8,19 @@ import { compareTimes, timeMs } from "./time.js";
  *
  * Defender returns items unsorted, in an order that shifts as alerts change, and sends no
  * nextLink under `$top`, so `$skip` paging can lose items. Each window is therefore read
- * in ONE request with `$top` = page size. A full answer is cut at the quartiles of its
- * items' times, which cut [from, to) into exact, adjacent slices, so nothing can fall
- * between them. When the items pile up at the window's start, the cut is `from + 1 ms`
- * (a slice of its own), not a halving. Only a 1 ms slice with more alerts than a page
- * falls back to `$skip`, re-read until two passes agree.
+ * in ONE request with `$top` = page size (Graph: a short, checked nextLink chain; see its
+ * source). Items are handed to the leaf's sink as they are parsed, while the rest of the
+ * answer still downloads, so memory follows the write batch, not the page.
+ *
+ * A full answer (as many items as `$top`) cannot be proven complete, because the API
+ * returns an unordered, shifting subset. Its items are stored anyway (newest-wins makes a
+ * second write of the same version a no-op), and their times choose the cuts: [from, to)
+ * is cut into exact, adjacent slices at the items' quantiles, as many as needed for each
+ * to be expected to hold fewer than `$top` items, so nothing can fall between them. When
+ * the items pile up at the window's start, the cut is `from + 1 ms` (a slice of its own).
+ * Every slice is then read in turn. Only a 1 ms slice with more alerts than a page falls
+ * back to the source's deep paging, re-read until two passes agree. The window is complete
+ * (its sink ends with `complete`) only when its own answer was not full.
  *
  * A window whose answer cannot be received (retries used up on resets, timeouts, 5xx or
  * cut-off bodies, or an item that cannot be read) is narrowed the same way: halved, then,
@@ -27,11 +35,19 @@ export const MIN_TOP = 100;
 const MAX_SKIP_PASSES = 5;
 /** Attempts per request once a window has failed: narrowing, not retrying, finds the bad part. */
 const NARROWING_ATTEMPTS = 2;
+/** Slices of a full answer are sized to hold this share of `$top` on average. */
+const SLICE_FILL = 0.8;
 
-export interface Leaf {
-  from: number;
-  to: number;
-  alerts: RawAlert[];
+/** Where a window's items go while it is read. */
+export interface LeafSink {
+  /** A batch of items as they arrive (possibly of an answer that turns out full). */
+  write(alerts: RawAlert[]): Promise<void>;
+  /**
+   * The answer is over. `complete`: the window was read completely, every item of it went
+   * through `write`. Otherwise the answer was full: its items are stored all the same, and
+   * the window's slices are read next.
+   */
+  end(complete: boolean): Promise<void>;
 }
 
 export interface SkippedRange {
@@ -46,8 +62,8 @@ export interface ReaderOptions {
   purpose: CallPurpose;
   /** Full alerts, or the light listing (the sweep compares ids and times first). */
   full: boolean;
-  /** Called once per complete leaf, in time order. */
-  onLeaf(leaf: Leaf): Promise<void>;
+  /** A sink for the window [from, to), opened before it is read. */
+  openLeaf(from: number, to: number): Promise<LeafSink>;
   /** Called for a slice that could not be read at its narrowest. */
   onSkip(slice: SkippedRange): Promise<void>;
   /** Called before every request (the engine checks and renews its lease there). */
@@ -60,9 +76,9 @@ export class WindowReader {
   /** Reads [from, to) completely (see above). */
   async read(from: number, to: number, attempts?: number): Promise<void> {
     if (to <= from) return;
-    let answer: { alerts: RawAlert[] } | { split: number[] };
+    let cuts: number[] | undefined;
     try {
-      answer = await this.readOnce(from, to, this.options.pageSize, attempts);
+      cuts = await this.readOnce(from, to, attempts);
     } catch (err) {
       if (!(err instanceof SourceApiError) || !err.narrowable) throw err;
       if (to - from > MIN_SLICE_MS) {
@@ -74,12 +90,7 @@ export class WindowReader {
       await this.readNarrowest(from, to, err.code);
       return;
     }
-    if ("split" in answer) {
-      // The full page is not kept while its pieces are read: memory follows the page size.
-      for (let i = 0; i + 1 < answer.split.length; i++) await this.read(answer.split[i]!, answer.split[i + 1]!, attempts);
-      return;
-    }
-    await this.options.onLeaf({ from, to, alerts: answer.alerts });
+    if (cuts) for (let i = 0; i + 1 < cuts.length; i++) await this.read(cuts[i]!, cuts[i + 1]!, attempts);
   }
 
   /** A failing 1 ms slice: smaller and smaller pages, then give it up to the skipped list. */
@@ -91,7 +102,10 @@ export class WindowReader {
     let lastCode = code;
     for (const top of tops) {
       try {
-        await this.options.onLeaf({ from, to, alerts: await this.skipPaged(from, to, top, NARROWING_ATTEMPTS) });
+        const alerts = await this.skipPaged(from, to, top, NARROWING_ATTEMPTS);
+        const sink = await this.options.openLeaf(from, to);
+        await sink.write(alerts);
+        await sink.end(true);
         return;
       } catch (err) {
         if (!(err instanceof SourceApiError) || !err.narrowable) throw err;
@@ -102,20 +116,24 @@ export class WindowReader {
   }
 
   /**
-   * One request for [from, to). A full answer is returned as split points instead; a 1 ms
-   * slice that is full is read with `$skip`.
+   * One read of [from, to), its items streamed into the window's sink. Returns the cuts when
+   * the answer was full (the window must be read again in slices), else undefined.
    */
-  private async readOnce(
-    from: number,
-    to: number,
-    top: number,
-    attempts: number | undefined,
-  ): Promise<{ alerts: RawAlert[] } | { split: number[] }> {
-    const { source, full } = this.options;
-    const answer = await source.readWindow({ from, to, top, full }, this.readOptions(attempts));
-    if (!answer.full) return { alerts: answer.alerts };
-    if (to - from <= MIN_SLICE_MS) return { alerts: await this.skipPaged(from, to, top, attempts) };
-    return { split: splitPoints(answer.alerts, from, to) };
+  private async readOnce(from: number, to: number, attempts: number | undefined): Promise<number[] | undefined> {
+    const { source, full, pageSize } = this.options;
+    const sink = await this.options.openLeaf(from, to);
+    if (to - from <= MIN_SLICE_MS) {
+      // Too narrow to cut: read once; a full answer is read again with deep paging.
+      const answer = await source.readWindow({ from, to, top: pageSize, full }, this.readOptions(attempts), (batch) => sink.write(batch));
+      if (answer.full) await sink.write(await this.skipPaged(from, to, pageSize, attempts));
+      await sink.end(true);
+      return undefined;
+    }
+    const answer = await source.readWindow({ from, to, top: pageSize, full }, this.readOptions(attempts), (batch) => sink.write(batch));
+    await sink.end(!answer.full);
+    if (!answer.full) return undefined;
+    const expected = Math.max(answer.total ?? 0, answer.times.length);
+    return splitPoints(answer.times, from, to, Math.max(4, Math.ceil(expected / (pageSize * SLICE_FILL))));
   }
 
   private readOptions(attempts: number | undefined): ReadOptions {
@@ -143,16 +161,23 @@ export class WindowReader {
 }
 
 /**
- * Split points for a full answer of [from, to): the quartiles of its items' times; when
- * the items pile up at `from`, `from + 1 ms` (so the pile gets a 1 ms slice of its own);
- * otherwise the midpoint.
+ * Cuts for a full answer of [from, to) (item times in ms): `pieces` slices at the items'
+ * quantiles; when the items pile up at `from`, `from + 1 ms` first (so the pile gets a 1 ms
+ * slice of its own); with no usable quantile, the midpoint.
  */
-export function splitPoints(alerts: RawAlert[], from: number, to: number): number[] {
-  const times = alerts.map((a) => timeMs(a.lastUpdateTime) ?? from).sort((a, b) => a - b);
-  const cuts = [1, 2, 3]
-    .map((q) => times[Math.floor((q * times.length) / 4)]!)
-    .filter((t, i, all) => t > from && t < to && all.indexOf(t) === i);
+export function splitPoints(times: number[], from: number, to: number, pieces = 4): number[] {
+  const sorted = [...times].sort((a, b) => a - b);
+  const cuts: number[] = [];
+  for (let q = 1; q < pieces; q++) {
+    const t = sorted[Math.floor((q * sorted.length) / pieces)];
+    if (t !== undefined && t > from && t < to && !cuts.includes(t)) cuts.push(t);
+  }
   if (cuts.length > 0) return [from, ...cuts, to];
-  if ((times[Math.floor(times.length / 2)] ?? to) <= from) return [from, from + 1, to];
+  if ((sorted[Math.floor(sorted.length / 2)] ?? to) <= from) return [from, from + 1, to];
   return [from, from + Math.floor((to - from) / 2), to];
+}
+
+/** The times (ms) of alerts, for the cuts. */
+export function timesOf(alerts: RawAlert[], fallback: number): number[] {
+  return alerts.map((a) => timeMs(a.lastUpdateTime) ?? fallback);
 }

@@ -1,3 +1,5 @@
+import pLimit from "p-limit";
+import { QUEUE_CONCURRENCY } from "../collection/queue.js";
 import type { Logger, Services } from "../platform/services.js";
 import { overdueMarkers, REDELIVER_AFTER_MS } from "./outbox.js";
 
@@ -35,7 +37,8 @@ export function parseDeliveryMessage(raw: unknown): DeliveryMessage | undefined 
  */
 export async function queueOverdueDeliveries(svc: Services, log: Logger): Promise<number> {
   const overdue = await overdueMarkers(svc, new Date(svc.now().getTime() - REDELIVER_AFTER_MS));
-  await Promise.all(overdue.map((m) => enqueueDelivery(svc, { tenantId: m.tenantId })));
+  const limit = pLimit(QUEUE_CONCURRENCY);
+  await Promise.all(overdue.map((m) => limit(() => enqueueDelivery(svc, { tenantId: m.tenantId }))));
   if (overdue.length > 0) log.info(`delivery.requeued tenants=${overdue.length}`);
   return overdue.length;
 }

@@ -5,7 +5,7 @@ import type { TenantMode } from "../platform/config.js";
 import { ApiError, parseTenantId } from "../platform/http.js";
 import type { Logger, Services } from "../platform/services.js";
 import { TABLES } from "../platform/storage.js";
-import { getTenant, patchTenant, tenantMode } from "./tenants.js";
+import { getTenant, patchTenant, type TenantPatch, tenantMode } from "./tenants.js";
 
 /**
  * What an operator must tell an application-mode customer: offboarding stops the app from
@@ -34,9 +34,10 @@ export interface OffboardResult {
  * to request tokens for it (see AppTokenProvider), and the answer and the log say that
  * access ends only when the customer deletes the enterprise application. Either way the
  * row stays (status `offboarded`); a running pull stops at its next checkpoint.
- * Returns undefined for an unknown tenant.
+ * Returns undefined for an unknown tenant. `extra` lands in the same conditional write (a
+ * purge marks the tenant with its purge ID).
  */
-export async function offboardTenant(svc: Services, tenantIdParam: string, log: Logger): Promise<OffboardResult | undefined> {
+export async function offboardTenant(svc: Services, tenantIdParam: string, log: Logger, extra: TenantPatch = {}): Promise<OffboardResult | undefined> {
   const tenantId = parseTenantId(tenantIdParam);
   const tenants = svc.storage.table(TABLES.tenants);
   for (let attempt = 0; attempt < 5; attempt++) {
@@ -51,6 +52,7 @@ export async function offboardTenant(svc: Services, tenantIdParam: string, log: 
       refreshTokenVersion: "",
       consentVerifyUntil: "",
       consentVerifyCode: "",
+      ...extra,
     };
     // The row changes first, so a pull that is already running cannot write a token back.
     if (await patchTenant(tenants, tenantId, row.etag, patch)) {

@@ -95,6 +95,9 @@ export function parseRegistration(input: Record<string, unknown>): Registration 
 /** Refuses a new link where it would be unsafe; see the module comment. */
 function refusal(svc: Services, row: TenantRow | undefined, reg: Registration): ApiError | undefined {
   if (!row) return undefined;
+  if (row.purgeId) {
+    return new ApiError(409, "PurgeInProgress", "The tenant's data is being purged; register it again once GET /api/tenants/{tenantId}/purge says done.");
+  }
   if ((row.status === "active" || row.status === "reconsent-required") && !reg.relink) {
     return new ApiError(
       409,

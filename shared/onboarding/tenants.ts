@@ -41,6 +41,8 @@ export interface TenantEntity {
   lastErrorCode?: string;
   lastErrorMessage?: string;
   lastErrorAt?: string;
+  /** Set while a purge of the tenant's data runs (shared/operator/purge.ts); the purge deletes this row last. */
+  purgeId?: string;
   /** The alert source pulled for this tenant; absent: DEFAULT_ALERT_SOURCE. */
   source?: "defender" | "graph";
   /** The source the current consent link grants (a relink may change it); `source` takes it once consent is verified. "" when none. */

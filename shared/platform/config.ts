@@ -206,6 +206,13 @@ const rawSchema = z.object({
   SWEEP_BUDGET_PERCENT: optional(positiveInt(1, 50)),
   OVERFLOW_GC_GRACE_MINUTES: optional(positiveInt(1, 24 * 60)),
   ALERTS_RESUME_MARGIN_SECONDS: optional(positiveInt(0, 24 * 3600)),
+  OPERATOR_TENANT_ID: required(z.string().trim().pipe(z.guid("must be a GUID"))),
+  OPERATOR_API_CLIENT_ID: required(z.string().trim().pipe(z.guid("must be a GUID"))),
+  OPERATOR_CONSOLE_CLIENT_ID: optional(z.string().trim().pipe(z.guid("must be a GUID"))),
+  AUDIT_RETENTION_DAYS: intWithDefault(1, 3650, 400),
+  ALERT_RETENTION_DAYS: intWithDefault(1, 3650, 365),
+  RETENTION_MAX_ALERTS_PER_RUN: intWithDefault(100, 1_000_000, 50_000),
+  EXPORT_PAGE_ALERTS: intWithDefault(1, 1_000_000, 50_000),
   DEFAULT_ALERT_SOURCE: optional(z.enum(["defender", "graph"])),
   GRAPH_BASE_URL: optional(httpsUrl),
   GRAPH_API_SCOPE: optional(z.string().trim().min(1)),
@@ -314,6 +321,8 @@ export const REQUIRED_SETTINGS = [
   "PUBLIC_BASE_URL",
   "KEY_VAULT_URL",
   "PULL_SCHEDULE",
+  "OPERATOR_TENANT_ID",
+  "OPERATOR_API_CLIENT_ID",
 ] as const;
 
 export type StorageConnection =
@@ -367,6 +376,15 @@ export interface AppConfig {
   };
   /** Subtracted from a list scan's start time to give readers a safe `nextSince`. */
   alertsResumeMarginMs: number;
+  /** Operator sign-in: the MSSP's own tenant and its two single-tenant app registrations. */
+  operator: OperatorConfig;
+  /** Customer data lifecycle: retention, export page size, and the audit trail's retention. */
+  lifecycle: {
+    alertRetentionMs: number;
+    retentionMaxAlertsPerRun: number;
+    exportPageAlerts: number;
+    auditRetentionMs: number;
+  };
   /** Delivery destinations (`DESTINATIONS__<name>__*`), enabled or not. */
   destinations: DestinationConfig[];
   /** The source of tenants that name none. */
@@ -381,6 +399,24 @@ export interface AppConfig {
     consentVerifyMs: number;
   };
 }
+
+export interface OperatorConfig {
+  tenantId: string;
+  /** The operator API registration: the `aud` of every operator token (access tokens v2). */
+  apiClientId: string;
+  /** The console's SPA registration (unset: the console says sign-in is not configured). */
+  consoleClientId?: string;
+  /** `{authority host}/{tenant}`: MSAL's authority. */
+  authority: string;
+  /** `{authority host}/{tenant}/v2.0`: the only accepted `iss`. */
+  issuer: string;
+  jwksUri: string;
+  /** The delegated scope the console asks for. */
+  scope: string;
+}
+
+/** The scope users' tokens carry; service principals carry roles and no scope. */
+export const OPERATOR_SCOPE = "Operator.Access";
 
 export interface ConfigProblem {
   setting: string;
@@ -432,6 +468,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       });
     }
   }
+  problems.push(...retentionProblems(picked));
   const kind = parsed.success ? (parsed.data.MSSP_CLIENT_CREDENTIAL ?? "secret") : picked.MSSP_CLIENT_CREDENTIAL?.trim() || "secret";
   const needs: Record<string, string[]> = {
     secret: ["MSSP_CLIENT_SECRET"],
@@ -509,6 +546,18 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       budgetPercent: s.SWEEP_BUDGET_PERCENT ?? 10,
     },
     alertsResumeMarginMs: (s.ALERTS_RESUME_MARGIN_SECONDS ?? 300) * 1000,
+    operator: operatorConfig(
+      s.ENTRA_AUTHORITY_HOST ?? preset.authorityHost,
+      s.OPERATOR_TENANT_ID.toLowerCase(),
+      s.OPERATOR_API_CLIENT_ID.toLowerCase(),
+      s.OPERATOR_CONSOLE_CLIENT_ID?.toLowerCase(),
+    ),
+    lifecycle: {
+      alertRetentionMs: s.ALERT_RETENTION_DAYS * 24 * HOUR,
+      retentionMaxAlertsPerRun: s.RETENTION_MAX_ALERTS_PER_RUN,
+      exportPageAlerts: s.EXPORT_PAGE_ALERTS,
+      auditRetentionMs: s.AUDIT_RETENTION_DAYS * 24 * HOUR,
+    },
     destinations: delivery.destinations,
     defaultSource: s.DEFAULT_ALERT_SOURCE ?? "defender",
     graph: {
@@ -522,6 +571,80 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       consentVerifyMs: (s.APP_CONSENT_VERIFY_HOURS ?? 24) * HOUR,
     },
   };
+}
+
+/**
+ * The operator sign-in settings alone, for checking operator tokens while other settings
+ * are broken (so `GET /api/health/details` still names them). Throws ConfigError naming
+ * the bad operator settings.
+ */
+export function loadOperatorConfig(env: Record<string, string | undefined> = process.env): OperatorConfig {
+  const names = ["OPERATOR_TENANT_ID", "OPERATOR_API_CLIENT_ID", "OPERATOR_CONSOLE_CLIENT_ID", "DEFENDER_CLOUD", "ENTRA_AUTHORITY_HOST"] as const;
+  const schema = rawSchema.pick({
+    OPERATOR_TENANT_ID: true,
+    OPERATOR_API_CLIENT_ID: true,
+    OPERATOR_CONSOLE_CLIENT_ID: true,
+    DEFENDER_CLOUD: true,
+    ENTRA_AUTHORITY_HOST: true,
+  });
+  const picked: Record<string, string | undefined> = {};
+  for (const name of names) picked[name] = env[name];
+  const parsed = schema.safeParse(picked);
+  if (!parsed.success) {
+    throw new ConfigError(
+      parsed.error.issues.map((issue) => {
+        const setting = String(issue.path[0] ?? "?");
+        return picked[setting] === undefined
+          ? { setting, problem: "is required", kind: "missing" as const }
+          : { setting, problem: `is invalid: ${issue.message}`, kind: "invalid" as const };
+      }),
+    );
+  }
+  const s = parsed.data;
+  return operatorConfig(
+    s.ENTRA_AUTHORITY_HOST ?? CLOUD_PRESETS[s.DEFENDER_CLOUD ?? "commercial"].authorityHost,
+    s.OPERATOR_TENANT_ID.toLowerCase(),
+    s.OPERATOR_API_CLIENT_ID.toLowerCase(),
+    s.OPERATOR_CONSOLE_CLIENT_ID?.toLowerCase(),
+  );
+}
+
+function operatorConfig(authorityHost: string, tenantId: string, apiClientId: string, consoleClientId: string | undefined): OperatorConfig {
+  const authority = `${authorityHost}/${tenantId}`;
+  return {
+    tenantId,
+    apiClientId,
+    ...(consoleClientId ? { consoleClientId } : {}),
+    authority,
+    issuer: `${authority}/v2.0`,
+    jwksUri: `${authority}/discovery/v2.0/keys`,
+    scope: `api://${apiClientId}/${OPERATOR_SCOPE}`,
+  };
+}
+
+/**
+ * ALERT_RETENTION_DAYS must exceed the longest time the collector reads back on its own
+ * (the daily sweep's lookback and the first pull's lookback): retention would otherwise
+ * delete alerts that the next sweep stores again. Checked on the values that parse, so a
+ * problem elsewhere does not hide this one.
+ */
+function retentionProblems(picked: Record<string, string | undefined>): ConfigProblem[] {
+  const shape = rawSchema.shape;
+  const retention = shape.ALERT_RETENTION_DAYS.safeParse(picked.ALERT_RETENTION_DAYS);
+  if (!retention.success) return [];
+  const sweep = shape.SWEEP_DAILY_LOOKBACK_DAYS.safeParse(picked.SWEEP_DAILY_LOOKBACK_DAYS);
+  const initial = shape.PULL_INITIAL_LOOKBACK_DAYS.safeParse(picked.PULL_INITIAL_LOOKBACK_DAYS);
+  const sweepDays = sweep.success ? (sweep.data ?? 7) : 0;
+  const initialDays = initial.success ? (initial.data ?? 7) : 0;
+  const floor = Math.max(sweepDays, initialDays);
+  if (retention.data > floor) return [];
+  return [
+    {
+      setting: "ALERT_RETENTION_DAYS",
+      problem: "is invalid: must be more than SWEEP_DAILY_LOOKBACK_DAYS and PULL_INITIAL_LOOKBACK_DAYS, or sweeps would store deleted alerts again",
+      kind: "invalid",
+    },
+  ];
 }
 
 /**

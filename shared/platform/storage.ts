@@ -11,18 +11,23 @@ export const TABLES = {
   alertBodies: "alertbodies",
   appState: "appstate",
   syncState: "syncstate",
+  /** Who did what (shared/operator/audit.ts) and purge records; kept for AUDIT_RETENTION_DAYS, never purged with a tenant. */
+  audit: "audit",
   deliveryState: "deliverystate",
 } as const;
 export type TableName = (typeof TABLES)[keyof typeof TABLES];
 
 /** The queue the timer fills and the worker drains (one message per tenant pull). */
 export const PULL_QUEUE = "tenant-pulls";
+/** One message per tenant purge (DELETE /api/tenants/{id}?purge=true); the purge worker drains it. */
+export const PURGE_QUEUE = "tenant-purges";
 /** Wake-ups of the delivery worker (one message per tenant with alerts to deliver, or a replay). */
 export const DELIVERY_QUEUE = "tenant-deliveries";
 
 export interface Storage {
   table(name: TableName): TableClient;
   pullQueue: QueueClient;
+  purgeQueue: QueueClient;
   deliveryQueue: QueueClient;
   /** Creates the tables and the queue if they are missing (idempotent). */
   ensure(): Promise<void>;
@@ -56,6 +61,7 @@ export function createStorage(connection: StorageConnection): Storage {
   }
   const pullQueue = queues.getQueueClient(PULL_QUEUE);
   const deliveryQueue = queues.getQueueClient(DELIVERY_QUEUE);
+  const purgeQueue = queues.getQueueClient(PURGE_QUEUE);
   const clients = new Map<TableName, TableClient>();
   let ensured: Promise<void> | undefined;
   return {
@@ -68,12 +74,14 @@ export function createStorage(connection: StorageConnection): Storage {
       return client;
     },
     pullQueue,
+    purgeQueue,
     deliveryQueue,
     ensure() {
       ensured ??= (async () => {
         await Promise.all([
           ...Object.values(TABLES).map((name) => service.createTable(name)),
           pullQueue.createIfNotExists(),
+          purgeQueue.createIfNotExists(),
           deliveryQueue.createIfNotExists(),
         ]);
       })().catch((err) => {

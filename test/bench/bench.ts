@@ -60,6 +60,8 @@ import { DefenderSource } from "../../shared/collection/sources/defender/client.
 import { getSyncRow } from "../../shared/collection/sync-state.js";
 import { canonicalTime } from "../../shared/collection/time.js";
 import { services } from "../../shared/platform/services.js";
+import { enqueueActiveTenants } from "../../shared/collection/queue.js";
+import { listTenants, TENANT_PARTITION } from "../../shared/onboarding/tenants.js";
 import { TABLES } from "../../shared/platform/storage.js";
 import { type DefenderAlert, makeAlerts, parseTimestamp } from "../../simulators/alerts.js";
 import { loadLoopbackDns, testCerts } from "../../simulators/https.js";
@@ -69,6 +71,15 @@ import { startHarness } from "../support/harness.js";
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
 const self = fileURLToPath(import.meta.url);
 const outDir = join(root, ".cache", "bench");
+/** Pulls one instance runs at once: the queue trigger's batchSize + newBatchThreshold in host.json. */
+const HOST_CONCURRENT_PULLS = (() => {
+  const { batchSize, newBatchThreshold } = JSON.parse(readFileSync(join(root, "host.json"), "utf8")).extensions.queues;
+  return Number(batchSize) + Number(newBatchThreshold);
+})();
+/** Node.js flags of the app children (`--app-node-args`), as `languageWorkers__node__arguments` sets them on Azure. */
+let appNodeArgs: string[] = [];
+/** Tenants the timer queues in the queueing run. */
+const QUEUED_TENANTS = 10_000;
 /** engine.ts WRITE_CONCURRENCY: transactions in flight per AlertWriter. */
 const APP_WRITE_CONCURRENCY = 4;
 const SMALL_TENANTS = 50;
@@ -130,6 +141,8 @@ interface RawChildSpec {
   tables: { alerts: string; bodies: string };
   /** A tenant whose rows the app already wrote, to check the entities are identical. */
   checkTenant: string;
+  /** Only the alert rows (and overflow parts), 100 to a transaction: the ceiling of the rows alone. */
+  alertRowsOnly?: boolean;
 }
 
 interface RawChildResult {
@@ -367,7 +380,11 @@ async function childRaw(spec: RawChildSpec): Promise<RawChildResult> {
       overflow: toBatches(encoded.flatMap((e) => e.overflow.map((row) => ({ row, bytes: overflowBytes })))).map((batch) =>
         batch.map(({ row }): TransactionAction => ["upsert", row, "Replace"]),
       ),
-      rows: toBatches(encoded.map(insertItem), MAX_BATCH_ENTITIES - 1).map((batch) => insertActions(tenantId, batch)),
+      rows: spec.alertRowsOnly
+        ? toBatches(encoded.map((e) => ({ row: e.row, bytes: e.bytes + 1024 }))).map((batch) =>
+            batch.map(({ row }): TransactionAction => ["create", row]),
+          )
+        : toBatches(encoded.map(insertItem), MAX_BATCH_ENTITIES - 1).map((batch) => insertActions(tenantId, batch)),
     })),
   );
   const sizes = plans.flat().flatMap((p) => [...p.overflow, ...p.rows].map((a) => a.length));
@@ -401,7 +418,7 @@ async function childRaw(spec: RawChildSpec): Promise<RawChildResult> {
   // The entities are the app's: compare a few alert rows and their index rows with the app's.
   const appAlerts = TableClient.fromConnectionString(spec.connectionString, TABLES.alerts, options);
   let checked = 0;
-  const sample = work.find((w) => w.tenantId === spec.checkTenant)?.windows.flat().slice(0, 5) ?? [];
+  const sample = spec.alertRowsOnly ? [] : (work.find((w) => w.tenantId === spec.checkTenant)?.windows.flat().slice(0, 5) ?? []);
   const keys = (e: Record<string, unknown>) =>
     Object.keys(e)
       .filter((k) => !["etag", "timestamp", "odata.metadata"].includes(k))
@@ -423,8 +440,8 @@ async function childRaw(spec: RawChildSpec): Promise<RawChildResult> {
   return {
     seconds,
     alerts,
-    entities: 2 * alerts + rowTransactions + overflowEntities,
-    countEntities: rowTransactions,
+    entities: spec.alertRowsOnly ? alerts + overflowEntities : 2 * alerts + rowTransactions + overflowEntities,
+    countEntities: spec.alertRowsOnly ? 0 : rowTransactions,
     overflowEntities,
     transactions: sizes.length,
     meanTransactionMs: transactionMs / Math.max(1, sizes.length),
@@ -599,6 +616,8 @@ interface Options {
   cpuProf: boolean;
   sweep: boolean;
   sweepOnly: boolean;
+  queueOnly: boolean;
+  appNodeArgs: string[];
   sweepPerDay: number[];
   sweepLatePercent: number;
 }
@@ -606,11 +625,13 @@ interface Options {
 const USAGE = `npm run bench -- [flags]
   --scale <f>               1 = 50 tenants x 2,000 + 1 x 25,000 alerts; also scales the sweep's alerts a day
   --page-size <n>           PULL_PAGE_SIZE, 10000 (also for the sweep)
-  --concurrency <n>         pulls at once in the end-to-end run, 4
+  --concurrency <n>         pulls at once in the end-to-end run, host.json's batchSize + newBatchThreshold
   --days <n>                span of the alerts' lastUpdateTime in the throughput runs, 3
   --raw-runs <n>            runs of the raw ceiling, 2 (the faster counts)
   --skip-memory, --memory-only
   --skip-sweep, --sweep-only
+  --queue-only              only the timer queueing 10,000 tenants
+  --app-node-args "<flags>" Node.js flags of the app's processes, e.g. "--max-old-space-size=256"
   --sweep-per-day <n,n>     alerts a day of the sweep's tenants, 1000,10000
   --sweep-late-percent <p>  share of the sweep's alerts published 30 minutes late, 1
   --sections                time the app's Defender calls, queries and transactions
@@ -621,7 +642,7 @@ function parseOptions(argv: string[]): Options {
   const o: Options = {
     scale: 1,
     pageSize: 10_000,
-    concurrency: 4,
+    concurrency: HOST_CONCURRENT_PULLS,
     days: 3,
     rawRuns: 2,
     memory: true,
@@ -630,6 +651,8 @@ function parseOptions(argv: string[]): Options {
     cpuProf: false,
     sweep: true,
     sweepOnly: false,
+    queueOnly: false,
+    appNodeArgs: [],
     sweepPerDay: [1_000, 10_000],
     sweepLatePercent: 1,
   };
@@ -659,6 +682,8 @@ function parseOptions(argv: string[]): Options {
     else if (arg === "--cpu-prof") o.cpuProf = true;
     else if (arg === "--skip-sweep") o.sweep = false;
     else if (arg === "--sweep-only") o.sweepOnly = true;
+    else if (arg === "--queue-only") o.queueOnly = true;
+    else if (arg === "--app-node-args") o.appNodeArgs = value().split(/\s+/).filter(Boolean);
     else if (arg === "--sweep-per-day") {
       o.sweepPerDay = value()
         .split(",")
@@ -726,7 +751,7 @@ function runChild<S extends ChildSpec, R>(
 ): Promise<R> {
   return new Promise((resolve, reject) => {
     const child: ChildProcess = fork(self, ["--child"], {
-      execArgv: ["--expose-gc", ...execArgv],
+      execArgv: ["--expose-gc", ...(spec.mode === "pull" ? appNodeArgs : []), ...execArgv],
       stdio: ["ignore", "inherit", "inherit", "ipc"],
     });
     let result: R | undefined;
@@ -773,9 +798,12 @@ async function parent(o: Options): Promise<void> {
   const small = Math.max(1, Math.round(SMALL_ALERTS * o.scale));
   const big = Math.max(1, Math.round(BIG_ALERTS * o.scale));
   // What runs: throughput (end to end and raw), memory, sweep.
-  const runThroughput = !o.memoryOnly && !o.sweepOnly;
-  const runMemory = o.memory && !o.sweepOnly;
-  const runSweep = (o.sweep || o.sweepOnly) && !o.memoryOnly;
+  appNodeArgs = o.appNodeArgs;
+  const only = o.memoryOnly || o.sweepOnly || o.queueOnly;
+  const runThroughput = !only;
+  const runMemory = (o.memory && !only) || o.memoryOnly;
+  const runSweep = (o.sweep && !only) || o.sweepOnly;
+  const runQueueing = !only || o.queueOnly;
   // The sweep first, with an Azurite of its own: its figures do not depend on what the
   // throughput runs stored, and theirs not on what it stored.
   const sweep = runSweep ? await sweepSection(o, log, evidence) : undefined;
@@ -804,19 +832,12 @@ async function parent(o: Options): Promise<void> {
     const totalAlerts = data.reduce((n, d) => n + d.length, 0);
 
     if (specs.length > 0) log(`onboarding ${specs.length} tenants`);
-    const onboard = async (alerts: DefenderAlert[]) => {
-      const id = h.newTenant();
-      h.defender.setAlerts(id, alerts);
-      const page = await h.onboard(id);
-      if (page.status !== 200) throw new Error(`onboarding failed: ${page.status} ${page.text}`);
-      return id;
-    };
+    const onboard = (alerts: DefenderAlert[]) => onboardWith(h, alerts);
     for (const [i, spec] of specs.entries()) spec.id = await onboard(data[i]!);
     // Memory runs: fresh tenants with the same data (a 25k and a 2k tenant).
     const memoryTenants = runMemory ? { big10k: await onboard(data[0]!), big2k5: await onboard(data[0]!), small: await onboard(data[1]!) } : undefined;
 
-    const childEnv: Record<string, string> = {};
-    for (const [k, v] of Object.entries(process.env)) if (v !== undefined) childEnv[k] = v;
+    const childEnv = processEnv();
     const azurite0 = procStat(azuritePid);
 
     const runE2e = async () => {
@@ -831,8 +852,8 @@ async function parent(o: Options): Promise<void> {
       const az2 = procStat(azuritePid);
       return { result, fakesCpuSeconds: cpuSecondsOf(process.cpuUsage(cpu)), azuriteCpuSeconds: cpuDelta(az, az2) };
     };
-    const runRaw = async (windows: Record<string, Window[]>, n: number) => {
-      log(`raw ceiling, run ${n}: the same entities straight into tables benchraw${n}/benchrawbodies${n}`);
+    const runRaw = async (windows: Record<string, Window[]>, n: number, alertRowsOnly = false) => {
+      log(`raw ceiling, run ${n}${alertRowsOnly ? " (alert rows only)" : ""}: straight into tables benchraw${n}/benchrawbodies${n}`);
       const az = procStat(azuritePid);
       const result = await runChild<RawChildSpec, RawChildResult>({
         mode: "raw",
@@ -845,6 +866,7 @@ async function parent(o: Options): Promise<void> {
         connectionString: h.azurite.connectionString,
         tables: { alerts: `benchraw${n}`, bodies: `benchrawbodies${n}` },
         checkTenant: specs[1]!.id,
+        alertRowsOnly,
       });
       return { result, azuriteCpuSeconds: cpuDelta(az, procStat(azuritePid)) };
     };
@@ -868,7 +890,13 @@ async function parent(o: Options): Promise<void> {
       const raws = [];
       for (let i = 1; i <= o.rawRuns; i++) raws.push(await runRaw(windowInfo.map, i));
       const raw = raws.reduce((best, r) => (r.result.seconds < best.result.seconds ? r : best));
+      const rowsOnly = await runRaw(windowInfo.map, o.rawRuns + 1, true);
       const azurite1 = procStat(azuritePid);
+      // Defender calls against the minimum, ceil(alerts / page size) per tenant.
+      const perTenantCalls = specs.map((spec) => ({
+        calls: storedWindows(h.defender.requests(spec.id), o.pageSize).calls,
+        minimum: Math.ceil(spec.count / o.pageSize),
+      }));
 
       // Cross-check with the exact counts the app recorded on the sync-state rows.
       const syncTable = (await services()).storage.table(TABLES.syncState);
@@ -879,9 +907,46 @@ async function parent(o: Options): Promise<void> {
           `pulls incomplete: failures=${e2e.result.failures.length} written=${e2e.result.alerts} stored=${recorded} expected=${totalAlerts}`,
         );
       }
-      return { e2e, raw, raws, windowInfo, azurite1 };
+      return { e2e, raw, raws, rowsOnly, windowInfo, azurite1, perTenantCalls };
     };
     if (runThroughput) throughput = await measureThroughput();
+
+    // Steady state: 1 % of each small tenant's alerts change, then every small tenant pulls.
+    let steady: Record<string, unknown> | undefined;
+    if (throughput) {
+      const smalls = specs.slice(1);
+      let changed = 0;
+      const at = new Date(Date.now() - 5_000).toISOString().replace("Z", "0000Z");
+      for (const spec of smalls) {
+        const alerts = h.defender.getAlerts(spec.id);
+        for (const alert of alerts.slice(0, Math.ceil(alerts.length / 100))) {
+          h.defender.upsertAlert(spec.id, { ...alert, status: alert.status === "Resolved" ? "InProgress" : "Resolved", lastUpdateTime: at });
+          changed++;
+        }
+      }
+      const before = smalls.reduce((n, spec) => n + h.defender.requests(spec.id).length, 0);
+      log(`steady-state tick: ${smalls.length} tenants, ${changed} alerts changed`);
+      const result = await runChild<PullChildSpec, PullChildResult>({
+        mode: "pull",
+        tenants: smalls.map((s) => s.id),
+        concurrency: o.concurrency,
+        env: childEnv,
+        sections: false,
+      });
+      const calls = smalls.reduce((n, spec) => n + h.defender.requests(spec.id).length, 0) - before;
+      if (result.failures.length > 0 || result.alerts !== changed) {
+        throw new Error(`steady-state tick: failures=${result.failures.length} written=${result.alerts} changed=${changed}`);
+      }
+      steady = {
+        tenants: smalls.length,
+        alertsChanged: changed,
+        alertsWritten: result.alerts,
+        defenderCalls: calls,
+        seconds: round(result.seconds, 2),
+        appCpuSeconds: round(result.cpuSeconds, 2),
+        appPeakRssMiB: result.maxRssMiB,
+      };
+    }
 
     const memory: { name: string; alerts: number; pageSize: number; largestAnswer: number; result: PullChildResult }[] = [];
     if (memoryTenants) {
@@ -910,6 +975,12 @@ async function parent(o: Options): Promise<void> {
         memory.push({ name: run.name, alerts: run.alerts, pageSize: run.pageSize, largestAnswer: largest, result });
       }
     }
+    // Queueing last: the extra tenant rows would slow every later tenant lookup in Azurite.
+    let queueing: Record<string, unknown> | undefined;
+    if (runQueueing) {
+      log(`queueing: ${QUEUED_TENANTS} more active tenants`);
+      queueing = await measureQueueing(azuritePid);
+    }
     const azuriteEnd = procStat(azuritePid);
 
     const measured = throughput && describeThroughput(throughput);
@@ -922,6 +993,7 @@ async function parent(o: Options): Promise<void> {
         scale: o.scale,
         pageSize: o.pageSize,
         concurrentPulls: o.concurrency,
+        appNodeArgs: o.appNodeArgs.join(" "),
         transactionsInFlightPerPull: APP_WRITE_CONCURRENCY,
         rawRuns: o.rawRuns,
         tenants: specs.length,
@@ -934,7 +1006,17 @@ async function parent(o: Options): Promise<void> {
         loadAverage: loadavg().map((l) => round(l, 1)),
         ...measured?.config,
       },
-      ...(measured ? { endToEnd: measured.endToEnd, raw: measured.raw, ratio: measured.ratio } : {}),
+      ...(measured
+        ? {
+            endToEnd: measured.endToEnd,
+            raw: measured.raw,
+            ratio: measured.ratio,
+            rawAlertRowsOnly: measured.rawAlertRowsOnly,
+            ratioToAlertRowsOnly: measured.ratioToAlertRowsOnly,
+          }
+        : {}),
+      ...(steady ? { steady } : {}),
+      ...(queueing ? { queueing } : {}),
       ...(sweep ? { sweep } : {}),
       memory: {
         benchProcessPeakRssMiB: maxRssMiB(),
@@ -988,15 +1070,8 @@ async function sweepSection(o: Options, log: (message: string) => void, evidence
   const h = await startHarness({ PULL_PAGE_SIZE: String(o.pageSize), ...SWEEP_APP_SETTINGS });
   try {
     const azuritePid = findAzuritePid();
-    const childEnv: Record<string, string> = {};
-    for (const [k, v] of Object.entries(process.env)) if (v !== undefined) childEnv[k] = v;
-    const onboard = async (alerts: DefenderAlert[]) => {
-      const id = h.newTenant();
-      h.defender.setAlerts(id, alerts);
-      const page = await h.onboard(id);
-      if (page.status !== 200) throw new Error(`onboarding failed: ${page.status} ${page.text}`);
-      return id;
-    };
+    const childEnv = processEnv();
+    const onboard = (alerts: DefenderAlert[]) => onboardWith(h, alerts);
     const volumes: SweepVolume[] = [];
     for (const perDay of o.sweepPerDay) {
       const scaled = Math.max(10, Math.round(perDay * o.scale));
@@ -1188,19 +1263,88 @@ function describeSweep(m: { perDay: number; alerts: number; lateAlertsInDay: num
   };
 }
 
+/** A new tenant of the harness holding these alerts, onboarded through the consent flow. */
+async function onboardWith(h: Awaited<ReturnType<typeof startHarness>>, alerts: DefenderAlert[]): Promise<string> {
+  const id = h.newTenant();
+  h.defender.setAlerts(id, alerts);
+  const page = await h.onboard(id);
+  if (page.status !== 200) throw new Error(`onboarding failed: ${page.status} ${page.text}`);
+  return id;
+}
+
+/** This process's environment, for the children. */
+function processEnv(): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) if (v !== undefined) env[k] = v;
+  return env;
+}
+
+/** The timer's queueing of QUEUED_TENANTS extra active tenants: wall time and peak sends in flight. */
+async function measureQueueing(azuritePid: number | undefined): Promise<Record<string, unknown>> {
+  const svc = await services();
+  const tenants = svc.storage.table(TABLES.tenants);
+  const rows = Array.from({ length: QUEUED_TENANTS }, () => ({ partitionKey: TENANT_PARTITION, rowKey: randomUUID(), status: "active" }));
+  const limit = pLimit(8);
+  await Promise.all(
+    Array.from({ length: Math.ceil(rows.length / 100) }, (_, i) =>
+      limit(() => tenants.submitTransaction(rows.slice(i * 100, i * 100 + 100).map((row): TransactionAction => ["upsert", row]))),
+    ),
+  );
+  const queue = svc.storage.pullQueue;
+  const send = queue.sendMessage.bind(queue);
+  let inFlight = 0;
+  let peak = 0;
+  queue.sendMessage = (async (...args: Parameters<typeof send>) => {
+    inFlight++;
+    peak = Math.max(peak, inFlight);
+    try {
+      return await send(...args);
+    } finally {
+      inFlight--;
+    }
+  }) as typeof queue.sendMessage;
+  let listed = performance.now();
+  await listTenants(tenants);
+  listed = (performance.now() - listed) / 1000;
+  const cpu = process.cpuUsage();
+  const azurite = procStat(azuritePid);
+  const started = performance.now();
+  const queued = await enqueueActiveTenants(svc, { info() {}, warn() {}, error() {} });
+  const seconds = (performance.now() - started) / 1000;
+  queue.sendMessage = send;
+  return {
+    activeTenants: queued,
+    seconds: round(seconds, 2),
+    ofWhichListingTenantsSeconds: round(listed, 2),
+    peakSendsInFlight: peak,
+    timerCpuSeconds: round(cpuSecondsOf(process.cpuUsage(cpu)), 1),
+    azuriteCpuSeconds: round(cpuDelta(azurite, procStat(azuritePid)), 1),
+    loadAverage: loadavg().map((l) => round(l, 1)),
+    target: "10,000 tenants in under 10 s",
+  };
+}
+
 interface Throughput {
   e2e: { result: PullChildResult; fakesCpuSeconds: number; azuriteCpuSeconds: number };
   raw: { result: RawChildResult; azuriteCpuSeconds: number };
   raws: { result: RawChildResult; azuriteCpuSeconds: number }[];
+  rowsOnly: { result: RawChildResult; azuriteCpuSeconds: number };
   windowInfo: { map: Record<string, Window[]>; largest: number; calls: number };
+  perTenantCalls: { calls: number; minimum: number }[];
 }
 
-function describeThroughput({ e2e, raw, raws, windowInfo }: Throughput) {
+function describeThroughput({ e2e, raw, raws, rowsOnly, windowInfo, perTenantCalls }: Throughput) {
   const e2eRate = e2e.result.alerts / e2e.result.seconds;
   const rawRate = raw.result.alerts / raw.result.seconds;
+  const rowsOnlyRate = rowsOnly.result.alerts / rowsOnly.result.seconds;
+  const minimum = perTenantCalls.reduce((n, t) => n + t.minimum, 0);
+  const cpuPer1000 = (e2e.result.cpuSeconds / e2e.result.alerts) * 1000;
   return {
     config: {
       defenderCalls: windowInfo.calls,
+      defenderCallsMinimum: minimum,
+      defenderCallsOverMinimum: `${round(((windowInfo.calls - minimum) / minimum) * 100, 1)} % (target <= 10 %)`,
+      tenantsOverMinimumPlusOne: perTenantCalls.filter((t) => t.calls > t.minimum + 1).length,
       storedWindows: Object.values(windowInfo.map).reduce((n, w) => n + w.length, 0),
       largestAnswer: windowInfo.largest,
     },
@@ -1209,6 +1353,9 @@ function describeThroughput({ e2e, raw, raws, windowInfo }: Throughput) {
       alerts: e2e.result.alerts,
       alertsPerSecond: Math.round(e2eRate),
       appCpuSeconds: round(e2e.result.cpuSeconds, 1),
+      appCpuSecondsPer1000Alerts: round(cpuPer1000, 2),
+      // The 25,000-alert tenant's CPU on a Flex 512 MB instance (about 0.25 core): its wall time at least.
+      projected25kPullSecondsAtQuarterCore: Math.round((cpuPer1000 * 25) / 0.25),
       fakesCpuSeconds: round(e2e.fakesCpuSeconds, 1),
       azuriteCpuSeconds: round(e2e.azuriteCpuSeconds, 1),
       appRssBeforeMiB: e2e.result.rssBeforeMiB,
@@ -1237,7 +1384,14 @@ function describeThroughput({ e2e, raw, raws, windowInfo }: Throughput) {
       encodeSecondsUntimed: round(raw.result.encodeSeconds, 1),
       entitiesCheckedAgainstApp: raw.result.checked,
     },
+    rawAlertRowsOnly: {
+      seconds: round(rowsOnly.result.seconds, 2),
+      entities: rowsOnly.result.entities,
+      transactions: rowsOnly.result.transactions,
+      alertsPerSecond: Math.round(rowsOnlyRate),
+    },
     ratio: round(e2eRate / rawRate, 3),
+    ratioToAlertRowsOnly: round(e2eRate / rowsOnlyRate, 3),
   };
 }
 
@@ -1259,6 +1413,10 @@ function print(r: {
   endToEnd?: Record<string, unknown>;
   raw?: Record<string, unknown>;
   ratio?: number;
+  rawAlertRowsOnly?: Record<string, unknown>;
+  ratioToAlertRowsOnly?: number;
+  steady?: Record<string, unknown>;
+  queueing?: Record<string, unknown>;
   sweep?: SweepVolume[];
   memory: Record<string, unknown>;
 }): void {
@@ -1276,7 +1434,12 @@ function print(r: {
     lines.push("", "Raw ceiling (raw child: the same entities and batches, submitTransaction only)");
     for (const [k, v] of Object.entries(r.raw)) row(k, v);
     lines.push("", "Ratio");
-    row("end-to-end alerts/s / raw alerts/s", `${(r.ratio * 100).toFixed(1)} %  (target >= 70 %)`);
+    row("end-to-end alerts/s / raw alerts/s", `${(r.ratio * 100).toFixed(1)} %  (target >= 90 %)`);
+    if (r.rawAlertRowsOnly) {
+      lines.push("", "Raw ceiling of the alert rows alone (no index or count rows, 100 to a transaction)");
+      for (const [k, v] of Object.entries(r.rawAlertRowsOnly)) row(k, v);
+      row("end-to-end alerts/s / alert-rows-only alerts/s", `${((r.ratioToAlertRowsOnly ?? 0) * 100).toFixed(1)} %`);
+    }
   }
   if (r.sweep && r.sweep.length > 0) {
     lines.push(
@@ -1305,6 +1468,14 @@ function print(r: {
         }
       }
     }
+  }
+  if (r.steady) {
+    lines.push("", "Steady-state tick (the small tenants pull again after 1 % of their alerts changed)");
+    for (const [k, v] of Object.entries(r.steady)) row(k, v);
+  }
+  if (r.queueing) {
+    lines.push("", "Queueing (the timer's handler queues a pull per active tenant, against Azurite)");
+    for (const [k, v] of Object.entries(r.queueing)) row(k, v);
   }
   lines.push("", "Memory");
   for (const [k, v] of Object.entries(r.memory)) {

@@ -7,8 +7,11 @@
  * secret, RBAC) and role assignments, answers the commands and `--query` forms the script
  * uses, enforces the vault's firewall and RBAC on data-plane calls as Key Vault does, and
  * records every call (never stdin's content). Any other command exits 2, so a new call in
- * the script is noticed. Certificates: `keyvault certificate create` makes a version with a
- * made-up DER body (`cer`, base64) and key id, and keeps the policy's `exportable`.
+ * the script is noticed. For the operator registrations it also models identifier URIs,
+ * app roles, the `api` property (scopes, token version, pre-authorized apps), SPA redirect
+ * URIs, service principals and app role assignments, changed through `az rest` as the
+ * script does (Microsoft Graph PATCH/GET/POST). Certificates: `keyvault certificate create` makes a version
+ * with a made-up DER body (`cer`, base64) and key id, and keeps the policy's `exportable`.
  */
 import { createHash, randomBytes } from "node:crypto";
 import { createServer, type Server } from "node:net";
@@ -21,7 +24,19 @@ export interface FakeApp {
   redirectUris: string[];
   /** Ids of requested permissions (delegated scopes and app roles) on the Defender API. */
   scopes: string[];
+  /** Ids of requested permissions on Microsoft Graph (absent: none). */
+  graphScopes?: string[];
   credentials: { keyId: string; displayName: string; endDateTime: string; type?: "password" | "certificate"; certificate?: string }[];
+  identifierUris?: string[];
+  appRoles?: { id: string; value: string; allowedMemberTypes: string[]; isEnabled: boolean; [k: string]: unknown }[];
+  api?: {
+    requestedAccessTokenVersion?: number | null;
+    oauth2PermissionScopes?: { id: string; value: string; [k: string]: unknown }[];
+    preAuthorizedApplications?: { appId: string; delegatedPermissionIds: string[] }[];
+  };
+  spa?: { redirectUris: string[] };
+  /** Delegated permissions on APIs other than WindowsDefenderATP (that one is `scopes`). */
+  permissions?: { api: string; id: string }[];
   federatedCredentials?: { name: string; issuer: string; subject: string; audiences: string[] }[];
 }
 
@@ -37,6 +52,9 @@ export interface FakeAzState {
   defenderScopeId: string;
   /** Id of the Defender API's app role Alert.Read.All. */
   defenderRoleId?: string;
+  /** Ids of Microsoft Graph's delegated scope and app role SecurityAlert.Read.All (Graph's service principal is in every tenant). */
+  graphScopeId?: string;
+  graphRoleId?: string;
   apps: FakeApp[];
   servicePrincipals: string[];
   vault: { name: string; id: string; publicNetworkAccess: "Enabled" | "Disabled"; defaultAction: "Allow" | "Deny"; ipRules: string[] };
@@ -46,9 +64,13 @@ export interface FakeAzState {
   certificate?: { name: string; versions: { kid: string; cer: string; exportable: boolean }[] };
   roleAssignments: { id: string; principalId: string; scope: string; role: string }[];
   counter: number;
+  /** Service principal object ids and settings, by appId. */
+  spDetails?: Record<string, { id: string; appRoleAssignmentRequired: boolean }>;
+  appRoleAssignments?: { principalId: string; resourceId: string; appRoleId: string }[];
 }
 
 export const DEFENDER_APP_ID = "fc780465-2017-40d4-a0c5-307022471b92";
+export const GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000";
 
 /** x5t#S256 of a fake certificate: base64url SHA-256 of its DER (what the script must compute). */
 export function thumbprintOf(cerBase64: string): string {
@@ -106,6 +128,11 @@ function run(state: FakeAzState, argv: string[], stdin: () => string): string {
     if (!allowed)
       throw new AzError(`(Forbidden) Caller is not authorized to perform action on resource.\nAction: 'Microsoft.KeyVault/vaults/secrets/getSecret/action'\nInner error: {'code': 'ForbiddenByRbac'}`);
   };
+  const spDetails = (appId: string) => {
+    state.spDetails ??= {};
+    state.spDetails[appId] ??= { id: newId(), appRoleAssignmentRequired: false };
+    return state.spDetails[appId];
+  };
   const secret = (name: string) => {
     if (!state.secret || state.secret.name !== name) throw new AzError(`(SecretNotFound) A secret with (name/id) ${name} was not found in this key vault.`);
     return state.secret;
@@ -135,19 +162,71 @@ function run(state: FakeAzState, argv: string[], stdin: () => string): string {
         if (query.includes("appRoles[?value=='Alert.Read.All']")) return state.defenderRoleId ?? "";
         throw new AzError(`fake az: unsupported query for the Defender service principal: ${query}`, 2);
       }
+      if (id === GRAPH_APP_ID) {
+        if (query.includes("oauth2PermissionScopes[?value=='SecurityAlert.Read.All']")) return state.graphScopeId ?? "";
+        if (query.includes("appRoles[?value=='SecurityAlert.Read.All']")) return state.graphRoleId ?? "";
+        throw new AzError(`fake az: unsupported query for the Microsoft Graph service principal: ${query}`, 2);
+      }
       if (id === "deployer-app-id") return state.objectId;
       if (!state.servicePrincipals.includes(id)) throw new AzError(`Service principal '${id}' doesn't exist`);
-      return "";
+      const details = spDetails(id);
+      if (query === "id") return details.id;
+      if (query === "appRoleAssignmentRequired") return String(details.appRoleAssignmentRequired);
+      if (!query) return "";
+      throw new AzError(`fake az: unsupported query for ad sp show: ${query}`, 2);
     }
     case "ad sp create":
       state.servicePrincipals.push(opt("--id"));
       return "";
+    case "ad sp update": {
+      const id = opt("--id");
+      if (!state.servicePrincipals.includes(id)) throw new AzError(`Service principal '${id}' doesn't exist`);
+      if (opt("--set") !== "appRoleAssignmentRequired=true") throw new AzError(`fake az: unsupported --set ${opt("--set")}`, 2);
+      spDetails(id).appRoleAssignmentRequired = true;
+      return "";
+    }
+    case "rest":
+      return rest(state, opt("--method").toUpperCase(), opt("--url"), opt("--body"), query);
     case "ad app show": {
       const a = app(opt("--id"));
       if (query === "signInAudience") return a.signInAudience;
       if (query === "web.redirectUris[]") return a.redirectUris.join("\n");
       if (query === "join(',', tags)") return a.tags.join(",");
-      if (query.startsWith("requiredResourceAccess")) return a.scopes.find((s) => query.includes(`'${s}'`)) ?? "";
+      if (query.startsWith("requiredResourceAccess")) {
+        const m = /resourceAppId=='([^']*)'.*id=='([^']*)'/.exec(query);
+        if (!m) throw new AzError(`fake az: unsupported query ${query}`, 2);
+        // Defender's and Graph's permissions, and another API's (the console's Operator.Access).
+        const held =
+          m[1] === DEFENDER_APP_ID
+            ? a.scopes
+            : m[1] === GRAPH_APP_ID
+              ? (a.graphScopes ?? [])
+              : (a.permissions ?? []).filter((p) => p.api === m[1]).map((p) => p.id);
+        return held.includes(m[2] ?? "") ? (m[2] ?? "") : "";
+      }
+      if (query === "identifierUris[]") return (a.identifierUris ?? []).join("\n");
+      if (query === "spa.redirectUris[]") return (a.spa?.redirectUris ?? []).join("\n");
+      if (query === "api.requestedAccessTokenVersion") return a.api?.requestedAccessTokenVersion == null ? "None" : String(a.api.requestedAccessTokenVersion);
+      const role = /^appRoles\[\?value=='([^']*)'\] \| \[0\]\.\[id, join\(',', sort\(allowedMemberTypes\)\), to_string\(isEnabled\)\]$/.exec(query);
+      if (role) {
+        const r = (a.appRoles ?? []).find((x) => x.value === role[1]);
+        return r ? `${r.id}\t${[...r.allowedMemberTypes].sort().join(",")}\t${String(r.isEnabled)}` : "";
+      }
+      if (query === "appRoles[?value!='Reader' && value!='Operator' && value!='Admin']") {
+        return JSON.stringify((a.appRoles ?? []).filter((r) => !["Reader", "Operator", "Admin"].includes(r.value)), null, 2);
+      }
+      const scope = /^api\.oauth2PermissionScopes\[\?value([!=]=)'([^']*)'\](\.id \| \[0\])?$/.exec(query);
+      if (scope) {
+        const list = (a.api?.oauth2PermissionScopes ?? []).filter((x) => (scope[1] === "==" ? x.value === scope[2] : x.value !== scope[2]));
+        return scope[3] ? (list[0]?.id ?? "") : JSON.stringify(list, null, 2);
+      }
+      const preOthers = /^api\.preAuthorizedApplications\[\?appId!='([^']*)'\]$/.exec(query);
+      if (preOthers) return JSON.stringify((a.api?.preAuthorizedApplications ?? []).filter((p) => p.appId !== preOthers[1]), null, 2);
+      const pre = /^api\.preAuthorizedApplications\[\?appId=='([^']*)'\]\.delegatedPermissionIds\[\] \| \[\?@=='([^']*)'\] \| \[0\]$/.exec(query);
+      if (pre) {
+        const ids = (a.api?.preAuthorizedApplications ?? []).filter((p) => p.appId === pre[1]).flatMap((p) => p.delegatedPermissionIds);
+        return ids.includes(pre[2] ?? "") ? (pre[2] ?? "") : "";
+      }
       if (!query) return "";
       throw new AzError(`fake az: unsupported query for ad app show: ${query}`, 2);
     }
@@ -183,15 +262,20 @@ function run(state: FakeAzState, argv: string[], stdin: () => string): string {
       }
       if (has("--sign-in-audience")) a.signInAudience = opt("--sign-in-audience");
       if (has("--web-redirect-uris")) a.redirectUris = options.get("--web-redirect-uris") ?? [];
+      if (has("--identifier-uris")) a.identifierUris = options.get("--identifier-uris") ?? [];
       return "";
     }
     case "ad app permission add": {
       const a = app(opt("--id"));
-      if (opt("--api") !== DEFENDER_APP_ID) throw new AzError("fake az: permissions of another API", 2);
+      const api = opt("--api");
+      if (api === GRAPH_APP_ID) a.graphScopes ??= [];
       for (const permission of options.get("--api-permissions") ?? []) {
         const m = /^([0-9a-f-]{36})=(Scope|Role)$/.exec(permission);
         if (!m) throw new AzError(`fake az: bad --api-permissions ${permission}`, 2);
-        a.scopes.push(m[1] ?? "");
+        // Defender's are `scopes`, Graph's `graphScopes`; another API's (the console's Operator.Access) `permissions`.
+        if (api === DEFENDER_APP_ID) a.scopes.push(m[1] ?? "");
+        else if (api === GRAPH_APP_ID) a.graphScopes!.push(m[1] ?? "");
+        else a.permissions = [...(a.permissions ?? []), { api, id: m[1] ?? "" }];
       }
       return "";
     }
@@ -344,6 +428,49 @@ function run(state: FakeAzState, argv: string[], stdin: () => string): string {
     default:
       throw new AzError(`fake az: unsupported command: ${cmd}`, 2);
   }
+}
+
+const GRAPH = "https://graph.microsoft.com/v1.0";
+
+/** `az rest` against Microsoft Graph: the application PATCHes and app role assignments the script makes. */
+function rest(state: FakeAzState, method: string, url: string, body: string, query: string): string {
+  const patch = new RegExp(`^${GRAPH.replace(/\./g, "\\.")}/applications\\(appId='([^']*)'\\)$`).exec(url);
+  if (method === "PATCH" && patch) {
+    const a = state.apps.find((x) => x.appId === patch[1]);
+    if (!a) throw new AzError("(Request_ResourceNotFound) Resource does not exist.");
+    const change = JSON.parse(body) as Partial<FakeApp>;
+    if (change.appRoles) {
+      // Graph refuses to drop an enabled role.
+      for (const old of a.appRoles ?? []) {
+        if (old.isEnabled && !change.appRoles.some((r) => r.id === old.id)) {
+          throw new AzError("(CannotDeleteOrUpdateEnabledEntitlement) Property value cannot be deleted or updated unless it is disabled first.");
+        }
+      }
+      a.appRoles = change.appRoles;
+    }
+    if (change.api) {
+      for (const old of a.api?.oauth2PermissionScopes ?? []) {
+        if (!(change.api.oauth2PermissionScopes ?? []).some((x) => x.id === old.id)) {
+          throw new AzError("(CannotDeleteOrUpdateEnabledEntitlement) Property value cannot be deleted or updated unless it is disabled first.");
+        }
+      }
+      a.api = { ...a.api, ...change.api };
+    }
+    if (change.spa) a.spa = change.spa;
+    return "";
+  }
+  const assigned = new RegExp(`^${GRAPH.replace(/\./g, "\\.")}/servicePrincipals/([^/]+)/appRoleAssignedTo$`).exec(url);
+  if (assigned && method === "GET") {
+    const m = /^value\[\?principalId=='([^']*)'\]\.appRoleId \| \[0\]$/.exec(query);
+    if (!m) throw new AzError(`fake az: unsupported query ${query}`, 2);
+    return (state.appRoleAssignments ?? []).find((r) => r.resourceId === assigned[1] && r.principalId === m[1])?.appRoleId ?? "";
+  }
+  if (assigned && method === "POST") {
+    const input = JSON.parse(body) as { principalId: string; resourceId: string; appRoleId: string };
+    state.appRoleAssignments = [...(state.appRoleAssignments ?? []), input];
+    return "";
+  }
+  throw new AzError(`fake az: unsupported az rest ${method} ${url}`, 2);
 }
 
 export interface FakeAzCall {

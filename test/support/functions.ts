@@ -3,7 +3,9 @@ import { type Host, invokeTrigger, type LogEntry, startHost } from "../../dev/ho
 import { compileRoute, matchRoute, pathSegments } from "../../dev/host/http-routes.js";
 import { loadApp } from "../../dev/host/load.js";
 import type { RpcBindingInfo } from "../../dev/host/rpc.js";
+import { operatorRoutes } from "../../shared/operator/route.js";
 import { repoRoot } from "../../simulators/https.js";
+import type { Role } from "../../simulators/operators.js";
 
 /**
  * The app as the tests run it: loaded by the dev host (dev/host) exactly as the sandbox
@@ -57,6 +59,22 @@ export interface HttpCall {
   headers?: Record<string, string>;
   /** The function key to send as x-functions-key (default: the host's, for function-level routes); null sends none. */
   key?: string | null;
+  /**
+   * Operator routes: the role whose operator token is sent as `Authorization: Bearer`
+   * (default Admin, from the token source the harness installs); null sends none.
+   */
+  as?: Role | null;
+  /** Operator routes: send this bearer token instead. */
+  bearer?: string;
+}
+
+/** Where operator tokens come from (the harness installs one backed by the fake Entra). */
+export type OperatorTokenSource = (role: Role) => Promise<string>;
+let tokenSource: OperatorTokenSource | undefined;
+
+/** Installs (or, with undefined, removes) the source of the tokens sendHttp sends to operator routes. */
+export function useOperatorTokens(source: OperatorTokenSource | undefined): void {
+  tokenSource = source;
 }
 
 export interface HttpResult {
@@ -64,6 +82,8 @@ export interface HttpResult {
   headers: Record<string, string>;
   text: string;
   json: unknown;
+  /** The body's bytes as received (still gzip'd when Content-Encoding says so). */
+  bytes: Buffer;
 }
 
 export interface AppHost {
@@ -132,6 +152,10 @@ export async function sendHttp(host: Host, name: string, call: HttpCall): Promis
   const headers: Record<string, string> = { ...(call.headers ?? (call.body !== undefined ? { "content-type": "application/json" } : {})) };
   const key = call.key === undefined ? host.key : call.key;
   if (route.authLevel !== "anonymous" && key !== null && !/[?&]code=/.test(path)) headers["x-functions-key"] ??= key;
+  if (operatorRoutes().has(name) && call.as !== null && !Object.keys(headers).some((h) => h.toLowerCase() === "authorization")) {
+    const token = call.bearer ?? (tokenSource ? await tokenSource(call.as ?? "Admin") : undefined);
+    if (token) headers.authorization = `Bearer ${token}`;
+  }
   const body = call.body !== undefined ? Buffer.from(call.body, "utf8") : undefined;
   if (body) headers["content-length"] = String(body.length);
 
@@ -141,7 +165,8 @@ export async function sendHttp(host: Host, name: string, call: HttpCall): Promis
       res.on("data", (c: Buffer) => chunks.push(c));
       res.once("error", reject);
       res.once("end", () => {
-        const text = Buffer.concat(chunks).toString("utf8");
+        const bytes = Buffer.concat(chunks);
+        const text = bytes.toString("utf8");
         const out: Record<string, string> = {};
         for (const [k, v] of Object.entries(res.headers)) if (v !== undefined) out[k] = Array.isArray(v) ? v.join(", ") : v;
         let json: unknown;
@@ -150,7 +175,7 @@ export async function sendHttp(host: Host, name: string, call: HttpCall): Promis
         } catch {
           json = undefined;
         }
-        resolve({ status: res.statusCode ?? 0, headers: out, text, json });
+        resolve({ status: res.statusCode ?? 0, headers: out, text, json, bytes });
       });
     });
     req.once("error", reject);

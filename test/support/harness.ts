@@ -5,14 +5,16 @@ import { FakeGraph } from "../../simulators/graph.js";
 import { loadLoopbackDns, testCerts } from "../../simulators/https.js";
 import { type CertificateState, FakeKeyVault } from "../../simulators/keyvault.js";
 import { FakeManagedIdentity, INTERFERING_ENV } from "../../simulators/managed-identity.js";
+import { automationToken, consoleUserToken, type OperatorSetup, type Role } from "../../simulators/operators.js";
 import { resetHealthCache } from "../../shared/platform/health.js";
 import { resetCredentialConfirmation } from "../../shared/platform/client-credential.js";
 import type { ClientCredentialKind } from "../../shared/platform/config.js";
 import { resetServices, type Services, services } from "../../shared/platform/services.js";
 import { type Azurite, startAzurite } from "./azurite.js";
 import type { Host } from "../../dev/host/host.js";
-import { type AppHost, type AppHostOptions, type HttpCall, type HttpResult, startAppHost } from "./functions.js";
-import { watch } from "./leaks.js";
+import { type AppHost, type AppHostOptions, type HttpCall, type HttpResult, startAppHost, useOperatorTokens } from "./functions.js";
+import { type Seen, watch } from "./leaks.js";
+import { operatorTokenSource, setupTestOperators } from "./operators.js";
 
 /**
  * The whole app against real Azurite and local HTTPS fakes of Entra ID, Key Vault, the
@@ -20,6 +22,10 @@ import { watch } from "./leaks.js";
  * served by the dev host (dev/host) in this process: HTTP functions get real HTTP requests,
  * timer and queue functions the invocation data the Functions host sends. The host's queue
  * listener and timers stay off unless a test runs them (`h.host.drainQueues()`, `h.host.runTimer()`).
+ *
+ * Operator routes get an operator token (Admin by default; `as: "Reader"`, `as: null`, or
+ * `bearer`): an app-only token of the Admin automation application of the MSSP tenant, which
+ * the fake Entra holds with its two registrations and one user per role (`h.operators`).
  */
 export const CLIENT_ID = "5f0c8c1e-7c2b-4e0a-9a57-3d2b8f6a1c11";
 export const CLIENT_SECRET = "client-secret-value-that-must-never-leak";
@@ -44,6 +50,12 @@ export interface Harness {
   /** Every log line any function wrote (`[level] message`), and the host's failure lines (`[host] ...`). */
   logs: string[];
   settings: Record<string, string>;
+  /** The MSSP tenant: the operator API and console registrations, users and automation apps per role. */
+  operators: OperatorSetup;
+  /** An app-only operator token of the role's automation application. */
+  appToken(role: Role): Promise<string>;
+  /** A user's operator token of the role's user, signed in as the console does (code + PKCE). */
+  userToken(role: Role): Promise<string>;
   /** A real HTTP request to the route of HTTP function `name` (with the function key where the route needs one). */
   http(name: string, call: HttpCall): Promise<HttpResult>;
   /** Invokes timer or queue function `name` through the host; `input` is the queue message (or `{isPastDue}`). */
@@ -52,6 +64,8 @@ export interface Harness {
   newTenant(): string;
   /** Register (POST /api/tenants), open the link, consent, and run the callback. */
   onboard(tenantId: string, options?: Parameters<FakeEntra["consent"]>[1]): Promise<HttpResult>;
+  /** The audit table's rows (entries and purge records), for the leak check. */
+  storedHaystacks(): Promise<Seen[]>;
   /** The same in application mode: register with `"mode": "application"`, admin consent, callback. */
   onboardApp(tenantId: string, options?: Parameters<FakeEntra["adminConsent"]>[1]): Promise<HttpResult>;
   /**
@@ -68,8 +82,10 @@ export interface Harness {
  */
 export async function startHarness(
   extraSettings: Record<string, string> = {},
-  hostOptions: Pick<AppHostOptions, "queues" | "timers"> = {},
+  hostOptions: Pick<AppHostOptions, "queues" | "timers" | "port"> = {},
 ): Promise<Harness> {
+  // A browser test serves the app at its own PUBLIC_BASE_URL (http://localhost:<port>).
+  const publicBaseUrl = extraSettings.PUBLIC_BASE_URL ?? PUBLIC_BASE_URL;
   loadLoopbackDns();
   for (const name of INTERFERING_ENV) delete process.env[name];
   const certs = testCerts();
@@ -98,7 +114,7 @@ export async function startHarness(
   entra.registerApp({
     clientId: CLIENT_ID,
     clientSecret: CLIENT_SECRET,
-    redirectUris: [`${PUBLIC_BASE_URL}/api/consent/callback`],
+    redirectUris: [`${publicBaseUrl}/api/consent/callback`],
     name: "MSSP Defender collector",
     permissions: {
       [DEFENDER_RESOURCE]: ["Alert.Read", "Incident.Read"],
@@ -109,6 +125,7 @@ export async function startHarness(
       [GRAPH_RESOURCE]: ["SecurityAlert.Read.All"],
     },
   });
+  const operators = setupTestOperators(entra, publicBaseUrl);
   // The secretless credentials, ready to switch to (useCredential): the managed identity as a
   // federated credential of the app, and a certificate whose key stays in the vault.
   identity.authorityHost = entra.url;
@@ -131,6 +148,7 @@ export async function startHarness(
     PULL_SCHEDULE: "0 */5 * * * *",
     ENTRA_AUTHORITY_HOST: entra.url,
     DEFENDER_API_BASE_URL: defender.url,
+    ...operators.settings,
     GRAPH_BASE_URL: graph.url,
     ...identity.env,
     ...extraSettings,
@@ -140,6 +158,7 @@ export async function startHarness(
   resetHealthCache();
 
   const logs: string[] = [];
+  useOperatorTokens(operatorTokenSource(entra, operators));
   let app: AppHost;
   try {
     app = await startAppHost(settings, { ...hostOptions, logs });
@@ -159,6 +178,9 @@ export async function startHarness(
     host: app.host,
     logs,
     settings,
+    operators,
+    appToken: (role) => automationToken(entra.url, operators, role),
+    userToken: (role) => consoleUserToken(entra, operators, operators.users[role]),
     http: (name, call) => app.http(name, call),
     trigger: (name, input) => app.trigger(name, input),
     newTenant() {
@@ -176,6 +198,21 @@ export async function startHarness(
       const authorize = await openLink(harness, consentUrl);
       const callback = await entra.consent(authorize, options);
       return harness.http("consent-callback", { path: pathOf(callback) });
+    },
+    async storedHaystacks(): Promise<Seen[]> {
+      const { TableClient } = await import("@azure/data-tables");
+      const out: Seen[] = [];
+      for (const table of ["audit"]) {
+        const client = TableClient.fromConnectionString(azurite.connectionString, table, { allowInsecureConnection: true });
+        const rows: unknown[] = [];
+        try {
+          for await (const row of client.listEntities()) rows.push(row);
+        } catch {
+          continue; // never created
+        }
+        out.push({ where: `table ${table}`, text: JSON.stringify(rows) });
+      }
+      return out;
     },
     async onboardApp(tenantId, options) {
       const registered = await harness.http("tenants-create", {
@@ -202,6 +239,7 @@ export async function startHarness(
       return services();
     },
     async stop() {
+      useOperatorTokens(undefined);
       await app.stop();
       await Promise.all([defender.stop(), graph.stop(), entra.stop(), vault.stop(), identity.stop()]);
       await azurite.stop();

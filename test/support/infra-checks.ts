@@ -354,7 +354,7 @@ export function checkRequiredSettings(files: InfraFiles, required: readonly stri
 
 /** App settings named like the app's own (MSSP_*, PULL_*, ...) must be ones shared/platform/config.ts reads. */
 export function checkKnownAppSettings(files: InfraFiles, known: readonly string[]): string[] {
-  const appOwned = /^(MSSP_|PULL_|DEFENDER_|KEY_VAULT_|PUBLIC_|ALERTS_STORAGE|CONSENT_|REFRESH_TOKEN_|ENTRA_|AZURE_CLIENT_ID)/;
+  const appOwned = /^(MSSP_|PULL_|DEFENDER_|KEY_VAULT_|PUBLIC_|ALERTS_STORAGE|CONSENT_|REFRESH_TOKEN_|ENTRA_|AZURE_CLIENT_ID|OPERATOR_|AUDIT_|ALERT_RETENTION|RETENTION_|EXPORT_)/;
   return [...appSettings(files).keys()]
     .filter((name) => appOwned.test(name) && !known.includes(name))
     .map((name) => `app setting ${name} is not read by the app (shared/platform/config.ts SETTING_NAMES)`);

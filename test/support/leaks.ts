@@ -1,4 +1,5 @@
 import { appendFileSync, mkdirSync } from "node:fs";
+import { gunzipSync } from "node:zlib";
 import { basename, join } from "node:path";
 import { after } from "node:test";
 import { CAPTURE_DIR } from "./test-files.js";
@@ -10,8 +11,9 @@ import { CAPTURE_DIR } from "./test-files.js";
  *   Entra, Key Vault and managed identity: state, nonce, codes, PKCE verifiers, access,
  *   refresh and id tokens, client secrets, managed-identity tokens, secret values written
  *   to the vault) plus every consent link secret the app handed out;
- * - haystacks: every log line, every response (body and headers) and the message, stack
- *   and causes of every error a handler threw (what the Functions host would log);
+ * - haystacks: every log line, every response (body and headers, gzip'd bodies unpacked) and
+ *   the message, stack and causes of every error a handler threw (what the Functions host
+ *   would log), and what the harness adds at the end (the audit trail's rows);
  * - allowed exceptions, by design: the consent link in POST /api/tenants' `consentUrl`,
  *   and the Entra authorize URL (state, nonce) in consent/start's 302 Location.
  *
@@ -35,6 +37,7 @@ export interface HttpLike {
   headers: Record<string, string>;
   text: string;
   json: unknown;
+  bytes?: Buffer;
 }
 
 /** What watch() needs of the harness: the fakes, the log sink, and the two ways to call the app. */
@@ -46,6 +49,8 @@ export interface Watchable {
   http(name: string, call: never): Promise<HttpLike>;
   trigger(name: string, input: unknown): Promise<void>;
   stop(): Promise<void>;
+  /** More to search, read when the check runs (e.g. rows the app stored). */
+  storedHaystacks?(): Promise<Seen[]>;
 }
 
 export interface Seen {
@@ -71,12 +76,14 @@ export class LeakCheck {
   readonly seen: Seen[] = [];
   readonly headerProblems: string[] = [];
   readonly cleanups: (() => Promise<void>)[] = [];
+  readonly collectors: (() => Promise<Seen[]>)[] = [];
 
   /** Wraps the harness so that every response and thrown error is recorded. */
   watch<H extends Watchable>(harness: H): H {
     this.sources.push(harness.entra, harness.vault, harness.identity);
     this.logSinks.push(harness.logs);
     this.cleanups.push(() => harness.stop());
+    if (harness.storedHaystacks) this.collectors.push(harness.storedHaystacks.bind(harness));
     const http = harness.http.bind(harness) as (name: string, call: unknown) => Promise<HttpLike>;
     const trigger = harness.trigger.bind(harness);
     (harness as { http: unknown }).http = async (name: string, call: unknown) => {
@@ -113,6 +120,13 @@ export class LeakCheck {
       }
     }
     if (name === "consent-start" && result.status === 302) delete headers.location;
+    if (/gzip/i.test(headers["content-encoding"] ?? "") && result.bytes) {
+      try {
+        body = gunzipSync(result.bytes).toString("utf8");
+      } catch {
+        // a cut-off stream: the raw text stays the haystack
+      }
+    }
     this.seen.push({ where: `response of ${name}`, text: `${body}\n${JSON.stringify(headers)}` });
     if (headers["x-content-type-options"] !== "nosniff") this.headerProblems.push(`${name} answered ${result.status} without nosniff`);
     if (/text\/html/.test(headers["content-type"] ?? "") && !headers["strict-transport-security"]) {
@@ -186,10 +200,13 @@ export function watch<H extends Watchable>(harness: H): H {
 /**
  * Adds more fakes (their `secretsSeen()`) and log sinks to this file's check, for tests
  * that drive a module directly against simulators rather than through the harness.
+ * `stop` shuts down what the file started when the check fails (node:test then skips the
+ * file's own `after` hooks, and open servers would keep it running until the timeout).
  */
-export function watchParts(parts: { sources?: SecretSource[]; logs?: string[][] }): void {
+export function watchParts(parts: { sources?: SecretSource[]; logs?: string[][]; stop?: () => Promise<void> }): void {
   file.sources.push(...(parts.sources ?? []));
   file.logSinks.push(...(parts.logs ?? []));
+  if (parts.stop) file.cleanups.push(parts.stop);
 }
 
 /** Adds text the app produced outside a handler (an error it threw, a report it returned) to this file's check. */
@@ -213,6 +230,7 @@ const underTestRunner = process.env.NODE_TEST_CONTEXT !== undefined || /\.test\.
 if (underTestRunner) {
   after(async () => {
     if (file.logSinks.length === 0 && file.seen.length === 0) return;
+    for (const collect of file.collectors) file.seen.push(...(await collect().catch(() => [])));
     saveRuleLines(file.ruleLines());
     const found = file.problems();
     if (found.length === 0) return;

@@ -2,8 +2,9 @@ import { fetch as undiciFetch } from "undici";
 import type { Logger } from "../../platform/services.js";
 import type { RawAlert } from "../alert-store.js";
 import { BudgetExhaustedError, type CallBudget } from "../budget.js";
-import { type ReadOptions, SourceApiError } from "../source.js";
-import { splitODataPage } from "./odata-json.js";
+import { type ItemSink, type ReadOptions, SourceApiError } from "../source.js";
+import { timeMs } from "../time.js";
+import { ODataItemStream } from "./odata-json.js";
 
 /**
  * GET of OData list pages for the alert sources (Defender, Graph): the per-tenant call
@@ -35,11 +36,20 @@ export interface ODataClientOptions {
 export const DEFAULT_MAX_RETRY_AFTER_MS = 120_000;
 
 export interface ODataAlertPage {
+  /** The page's items, unless a sink took them. */
   alerts: RawAlert[];
+  /** How many items the page held. */
+  items: number;
+  /** The ids and update times (ms) of every item of the page. */
+  ids: string[];
+  times: number[];
   nextLink?: string;
   /** `@odata.count` of the whole result, when asked for. */
   count?: number;
 }
+
+/** Items handed to a sink at once while a page downloads (memory follows this, not the page). */
+export const STREAM_BATCH = 100;
 const DEFAULT_ATTEMPTS = 6;
 
 export class ODataClient {
@@ -48,29 +58,59 @@ export class ODataClient {
 
   constructor(private readonly options: ODataClientOptions) {}
 
-  /** One page: its items as RawAlerts (each the exact text the API sent) and its nextLink. */
-  async page(url: string, options: ReadOptions, toAlert: (json: string) => RawAlert): Promise<ODataAlertPage> {
+  /**
+   * One page: its items as RawAlerts (each the exact text the API sent) and its nextLink.
+   * With a sink, the body is parsed as it downloads and items go to the sink in batches
+   * (awaited, so a slow sink slows the download instead of filling memory). A page that
+   * fails mid-body is asked again from its start; items it already handed out are handed
+   * out again, which newest-wins writing makes harmless.
+   */
+  async page(url: string, options: ReadOptions, toAlert: (json: string) => RawAlert, sink?: ItemSink): Promise<ODataAlertPage> {
     const attempts = options.attempts ?? this.options.maxAttempts ?? DEFAULT_ATTEMPTS;
     for (let attempt = 1; ; attempt++) {
-      const text = await this.get(url, options, attempts - attempt + 1);
+      const page: ODataAlertPage = { alerts: [], items: 0, ids: [], times: [] };
+      let batch: RawAlert[] = [];
+      const flush = async () => {
+        if (batch.length === 0) return;
+        const out = batch;
+        batch = [];
+        if (sink) await sink(out);
+        else page.alerts.push(...out);
+      };
+      const stream = new ODataItemStream();
+      const onText = async (text: string) => {
+        for (const item of stream.feed(text)) {
+          const alert = toAlert(item);
+          page.items++;
+          page.ids.push(alert.id);
+          page.times.push(timeMs(alert.lastUpdateTime) ?? 0);
+          batch.push(alert);
+          if (batch.length >= STREAM_BATCH) await flush();
+        }
+      };
       try {
-        const page = splitODataPage(text);
-        const alerts = page.items.map(toAlert);
-        return {
-          alerts,
-          ...(page.nextLink ? { nextLink: page.nextLink } : {}),
-          ...(page.count !== undefined ? { count: page.count } : {}),
-        };
+        await this.get(url, options, attempts - attempt + 1, onText);
+        await flush();
+        const envelope = stream.end();
+        if (envelope.nextLink) page.nextLink = envelope.nextLink;
+        if (envelope.count !== undefined) page.count = envelope.count;
+        return page;
       } catch (err) {
-        if (err instanceof SourceApiError) throw err;
-        // A 200 whose body does not parse: treat like a cut-off body.
-        if (attempt >= attempts) throw new SourceApiError(200, "InvalidResponse", "The API's answer could not be parsed", true);
-        this.options.log.warn(`${this.options.name}.retry tenantId=${this.options.tenantId} status=200 code=InvalidResponse attempt=${attempt} waitMs=0`);
+        if (!(err instanceof SyntaxError || err instanceof BodyCutOff)) throw err;
+        // A cut-off body, or a 200 whose body does not parse: ask again from the start.
+        if (attempt >= attempts) {
+          throw err instanceof BodyCutOff
+            ? new SourceApiError(0, "NetworkError", `The ${this.options.name} API kept failing`, true)
+            : new SourceApiError(200, "InvalidResponse", "The API's answer could not be parsed", true);
+        }
+        const code = err instanceof BodyCutOff ? "status=0" : "status=200 code=InvalidResponse";
+        this.options.log.warn(`${this.options.name}.retry tenantId=${this.options.tenantId} ${code} attempt=${attempt} waitMs=0`);
       }
     }
   }
 
-  private async get(url: string, options: ReadOptions, maxAttempts: number): Promise<string> {
+  /** Sends the request (retrying what failed before the body began) and streams the 2xx body as text into `onText`. */
+  private async get(url: string, options: ReadOptions, maxAttempts: number, onText: (text: string) => Promise<void>): Promise<void> {
     const { sleep, budget, log, tenantId, name } = this.options;
     const maxRetryAfterMs = this.options.maxRetryAfterMs ?? DEFAULT_MAX_RETRY_AFTER_MS;
     const random = this.options.random ?? Math.random;
@@ -82,19 +122,51 @@ export class ODataClient {
       let status = 0; // stays 0 for a timeout, reset, cut-off body or other network failure
       let retryAfterMs: number | undefined;
       let body = "";
+      let response: Awaited<ReturnType<typeof undiciFetch>> | undefined;
       try {
-        const response = await undiciFetch(url, {
+        response = await undiciFetch(url, {
           headers: { ...this.options.headers, Authorization: `Bearer ${token}`, Accept: "application/json" },
           signal: AbortSignal.timeout(this.options.requestTimeoutMs ?? 120_000),
         });
         retryAfterMs = parseRetryAfter(response.headers.get("retry-after"));
-        body = await response.text();
         status = response.status;
-        this.bytes[options.purpose] += Buffer.byteLength(body);
+        if (status < 200 || status >= 300) {
+          body = await response.text();
+          this.bytes[options.purpose] += Buffer.byteLength(body);
+        }
       } catch {
-        // a network failure: status stays 0 and the request is retried
+        // a network failure before or while the status arrived: status stays 0, retried
+        status = 0;
       }
-      if (status >= 200 && status < 300) return body;
+      if (status >= 200 && status < 300 && response?.body) {
+        // The body streams into the parser: a failure to read it is a cut-off body; what
+        // the parser or the sink throws is theirs and goes up as it is.
+        const decoder = new TextDecoder("utf-8");
+        const chunks = (response.body as AsyncIterable<Uint8Array>)[Symbol.asyncIterator]();
+        let done = false;
+        try {
+          for (;;) {
+            let next: IteratorResult<Uint8Array>;
+            try {
+              next = await chunks.next();
+            } catch {
+              done = true;
+              throw new BodyCutOff();
+            }
+            if (next.done) {
+              done = true;
+              break;
+            }
+            this.bytes[options.purpose] += next.value.byteLength;
+            await onText(decoder.decode(next.value, { stream: true }));
+          }
+        } finally {
+          // The parser or the sink gave up: let the rest of the body go.
+          if (!done) await chunks.return?.().catch(() => undefined);
+        }
+        await onText(decoder.decode());
+        return;
+      }
       if (status === 401 && !forceNewToken) {
         forceNewToken = true;
         continue;
@@ -128,6 +200,14 @@ export function parseRetryAfter(value: string | null): number | undefined {
   if (/^\d+$/.test(value.trim())) return Number(value.trim()) * 1000;
   const at = Date.parse(value);
   return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
+}
+
+/** The connection broke while a 2xx body was arriving. */
+class BodyCutOff extends Error {
+  constructor() {
+    super("The response body was cut off");
+    this.name = "BodyCutOff";
+  }
 }
 
 function errorCode(body: string, status: number): string {

@@ -1,5 +1,5 @@
 import { ALERT_COLUMNS, type RawAlert } from "../../alert-store.js";
-import { type AlertSource, type ReadOptions, SourceApiError, type WindowAnswer, type WindowQuery } from "../../source.js";
+import { type AlertSource, type ItemSink, type ReadOptions, SourceApiError, type WindowAnswer, type WindowQuery } from "../../source.js";
 import { canonicalTime } from "../../time.js";
 import { checkedNextLink, ODataClient, type ODataClientOptions } from "../odata-client.js";
 
@@ -42,18 +42,19 @@ export class DefenderSource implements AlertSource {
    * items as `$top`). A nextLink, should the service send one, is followed on the API's
    * own origin only.
    */
-  async readWindow(query: WindowQuery, options: ReadOptions): Promise<WindowAnswer> {
+  async readWindow(query: WindowQuery, options: ReadOptions, sink?: ItemSink): Promise<WindowAnswer> {
     await options.beforeRequest();
-    const first = await this.http.page(this.listUrl(query), options, toRawAlert);
-    if (first.alerts.length >= query.top) return { alerts: first.alerts, full: true };
-    const alerts = first.alerts;
+    const first = await this.http.page(this.listUrl(query), options, toRawAlert, sink);
+    const answer: WindowAnswer = { alerts: first.alerts, times: first.times, full: first.items >= query.top };
+    if (answer.full) return answer;
     for (let next = first.nextLink; next; ) {
       await options.beforeRequest();
-      const more = await this.http.page(checkedNextLink(next, this.origin), options, toRawAlert);
-      alerts.push(...more.alerts);
+      const more = await this.http.page(checkedNextLink(next, this.origin), options, toRawAlert, sink);
+      answer.alerts.push(...more.alerts);
+      answer.times.push(...more.times);
       next = more.nextLink;
     }
-    return { alerts, full: false };
+    return answer;
   }
 
   /** `$skip` pages of `$top` until a short page: the only deep paging this API has. */
@@ -63,7 +64,7 @@ export class DefenderSource implements AlertSource {
       await options.beforeRequest();
       const page = await this.http.page(this.listUrl({ ...query, skip }), options, toRawAlert);
       alerts.push(...page.alerts);
-      if (page.alerts.length < query.top) return alerts;
+      if (page.items < query.top) return alerts;
     }
   }
 }

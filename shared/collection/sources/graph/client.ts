@@ -1,5 +1,5 @@
 import type { RawAlert } from "../../alert-store.js";
-import { type AlertSource, type ReadOptions, SourceApiError, type WindowAnswer, type WindowQuery } from "../../source.js";
+import { type AlertSource, type ItemSink, type ReadOptions, SourceApiError, type WindowAnswer, type WindowQuery } from "../../source.js";
 import { canonicalTime, formatTicks } from "../../time.js";
 import { checkedNextLink, type ODataAlertPage, ODataClient, type ODataClientOptions } from "../odata-client.js";
 
@@ -70,27 +70,31 @@ export class GraphSource implements AlertSource {
     return `${this.options.baseUrl}/v1.0/security/alerts_v2?${params.toString().replace(/\+/g, "%20")}`;
   }
 
-  async readWindow(query: WindowQuery, options: ReadOptions): Promise<WindowAnswer> {
-    const alerts: RawAlert[] = [];
+  async readWindow(query: WindowQuery, options: ReadOptions, sink?: ItemSink): Promise<WindowAnswer> {
     // Graph caps $top at about 1,000 without saying so (GRAPH_PAGE_SIZE is capped there too).
     let effective = Math.min(query.top, GRAPH_MAX_TOP);
-    let page = await this.first(query, options);
+    let page = await this.first(query, options, sink);
     const count = page.count;
+    const answer: WindowAnswer = { alerts: [], times: [], full: false, ...(count !== undefined ? { total: count } : {}) };
+    const ids = new Set<string>();
     let steady = count !== undefined;
     for (let pages = 1; ; pages++) {
-      alerts.push(...page.alerts);
+      answer.alerts.push(...page.alerts);
+      answer.times.push(...page.times);
+      for (const id of page.ids) ids.add(id);
       steady &&= page.count === count;
       if (!page.nextLink) {
-        if (page.alerts.length >= effective) return { alerts, full: true };
-        if (pages === 1) return { alerts, full: false };
         // A chain is complete only if the result did not move while it was read.
-        const distinct = new Set(alerts.map((a) => a.id)).size;
-        return { alerts, full: !(steady && distinct === count) };
+        answer.full = page.items >= effective || (pages > 1 && !(steady && ids.size === count));
+        return answer;
       }
-      effective = Math.min(effective, Math.max(1, page.alerts.length));
-      if (pages >= this.options.maxPagesPerWindow) return { alerts, full: true };
+      effective = Math.min(effective, Math.max(1, page.items));
+      if (pages >= this.options.maxPagesPerWindow) {
+        answer.full = true;
+        return answer;
+      }
       await options.beforeRequest();
-      page = await this.http.page(checkedNextLink(page.nextLink, this.origin), options, toRawAlert);
+      page = await this.http.page(checkedNextLink(page.nextLink, this.origin), options, toRawAlert, sink);
     }
   }
 
@@ -106,16 +110,16 @@ export class GraphSource implements AlertSource {
     }
   }
 
-  private async first(query: WindowQuery, options: ReadOptions): Promise<ODataAlertPage> {
+  private async first(query: WindowQuery, options: ReadOptions, sink?: ItemSink): Promise<ODataAlertPage> {
     await options.beforeRequest();
     try {
-      return await this.http.page(this.listUrl(query), options, toRawAlert);
+      return await this.http.page(this.listUrl(query), options, toRawAlert, sink);
     } catch (err) {
       if (!(err instanceof SourceApiError) || err.status !== 400 || this.useLe) throw err;
       // The service does not take `lt` on lastUpdateDateTime: `le` (upper bound - 100 ns).
       this.useLe = true;
       await options.beforeRequest();
-      return this.http.page(this.listUrl(query), options, toRawAlert);
+      return this.http.page(this.listUrl(query), options, toRawAlert, sink);
     }
   }
 }
