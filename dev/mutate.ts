@@ -1,7 +1,7 @@
 /**
  * `npm run mutate`: mutation testing of the guards the README promises (docs/testing.md),
  * with StrykerJS and its tap runner over the compiled node:test files. Not part of
- * `npm test` and not in CI: a full pass takes most of an hour on two cores.
+ * `npm test` and not in CI: four of the seven groups took 45 minutes on two shared cores.
  *
  * Stryker mutates the TypeScript sources in a sandbox copy under .cache/stryker-tmp,
  * compiles the sandbox with tsc (`buildCommand`), so dist/ holds every mutant behind a
