@@ -97,6 +97,21 @@ async function withClock<T>(at: number, fn: () => Promise<T>): Promise<T> {
   }
 }
 
+/** Waits for `event`, or fails at once if `run` ends first (a test waits; it never hangs). */
+async function untilOrEnd(event: Promise<void>, run: Promise<unknown>): Promise<void> {
+  await Promise.race([
+    event,
+    run.then(
+      () => Promise.reject(new Error("the run ended before the awaited point")),
+      (err: unknown) => Promise.reject(err),
+    ),
+  ]);
+}
+
+async function syncRow(tenantId: string): Promise<{ watermark?: string }> {
+  return svc.storage.table(TABLES.syncState).getEntity<{ watermark?: string }>(tenantId, "defender");
+}
+
 async function overflowKeys(tenantId: string): Promise<Set<string>> {
   const keys = new Set<string>();
   const bodies = svc.storage.table(TABLES.alertBodies);
@@ -294,10 +309,32 @@ describe("tokens during pulls", () => {
     const versions = h.vault.inspect(name)!.versions;
     assert.deepEqual(versions.map((v) => v.enabled), [false, true]);
     assert.ok(h.entra.issuedRefreshTokens(tenantId).includes(versions[1]!.value));
+    const row = await tenants.getEntity<{ refreshTokenVersion?: string; generation?: string }>("tenant", tenantId);
+    assert.equal(row.refreshTokenVersion, versions[1]!.version, "the tenant row names the written-back version");
+    assert.deepEqual(versions[1]!.tags, { tenantId, generation: row.generation }, "tagged like every version");
     // The written-back token works: the next redemption uses it.
     forgetAccessToken(tenantId);
     await pull(tenantId);
     assert.equal((await status(tenantId)).lastError, undefined);
+    assert.deepEqual(
+      h.vault.inspect(name)!.versions.map((v) => v.enabled),
+      [false, true],
+      "the next pull read the new version, not the old one",
+    );
+  });
+
+  it("writes back only once the write-back interval has passed since the stored token was written", async () => {
+    const tenantId = await activeTenant(recent(3, "wb-interval"));
+    const { forgetAccessToken } = await import("../shared/collection/tokens.js");
+    const name = refreshTokenSecretName(tenantId);
+    const row = await svc.storage.table(TABLES.tenants).getEntity<{ refreshTokenWrittenAt: string }>("tenant", tenantId);
+    const due = Date.parse(row.refreshTokenWrittenAt) + svc.config.pull.writebackIntervalMs;
+    forgetAccessToken(tenantId);
+    await withClock(due - 1, () => pull(tenantId));
+    assert.equal(h.vault.inspect(name)?.versions.length, 1, "not yet");
+    forgetAccessToken(tenantId);
+    await withClock(due, () => pull(tenantId));
+    assert.equal(h.vault.inspect(name)?.versions.length, 2, "written back once the interval has passed");
   });
 
   it("retries Entra's transient failures during a pull", async () => {
@@ -343,10 +380,54 @@ describe("guards of the pull engine (each test fails when its guard is removed)"
 
   it("serves access tokens from the cache: a second pull redeems nothing", async () => {
     const tenantId = await activeTenant(recent(3, "cache"));
+    const anonymous = h.defender.requests(null).length;
     await pull(tenantId);
     const redeemed = h.entra.tokenCount(tenantId).refreshToken;
     await pull(tenantId);
     assert.equal(h.entra.tokenCount(tenantId).refreshToken, redeemed);
+    assert.equal(h.defender.requests(null).length, anonymous, "every request carried a token");
+  });
+
+  it("keeps a cached access token until five minutes before it expires, then redeems a new one", async () => {
+    const tenantId = await activeTenant(recent(3, "cache-expiry"));
+    const { forgetAccessToken } = await import("../shared/collection/tokens.js");
+    forgetAccessToken(tenantId);
+    const lifetime = h.entra.accessTokenLifetimeSec;
+    h.entra.accessTokenLifetimeSec = 1800; // not the hour the app assumes when expires_in is missing
+    try {
+      const t0 = Date.now();
+      await withClock(t0, () => pull(tenantId));
+      const redeemed = h.entra.tokenCount(tenantId).refreshToken;
+      await withClock(t0 + 25 * 60_000 - 1, () => pull(tenantId));
+      assert.equal(h.entra.tokenCount(tenantId).refreshToken, redeemed, "still cached just before 25 minutes");
+      await withClock(t0 + 25 * 60_000, () => pull(tenantId));
+      assert.equal(h.entra.tokenCount(tenantId).refreshToken, redeemed + 1, "redeemed again five minutes before expiry");
+    } finally {
+      h.entra.accessTokenLifetimeSec = lifetime;
+    }
+  });
+
+  it("replaces a cached access token that the API refuses (401) with a new one, and goes on", async () => {
+    const tenantId = await activeTenant(recent(3, "cache-401"));
+    const { forgetAccessToken } = await import("../shared/collection/tokens.js");
+    await pull(tenantId); // caches an access token
+    const redeemed = h.entra.tokenCount(tenantId).refreshToken;
+    // The API refuses the first token it sees from now on (the cached one), as it would a revoked one.
+    const verify = h.entra.verifyAccessToken.bind(h.entra);
+    let refused: string | undefined;
+    h.entra.verifyAccessToken = async (token, audience) => {
+      refused ??= token;
+      return token === refused ? null : verify(token, audience);
+    };
+    try {
+      await pull(tenantId);
+    } finally {
+      h.entra.verifyAccessToken = verify;
+      forgetAccessToken(tenantId);
+    }
+    assert.ok(h.defender.requests(null).some((r) => r.status === 401), "the API refused the cached token");
+    assert.equal(h.entra.tokenCount(tenantId).refreshToken, redeemed + 1, "one new token");
+    assert.equal((await status(tenantId)).lastError, undefined);
   });
 
   it("does not write a token back when a re-consent changed the tenant during the pull", async () => {
@@ -371,6 +452,57 @@ describe("guards of the pull engine (each test fails when its guard is removed)"
     duringTokenRead(() => svc.vault.remove(tenantId));
     await pull(tenantId);
     assert.equal(h.vault.inspect(refreshTokenSecretName(tenantId))?.deleted, true, "the write-back did not recover it");
+    assert.ok(!h.logs.some((l) => l.includes(`token.written-back tenantId=${tenantId}`)), "nothing was written back");
+  });
+
+  it("disables its written-back version when a re-consent lands during the write-back", async () => {
+    const tenantId = await activeTenant(recent(3, "wb-etag"));
+    await makeWriteBackDue(tenantId);
+    const write = svc.vault.write.bind(svc.vault);
+    svc.vault.write = async (...args) => {
+      svc.vault.write = write; // the consent's own write goes straight through
+      const version = await write(...args);
+      assert.equal((await h.onboard(tenantId)).status, 200); // a re-consent between the write and the tenant update
+      return version;
+    };
+    try {
+      await pull(tenantId);
+    } finally {
+      svc.vault.write = write;
+    }
+    const row = await svc.storage.table(TABLES.tenants).getEntity<{ refreshTokenVersion?: string }>("tenant", tenantId);
+    const enabled = h.vault.inspect(refreshTokenSecretName(tenantId))!.versions.filter((v) => v.enabled);
+    assert.deepEqual(
+      enabled.map((v) => v.version),
+      [row.refreshTokenVersion],
+      "only the consent's version is enabled",
+    );
+    assert.ok(!h.logs.some((l) => l.includes(`token.written-back tenantId=${tenantId}`)));
+  });
+
+  it("redeems the refresh-token version the tenant row names, not a newer one left in Key Vault", async () => {
+    const tenantId = await activeTenant(recent(3, "pinned-version"));
+    const { forgetAccessToken } = await import("../shared/collection/tokens.js");
+    // A version no consent recorded, e.g. a write-back that lost its race and crashed before disabling it.
+    const stray = await svc.vault.write(tenantId, "not-a-refresh-token", { tenantId }, false);
+    assert.ok(stray);
+    forgetAccessToken(tenantId);
+    await pull(tenantId);
+    const after = await status(tenantId);
+    assert.equal(after.status, "active");
+    assert.equal(after.lastError, undefined, "the consent's token was redeemed");
+    await assertInSync(tenantId);
+  });
+
+  it("marks a tenant whose refresh token is gone from Key Vault reconsent-required (RefreshTokenMissing)", async () => {
+    const tenantId = await activeTenant(recent(3, "token-gone"));
+    const { forgetAccessToken } = await import("../shared/collection/tokens.js");
+    await svc.vault.remove(tenantId); // out of band: the tenant row still says active
+    forgetAccessToken(tenantId);
+    await pull(tenantId);
+    const after = await status(tenantId);
+    assert.equal(after.status, "reconsent-required");
+    assert.equal((after.lastError as { code: string }).code, "RefreshTokenMissing");
   });
 
   it("never writes a refresh token, or any token, into its logs", async () => {
@@ -416,12 +548,32 @@ describe("guards of the pull engine (each test fails when its guard is removed)"
 
   it("ends the run cleanly when Retry-After asks for more than two minutes", async () => {
     const tenantId = await activeTenant(recent(5, "long-retry"));
+    h.defender.inject(tenantId, { status: 429, retryAfterSeconds: 120 }, 1);
+    await pull(tenantId);
+    assert.deepEqual(slept, [120_000], "two minutes are still waited for");
+    assert.equal((await status(tenantId)).lastError, undefined);
     h.defender.inject(tenantId, { status: 429, retryAfterSeconds: 180 }, 1);
     await pull(tenantId);
     assert.ok(!slept.includes(180_000), "did not wait three minutes inside the run");
-    assert.equal(((await status(tenantId)).lastError as { code: string }).code, "BudgetExhausted");
+    const lastError = (await status(tenantId)).lastError as { code: string; message: string };
+    assert.equal(lastError.code, "BudgetExhausted");
+    assert.match(lastError.message, /asked to wait longer/);
     assert.ok(h.logs.some((l) => l.includes(`defender.throttled tenantId=${tenantId} status=429 waitMs=180000`)));
     await pull(tenantId);
+    await assertInSync(tenantId);
+  });
+
+  it("backs off exponentially with full jitter after 5xx answers: random x 1, 2, 4, 8, 16 s", async () => {
+    const tenantId = await activeTenant(recent(5, "backoff"));
+    h.defender.inject(tenantId, { status: 503 }, 5);
+    const random = svc.random;
+    svc.random = () => 0.5;
+    try {
+      await pull(tenantId);
+    } finally {
+      svc.random = random;
+    }
+    assert.deepEqual(slept, [500, 1000, 2000, 4000, 8000]);
     await assertInSync(tenantId);
   });
 
@@ -444,7 +596,9 @@ describe("guards of the pull engine (each test fails when its guard is removed)"
       const other = await activeTenant(recent(25, "nextlink-foreign"));
       h.defender.nextLinkOrigin = "https://attacker.localhost";
       await pull(other);
-      assert.equal(((await status(other)).lastError as { code: string }).code, "UntrustedNextLink");
+      const lastError = (await status(other)).lastError as { code: string; message: string };
+      assert.equal(lastError.code, "UntrustedNextLink");
+      assert.match(lastError.message, /another origin/);
     } finally {
       h.defender.clampTop = undefined;
       h.defender.nextLinkOrigin = undefined;
@@ -471,6 +625,104 @@ describe("guards of the pull engine (each test fails when its guard is removed)"
     await assertInSync(tenantId);
   });
 
+  it("stops at its next write or checkpoint once its lease is within 30 s of its end, even when no other run took it", async () => {
+    const t0 = Date.now();
+    let at = t0;
+    const realNow = svc.now;
+    svc.now = () => new Date(at);
+    const lastThirtySeconds = t0 + 12 * 60_000 - 30_000; // the lease is 12 minutes (functionTimeout + 2)
+    // A: the first Defender answer takes until the lease's last 30 s; nothing may be written after it.
+    const a = await activeTenant(recent(10, "expiring-read"));
+    h.defender.beforeResponse = ({ tenantId: t }) => {
+      if (t === a) at = lastThirtySeconds;
+    };
+    // B: the write of the first page takes that long; the checkpoint after it may not land.
+    const b = await activeTenant(recent(10, "expiring-write"));
+    const table = svc.storage.table(TABLES.alerts);
+    const submit = table.submitTransaction.bind(table);
+    table.submitTransaction = async (actions, options) => {
+      const result = await submit(actions, options);
+      if (actions.some(([, entity]) => entity.partitionKey === b)) at = lastThirtySeconds;
+      return result;
+    };
+    try {
+      at = t0;
+      await pull(a);
+      at = t0;
+      await pull(b);
+      // The lease is free exactly at its end: the next pull of A takes it.
+      at = t0 + 12 * 60_000;
+      h.defender.beforeResponse = undefined;
+      await pull(a);
+    } finally {
+      h.defender.beforeResponse = undefined;
+      table.submitTransaction = submit;
+      svc.now = realNow;
+    }
+    for (const t of [a, b]) assert.ok(h.logs.some((l) => l.includes(`pull.lease-lost tenantId=${t}`)), t);
+    assert.equal(h.logs.filter((l) => l.includes(`pull.succeeded tenantId=${a}`)).length, 1, "only A's last pull succeeded");
+    assert.ok(!h.logs.some((l) => l.includes(`pull.succeeded tenantId=${b}`)));
+    assert.ok((await storedRows(b)).length > 0, "B wrote its page before the lease ran short");
+    assert.equal((await syncRow(b)).watermark, undefined, "B's checkpoint did not land");
+    await assertInSync(a);
+  });
+
+  it("lets only one of two runs that find the lease free at once take it (the ETag decides)", async () => {
+    const tenantId = await activeTenant(recent(5, "acquire-race"));
+    await pull(tenantId); // the sync-state row exists, its lease released
+    const sync = svc.storage.table(TABLES.syncState);
+    const update = sync.updateEntity.bind(sync);
+    let open: () => void = () => {};
+    const bothRead = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    let acquisitions = 0;
+    // Both runs have read the free lease before either writes its claim.
+    sync.updateEntity = async (entity, mode, options) => {
+      const { leaseId } = entity as { leaseId?: unknown };
+      if (entity.partitionKey === tenantId && typeof leaseId === "string" && leaseId !== "") {
+        if (++acquisitions === 2) open();
+        await bothRead;
+      }
+      return update(entity, mode, options);
+    };
+    const from = h.logs.length;
+    try {
+      await Promise.all([pull(tenantId), pull(tenantId)]);
+    } finally {
+      sync.updateEntity = update;
+    }
+    const lines = h.logs.slice(from);
+    assert.equal(lines.filter((l) => l.includes(`pull.succeeded tenantId=${tenantId}`)).length, 1);
+    assert.equal(lines.filter((l) => l.includes(`pull.skipped tenantId=${tenantId} reason=already-running`)).length, 1);
+  });
+
+  it("fails the message when storage fails while taking the lease, so the host retries it (not skipped as busy)", async () => {
+    const tenantId = await activeTenant(recent(3, "acquire-503"));
+    await pull(tenantId); // the sync-state row exists, its lease released
+    const sync = svc.storage.table(TABLES.syncState);
+    const update = sync.updateEntity.bind(sync);
+    let failed = false;
+    sync.updateEntity = async (entity, mode, options) => {
+      const { leaseId } = entity as { leaseId?: unknown };
+      if (!failed && entity.partitionKey === tenantId && typeof leaseId === "string" && leaseId !== "") {
+        failed = true;
+        throw Object.assign(new Error("storage unavailable"), { statusCode: 503 });
+      }
+      return update(entity, mode, options);
+    };
+    const from = h.logs.length;
+    try {
+      await assert.rejects(pull(tenantId));
+    } finally {
+      sync.updateEntity = update;
+    }
+    assert.ok(failed, "the acquisition was the write that failed");
+    assert.ok(!h.logs.slice(from).some((l) => l.includes(`pull.skipped tenantId=${tenantId}`)), "not reported as busy");
+    await pull(tenantId); // the retry finds the lease free
+    assert.equal((await status(tenantId)).lastError, undefined);
+  });
+
   it("runs no second pull while a live lease is held (not only when the acquisitions race)", async () => {
     const tenantId = await activeTenant(recent(10, "held"));
     let release: () => void = () => {};
@@ -481,32 +733,59 @@ describe("guards of the pull engine (each test fails when its guard is removed)"
     const inside = new Promise<void>((resolve) => {
       entered = resolve;
     });
+    let held = false;
     h.defender.beforeResponse = async ({ tenantId: t }) => {
-      if (t !== tenantId) return;
+      // Only the first request waits, so a second pull that ran anyway fails the test instead of hanging it.
+      if (t !== tenantId || held) return;
+      held = true;
       entered();
       await blocked;
     };
     const first = pull(tenantId);
-    await inside; // the first pull holds the lease and waits in Defender
-    const calls = h.defender.requests(tenantId).length;
-    await pull(tenantId); // sequential, so no ETag race can mask a missing check
-    assert.equal(h.defender.requests(tenantId).length, calls, "the second pull made no call");
-    assert.ok(h.logs.some((l) => l.includes(`pull.skipped tenantId=${tenantId} reason=already-running`)));
-    h.defender.beforeResponse = undefined;
-    release();
-    await first;
+    try {
+      await untilOrEnd(inside, first); // the first pull holds the lease and waits in Defender
+      const calls = h.defender.requests(tenantId).length;
+      await pull(tenantId); // sequential, so no ETag race can mask a missing check
+      assert.equal(h.defender.requests(tenantId).length, calls, "the second pull made no call");
+      assert.ok(h.logs.some((l) => l.includes(`pull.skipped tenantId=${tenantId} reason=already-running`)));
+    } finally {
+      h.defender.beforeResponse = undefined;
+      release();
+      await first;
+    }
     await assertInSync(tenantId);
   });
 
   it("writes pull.succeeded and pull.failed lines in the form the alert rules match", async () => {
     const ok = await activeTenant(recent(2, "names-ok"));
     await pull(ok);
-    assert.ok(h.logs.some((l) => new RegExp(`^\\[information\\] pull\\.succeeded tenantId=${ok} alerts=2 `).test(l)));
+    const watermark = (await status(ok)).watermark as string;
+    assert.ok(watermark);
+    assert.ok(h.logs.some((l) => l.startsWith(`[information] pull.succeeded tenantId=${ok} alerts=2 watermark=${watermark} `)));
+    // Every way a pull fails: the API refuses, the token endpoint refuses, storage fails (the host retries).
     const bad = await activeTenant(recent(2, "names-bad"));
     h.defender.forbid(bad);
     await pull(bad);
     h.defender.allow(bad);
     assert.ok(h.logs.some((l) => l.startsWith(`[warning] pull.failed tenantId=${bad} code=Forbidden`)));
+    const noApp = await activeTenant(recent(2, "names-token"));
+    const { forgetAccessToken } = await import("../shared/collection/tokens.js");
+    forgetAccessToken(noApp);
+    h.entra.missingServicePrincipal(noApp);
+    await pull(noApp);
+    assert.ok(h.logs.some((l) => l.startsWith(`[warning] pull.failed tenantId=${noApp} code=AADSTS500011`)));
+    const broken = await activeTenant(recent(2, "names-storage"));
+    const alerts = svc.storage.table(TABLES.alerts);
+    const submit = alerts.submitTransaction.bind(alerts);
+    alerts.submitTransaction = async () => {
+      throw Object.assign(new Error("storage unavailable"), { statusCode: 503 });
+    };
+    try {
+      await assert.rejects(pull(broken));
+    } finally {
+      alerts.submitTransaction = submit;
+    }
+    assert.ok(h.logs.some((l) => l.startsWith(`[error] pull.failed tenantId=${broken} code=InternalError error=`)));
   });
 });
 

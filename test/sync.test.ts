@@ -79,6 +79,17 @@ async function assertInSync(tenantId: string): Promise<void> {
   for (const alert of expected) assert.equal(stored.get(alert.id)?.lastUpdateTimeExact, alert.lastUpdateTime, alert.id);
 }
 
+/** Waits for `event`, or fails at once if `run` ends first (a test waits; it never hangs). */
+async function untilOrEnd(event: Promise<void>, run: Promise<unknown>): Promise<void> {
+  await Promise.race([
+    event,
+    run.then(
+      () => Promise.reject(new Error("the run ended before the awaited point")),
+      (err: unknown) => Promise.reject(err),
+    ),
+  ]);
+}
+
 async function tenantStatus(tenantId: string): Promise<Record<string, unknown>> {
   const got = await h.http("tenants-get", { path: `tenants/${tenantId}`, params: { tenantId } });
   assert.equal(got.status, 200, got.text);
@@ -249,7 +260,7 @@ describe("fenced pulls", () => {
     try {
       clock = start + 2 * MINUTE;
       const pullA = h.trigger("pull-worker", { tenantId });
-      await inWrite;
+      await untilOrEnd(inWrite, pullA);
       // A re-consent while A runs: it must not clear A's lease, so the next message finds it busy.
       assert.equal((await h.onboard(tenantId)).status, 200);
       const before = h.defender.requests(tenantId).length;
@@ -294,6 +305,56 @@ describe("fenced pulls", () => {
     assert.ok(offboarded);
     assert.ok(h.logs.some((l) => l.includes(`pull.lease-lost tenantId=${tenantId}`)));
     assert.ok(!h.logs.some((l) => l.includes(`pull.succeeded tenantId=${tenantId}`)));
+  });
+
+  it("a holder whose checkpoint races a successor's run stops, and merges nothing over the successor's state", async () => {
+    const start = clock + HOUR;
+    const alerts = Array.from({ length: 5 }, (_, i) => alertAt(start - (i + 2) * MINUTE, `race-${i}`));
+    const tenantId = await activeTenant(alerts);
+    await pullAt(start, tenantId);
+    const ids = alerts.map((a) => a.id);
+    h.defender.touch(tenantId, ids, new Date(start + 30_000), { status: "InProgress" });
+
+    // Pull A writes the InProgress versions, then stalls in the checkpoint after them: it
+    // passed its local lease check, and its ETag-conditioned write is on the way.
+    const sync = svc.storage.table(TABLES.syncState);
+    const update = sync.updateEntity.bind(sync);
+    let release: () => void = () => {};
+    const stalled = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let entered: () => void = () => {};
+    const inCommit = new Promise<void>((resolve) => {
+      entered = resolve;
+    });
+    let armed = true;
+    sync.updateEntity = async (entity, mode, options) => {
+      if (armed && entity.partitionKey === tenantId && "apiCalls" in entity) {
+        armed = false;
+        entered();
+        await stalled;
+      }
+      return update(entity, mode, options);
+    };
+    try {
+      clock = start + 2 * MINUTE;
+      const pullA = h.trigger("pull-worker", { tenantId });
+      await untilOrEnd(inCommit, pullA);
+      // A's 12-minute lease runs out meanwhile; B takes it (a new epoch) and stores newer versions.
+      h.defender.touch(tenantId, ids, new Date(start + 10 * MINUTE), { status: "Resolved" });
+      forgetAccessToken(tenantId);
+      await pullAt(start + 20 * MINUTE, tenantId);
+      const watermarkB = (await tenantStatus(tenantId)).watermark;
+      release();
+      await pullA; // A's write fails on the ETag, it re-reads the row and finds another epoch
+      assert.ok(h.logs.some((l) => l.includes(`pull.lease-lost tenantId=${tenantId}`)));
+      assert.equal((await tenantStatus(tenantId)).watermark, watermarkB, "A merged no older watermark over B's");
+      const stored = await rows(tenantId);
+      for (const id of ids) assert.equal(stored.get(id)?.status, "Resolved");
+    } finally {
+      sync.updateEntity = update;
+      release();
+    }
   });
 });
 

@@ -4,6 +4,7 @@ import { describe, it } from "node:test";
 import * as oauth from "oauth4webapi";
 import { encodeAlert, encodeKey, INLINE_PARTS, PART_BYTES, parseTime, toBatches } from "../shared/collection/alert-store.js";
 import { CallBudget } from "../shared/collection/budget.js";
+import { leaseTiming, parseTimeSpan } from "../shared/collection/lease-timing.js";
 import { parseRetryAfter, STREAM_BATCH } from "../shared/collection/sources/odata-client.js";
 import { DefenderSource } from "../shared/collection/sources/defender/client.js";
 import type { RawAlert } from "../shared/collection/alert-store.js";
@@ -184,6 +185,12 @@ describe("CallBudget", () => {
     resumed.take("incremental");
     resumed.take("incremental");
     assert.throws(() => resumed.take("incremental"), /hourly/);
+    // The hour is the last 60 minutes: 60 minutes after the first calls, only the second
+    // minute's two still count, so three more fit (then the per-minute limit stops it).
+    now = Date.parse("2026-01-01T01:00:00Z");
+    const hourLater = new CallBudget(limits, 10, clock, resumed.serialize());
+    for (let i = 0; i < 3; i++) hourLater.take("incremental");
+    assert.throws(() => hourLater.take("incremental"), /per-minute/);
     now += 60 * 60_000;
     new CallBudget(limits, 10, clock, resumed.serialize()).take("incremental");
   });
@@ -212,13 +219,71 @@ describe("CallBudget", () => {
     }
     assert.equal(perMinuteMax, 9);
     assert.equal(budget.used.sweep, 140, "at most 10 % of the hourly limit");
+    assert.equal(budget.calls, 141, "the run's calls: the sweep's and the incremental one");
     budget.setSweepPercent(50);
     assert.deepEqual(budget.sweepLimits(), { perMinute: 45, perHour: 700 });
   });
 
+  it("restores a budget saved before the sweep had a share (two-element buckets, as on old tenant rows)", () => {
+    const now = Date.parse("2026-01-01T00:00:00Z");
+    const minute = now / 60_000;
+    const clock = () => new Date(now);
+    // The sweep may make 1 call a minute (10 %, at least one); the saved minute already used 2 of the 5.
+    const budget = new CallBudget({ perMinute: 5, perHour: 100 }, 10, clock, JSON.stringify([[minute, 2]]));
+    assert.deepEqual(budget.sweepLimits(), { perMinute: 1, perHour: 10 });
+    budget.take("sweep");
+    assert.throws(() => budget.take("sweep"), (err: Error & { shareOnly?: boolean }) => err.shareOnly === true, "the sweep's count starts at 0, not undefined");
+    budget.take("incremental");
+    budget.take("incremental");
+    assert.throws(() => budget.take("incremental"), /per-minute/, "the two saved calls count");
+  });
+
+  it("ignores malformed entries of a saved budget, keeps the valid ones, and never lets bad state lift a limit", () => {
+    const now = Date.parse("2026-01-01T00:00:00Z");
+    const minute = now / 60_000;
+    const clock = () => new Date(now);
+    const limits = { perMinute: 4, perHour: 2 };
+    // A valid bucket of this minute, then malformed ones for the same minute that must not replace it.
+    const saved = JSON.stringify([[minute, 1, 0], [minute], [minute, "9", 0], null, "x"]);
+    const budget = new CallBudget(limits, 10, clock, saved);
+    budget.take("incremental");
+    assert.throws(() => budget.take("incremental"), /hourly/, "the valid bucket's call counts");
+    for (const unreadable of ["not json", "{}", ""]) {
+      const fresh = new CallBudget(limits, 10, clock, unreadable);
+      fresh.take("incremental");
+      fresh.take("incremental");
+      assert.throws(() => fresh.take("incremental"), /hourly/, `starts empty from ${JSON.stringify(unreadable)}`);
+    }
+  });
+
   it("parses Retry-After seconds", () => {
     assert.equal(parseRetryAfter("7"), 7000);
+    assert.equal(parseRetryAfter(" 7 "), 7000);
     assert.equal(parseRetryAfter(null), undefined);
+  });
+
+  it("parses a Retry-After HTTP date, and never to a negative or unreadable wait", () => {
+    const wait = parseRetryAfter(new Date(Date.now() + 30_000).toUTCString());
+    assert.ok(wait !== undefined && wait > 28_000 && wait <= 30_000, String(wait));
+    assert.equal(parseRetryAfter("Fri, 31 Dec 1999 23:59:59 GMT"), 0, "a date in the past: no wait");
+    assert.equal(parseRetryAfter("5s"), undefined);
+    assert.ok((parseRetryAfter("-5") ?? 0) >= 0);
+  });
+});
+
+describe("functionTimeout and the pull lease", () => {
+  it("reads functionTimeout as the host reads a TimeSpan: days, seconds and fractions, nothing around it", () => {
+    assert.equal(parseTimeSpan("00:10:00"), 10 * 60_000);
+    assert.equal(parseTimeSpan("1.02:03:04.5"), (((24 + 2) * 60 + 3) * 60 + 4) * 1000 + 500);
+    assert.equal(parseTimeSpan("12.00:00:00"), 12 * 24 * 3_600_000);
+    assert.equal(parseTimeSpan("00:00:01.1234567"), 1123);
+    for (const bad of ["x00:10:00", "00:10:00x", "00:10", "-1", "00:00:00", "00:00:00.0"]) assert.equal(parseTimeSpan(bad), undefined, bad);
+  });
+
+  it("takes the app setting over host.json only when it is set to something", () => {
+    const hostJson = () => JSON.stringify({ functionTimeout: "00:10:00" });
+    assert.equal(leaseTiming({ AzureFunctionsJobHost__functionTimeout: "  " }, hostJson).functionTimeoutMs, 10 * 60_000);
+    assert.equal(leaseTiming({ AzureFunctionsJobHost__functionTimeout: " 00:20:00 " }, hostJson).functionTimeoutMs, 20 * 60_000);
   });
 });
 
