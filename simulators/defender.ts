@@ -14,19 +14,10 @@ import { randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { createServer, type Server } from "node:https";
 import type { AddressInfo } from "node:net";
-import { createRng, type DefenderAlert, formatTimestamp, hashString, parseTimestamp, toTicks } from "./alerts.js";
+import { AlertFake, delay, type Fault, type Rec as AlertRec, type TenantState as AlertTenantState } from "./alert-fake.js";
+import { type DefenderAlert, parseTimestamp, toTicks } from "./alerts.js";
 
-export type Fault =
-  /** 429 with a Retry-After header (default 1 second). */
-  | { status: 429; retryAfterSeconds?: number }
-  /** A server error; Retry-After is sent only when given. */
-  | { status: 500 | 502 | 503 | 504; retryAfterSeconds?: number }
-  /** Destroy the socket without any response. */
-  | { reset: true }
-  /** Wait, then answer normally (consumes no other fault). */
-  | { delayMs: number }
-  /** Answer normally but destroy the socket after this many bytes of body. */
-  | { truncateAfterBytes: number };
+export type { Fault };
 
 export interface FilterComparison {
   property: string;
@@ -92,22 +83,8 @@ export interface FakeDefenderOptions {
   beforeResponse?: BeforeResponseHook;
 }
 
-interface Rec {
-  alert: DefenderAlert;
-  updated: bigint;
-  created: bigint;
-}
-
-interface TenantState {
-  byId: Map<string, Rec>;
-  /** Bumped on every change; seeds the response order. */
-  version: number;
-  ordered: Rec[] | null;
-  orderedVersion: number;
-  forbidden: string | null;
-  faults: Fault[];
-  log: RequestLogEntry[];
-}
+type Rec = AlertRec<DefenderAlert>;
+type TenantState = AlertTenantState<DefenderAlert, RequestLogEntry>;
 
 class HttpError extends Error {
   constructor(
@@ -125,7 +102,7 @@ const ERROR_CONTENT_TYPE = "application/json; charset=utf-8";
 const CHUNK_CHARS = 256 * 1024;
 const ALLOWED_OPTIONS = new Set(["$filter", "$top", "$skip", "$expand"]);
 
-export class FakeDefender {
+export class FakeDefender extends AlertFake<DefenderAlert, RequestLogEntry> {
   /**
    * Runs for each authenticated request before faults are applied and the response is
    * computed; it may change alerts (e.g. between two pages) or inject faults.
@@ -144,16 +121,18 @@ export class FakeDefender {
   nextLinkOrigin: string | undefined;
   private readonly maxTop: number;
   private readonly defaultPageSize: number;
-  private readonly tenants = new Map<string, TenantState>();
-  private readonly anyFaults: Fault[] = [];
-  private readonly log: RequestLogEntry[] = [];
   private seq = 0;
-  private readonly touchRng = createRng("touch");
   private readonly stopping = new AbortController();
   private server: Server | null = null;
   private baseUrl: string | null = null;
 
   constructor(options: FakeDefenderOptions) {
+    super({
+      forbiddenMessage:
+        "The application does not have any of the required application permissions (Alert.ReadWrite.All, Alert.Read.All) to access the resource.",
+      touchSeed: "touch",
+      orderSalt: "",
+    });
     this.options = options;
     this.now = options.now ?? Date.now;
     this.clampTop = undefined;
@@ -203,125 +182,16 @@ export class FakeDefender {
     });
   }
 
-  // -------------------------------------------------------------------------
-  // Data.
-
-  /** Replaces the tenant's alerts. The fake keeps the objects: change them through upsertAlert/touch. */
-  setAlerts(tenantId: string, alerts: readonly DefenderAlert[]): void {
-    const t = this.tenant(tenantId);
-    t.byId.clear();
-    for (const alert of alerts) t.byId.set(alert.id, toRec(alert));
-    t.version++;
+  protected toRec(alert: DefenderAlert): Rec {
+    return { alert, updated: toTicks(alert.lastUpdateTime), created: toTicks(alert.alertCreationTime) };
   }
 
-  upsertAlert(tenantId: string, alert: DefenderAlert): void {
-    const t = this.tenant(tenantId);
-    t.byId.set(alert.id, toRec(alert));
-    t.version++;
-  }
-
-  removeAlert(tenantId: string, id: string): boolean {
-    const t = this.tenant(tenantId);
-    const removed = t.byId.delete(id);
-    if (removed) t.version++;
-    return removed;
-  }
-
-  getAlerts(tenantId: string): DefenderAlert[] {
-    return [...(this.tenants.get(tenantId)?.byId.values() ?? [])].map((rec) => rec.alert);
-  }
-
-  getAlert(tenantId: string, id: string): DefenderAlert | undefined {
-    return this.tenants.get(tenantId)?.byId.get(id)?.alert;
-  }
-
-  /**
-   * Updates alerts the way the service does: a new lastUpdateTime plus optional field
-   * changes (e.g. `{status: "Resolved"}`). A Date becomes that millisecond plus random
-   * sub-millisecond digits (7 fractional digits); a string is used verbatim. The stored
-   * objects are replaced, not mutated, so earlier references keep the old state.
-   */
-  touch(
-    tenantId: string,
-    ids: readonly string[],
-    newTime: Date | string,
-    changes: Partial<DefenderAlert> = {},
-  ): DefenderAlert[] {
-    const t = this.tenant(tenantId);
-    const updated: DefenderAlert[] = [];
-    for (const id of ids) {
-      const rec = t.byId.get(id);
-      if (!rec) throw new Error(`tenant ${tenantId} has no alert ${id}`);
-      const lastUpdateTime =
-        typeof newTime === "string"
-          ? newTime
-          : formatTimestamp(toTicks(newTime) + BigInt(Math.floor(this.touchRng() * 10_000)), 7);
-      const alert = { ...rec.alert, ...changes, lastUpdateTime };
-      t.byId.set(id, toRec(alert));
-      updated.push(alert);
-    }
-    if (ids.length > 0) t.version++;
-    return updated;
-  }
-
-  /** Makes the tenant's requests fail with 403 (the app or user lacks access). */
-  forbid(tenantId: string, message = "The application does not have any of the required application permissions (Alert.ReadWrite.All, Alert.Read.All) to access the resource."): void {
-    this.tenant(tenantId).forbidden = message;
-  }
-
-  allow(tenantId: string): void {
-    this.tenant(tenantId).forbidden = null;
-  }
-
-  /** Queues a fault for the tenant's next request(s); "*" queues it for any request. Tenant queues go first. */
-  inject(tenantId: string | "*", fault: Fault, times = 1): void {
-    const queue = tenantId === "*" ? this.anyFaults : this.tenant(tenantId).faults;
-    for (let i = 0; i < times; i++) queue.push(fault);
-  }
-
-  clearFaults(): void {
-    this.anyFaults.length = 0;
-    for (const t of this.tenants.values()) t.faults.length = 0;
-  }
-
-  // -------------------------------------------------------------------------
-  // Request log.
-
-  /** All requests, or one tenant's (use null for unauthenticated ones), oldest first. */
-  requests(tenantId?: string | null): RequestLogEntry[] {
-    if (tenantId === undefined) return [...this.log];
-    if (tenantId === null) return this.log.filter((e) => e.tenantId === null);
-    return [...(this.tenants.get(tenantId)?.log ?? [])];
-  }
-
-  clearRequests(): void {
-    this.log.length = 0;
-    for (const t of this.tenants.values()) t.log.length = 0;
-  }
-
-  /** Most requests the tenant made within any `windowMs`-long window, by `now()` times. */
-  maxRequestsInWindow(tenantId: string, windowMs: number): number {
-    const times = (this.tenants.get(tenantId)?.log ?? []).map((e) => e.time).sort((a, b) => a - b);
-    let best = 0;
-    let start = 0;
-    for (let end = 0; end < times.length; end++) {
-      while ((times[end] as number) - (times[start] as number) >= windowMs) start++;
-      best = Math.max(best, end - start + 1);
-    }
-    return best;
+  protected retouch(alert: DefenderAlert, changes: Partial<DefenderAlert>, lastUpdateTime: string): DefenderAlert {
+    return { ...alert, ...changes, lastUpdateTime };
   }
 
   // -------------------------------------------------------------------------
   // HTTP.
-
-  private tenant(tenantId: string): TenantState {
-    let t = this.tenants.get(tenantId);
-    if (!t) {
-      t = { byId: new Map(), version: 0, ordered: null, orderedVersion: -1, forbidden: null, faults: [], log: [] };
-      this.tenants.set(tenantId, t);
-    }
-    return t;
-  }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const parsed = new URL(req.url ?? "/", "https://fake.invalid");
@@ -369,7 +239,7 @@ export class FakeDefender {
       }
     }
 
-    let fault = tenant?.faults.shift() ?? this.anyFaults.shift() ?? null;
+    let fault = this.takeFault(tenant);
     if (fault && "delayMs" in fault) {
       entry.fault = fault;
       await delay(fault.delayMs, this.stopping.signal);
@@ -426,24 +296,11 @@ export class FakeDefender {
   }
 
   private enforceRateLimit(tenant: TenantState, entry: RequestLogEntry): void {
-    const limits = this.options.rateLimit;
-    if (!limits) return;
-    for (const [limit, windowMs] of [
-      [limits.perMinute, 60_000],
-      [limits.perHour, 3_600_000],
-    ] as const) {
-      if (limit === undefined) continue;
-      // Requests the limit itself turned away do not count, so Retry-After holds.
-      const inWindow = tenant.log.filter(
-        (e) => e.time > entry.time - windowMs && e.time <= entry.time && (e === entry || e.status !== 429),
-      );
-      if (inWindow.length > limit) {
-        const oldest = inWindow[inWindow.length - 1 - limit] as RequestLogEntry;
-        const wait = Math.max(1, Math.ceil((oldest.time + windowMs - entry.time) / 1000));
-        throw new HttpError(429, "TooManyRequests", `Rate limit is exceeded. Try again in ${wait} seconds.`, {
-          "retry-after": String(wait),
-        });
-      }
+    const wait = this.rateLimitWait(this.options.rateLimit, tenant, entry);
+    if (wait !== null) {
+      throw new HttpError(429, "TooManyRequests", `Rate limit is exceeded. Try again in ${wait} seconds.`, {
+        "retry-after": String(wait),
+      });
     }
   }
 
@@ -539,36 +396,6 @@ export class FakeDefender {
       await out.write(chunk + tail);
     };
   }
-
-  /** The tenant's alerts in this version's pseudo-random order (recomputed only after a change). */
-  private orderedRecs(tenant: TenantState): Rec[] {
-    if (tenant.ordered && tenant.orderedVersion === tenant.version) return tenant.ordered;
-    const salt = `:${tenant.version}`;
-    const decorated: { key: number; rec: Rec }[] = [];
-    for (const rec of tenant.byId.values()) {
-      decorated.push({ key: fmix32(hashString(salt, hashString(rec.alert.id))), rec });
-    }
-    decorated.sort((a, b) => a.key - b.key);
-    const recs = decorated.map((d) => d.rec);
-    tenant.ordered = recs;
-    tenant.orderedVersion = tenant.version;
-    return recs;
-  }
-}
-
-/** MurmurHash3's finalizer: spreads every input bit over the whole output. */
-function fmix32(h: number): number {
-  let x = h >>> 0;
-  x ^= x >>> 16;
-  x = Math.imul(x, 0x85ebca6b);
-  x ^= x >>> 13;
-  x = Math.imul(x, 0xc2b2ae35);
-  x ^= x >>> 16;
-  return x >>> 0;
-}
-
-function toRec(alert: DefenderAlert): Rec {
-  return { alert, updated: toTicks(alert.lastUpdateTime), created: toTicks(alert.alertCreationTime) };
 }
 
 /** Writes body text with backpressure, optionally cutting the connection after N bytes. */
@@ -853,17 +680,4 @@ function sendJson(
   res.writeHead(status, { ...headers, "content-type": contentType, "content-length": bytes });
   res.end(body);
   return bytes;
-}
-
-function delay(ms: number, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-    signal.addEventListener("abort", done);
-  });
 }

@@ -33,7 +33,8 @@ import { randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { createServer, type Server } from "node:https";
 import type { AddressInfo } from "node:net";
-import { createRng, formatTimestamp, hashString, parseTimestamp, toTicks } from "./alerts.js";
+import { AlertFake, delay, mix32, type Rec as AlertRec, type TenantState as AlertTenantState } from "./alert-fake.js";
+import { parseTimestamp, toTicks } from "./alerts.js";
 import type { Fault, FilterComparison } from "./defender.js";
 import { GRAPH_ALERT_KEYS, type GraphAlert, hideUnknownEnumMembers } from "./graph-alerts.js";
 
@@ -142,22 +143,8 @@ export interface FakeGraphOptions {
   beforeResponse?: GraphBeforeResponseHook;
 }
 
-interface Rec {
-  alert: GraphAlert;
-  updated: bigint;
-  created: bigint;
-}
-
-interface TenantState {
-  byId: Map<string, Rec>;
-  /** Bumped on every change; seeds the response order. */
-  version: number;
-  ordered: Rec[] | null;
-  orderedVersion: number;
-  forbidden: string | null;
-  faults: Fault[];
-  log: GraphRequestLogEntry[];
-}
+type Rec = AlertRec<GraphAlert>;
+type TenantState = AlertTenantState<GraphAlert, GraphRequestLogEntry>;
 
 class GraphError extends Error {
   constructor(
@@ -177,7 +164,7 @@ const ALLOWED_OPTIONS = new Set(["$filter", "$top", "$skip", "$select", "$count"
 const DEFAULT_PERMISSIONS = ["SecurityAlert.Read.All", "SecurityAlert.ReadWrite.All"];
 const SELECTABLE = new Map(GRAPH_ALERT_KEYS.filter((k) => !k.startsWith("@")).map((k) => [k.toLowerCase(), k as string]));
 
-export class FakeGraph {
+export class FakeGraph extends AlertFake<GraphAlert, GraphRequestLogEntry> {
   /**
    * Runs for each authenticated request before faults are applied and the response is
    * computed; it may change alerts (e.g. between two pages) or inject faults.
@@ -198,16 +185,17 @@ export class FakeGraph {
   nextLinkOrigin: string | undefined;
 
   private readonly options: FakeGraphOptions;
-  private readonly tenants = new Map<string, TenantState>();
-  private readonly anyFaults: Fault[] = [];
-  private readonly log: GraphRequestLogEntry[] = [];
   private seq = 0;
-  private readonly touchRng = createRng("graph-touch");
   private readonly stopping = new AbortController();
   private server: Server | null = null;
   private baseUrl: string | null = null;
 
   constructor(options: FakeGraphOptions) {
+    super({
+      forbiddenMessage: "Missing role permissions on the request. The API requires one of 'SecurityAlert.Read.All, SecurityAlert.ReadWrite.All'.",
+      touchSeed: "graph-touch",
+      orderSalt: "graph",
+    });
     this.options = options;
     this.now = options.now ?? Date.now;
     this.maxTop = options.maxTop ?? 1000;
@@ -269,120 +257,16 @@ export class FakeGraph {
     });
   }
 
-  // -------------------------------------------------------------------------
-  // Data.
-
-  /** Replaces the tenant's alerts. The fake keeps the objects: change them through upsertAlert/touch. */
-  setAlerts(tenantId: string, alerts: readonly GraphAlert[]): void {
-    const t = this.tenant(tenantId);
-    t.byId.clear();
-    for (const alert of alerts) t.byId.set(alert.id, toRec(alert));
-    t.version++;
+  protected toRec(alert: GraphAlert): Rec {
+    return { alert, updated: toTicks(alert.lastUpdateDateTime), created: toTicks(alert.createdDateTime) };
   }
 
-  upsertAlert(tenantId: string, alert: GraphAlert): void {
-    const t = this.tenant(tenantId);
-    t.byId.set(alert.id, toRec(alert));
-    t.version++;
-  }
-
-  removeAlert(tenantId: string, id: string): boolean {
-    const t = this.tenant(tenantId);
-    const removed = t.byId.delete(id);
-    if (removed) t.version++;
-    return removed;
-  }
-
-  getAlerts(tenantId: string): GraphAlert[] {
-    return [...(this.tenants.get(tenantId)?.byId.values() ?? [])].map((rec) => rec.alert);
-  }
-
-  getAlert(tenantId: string, id: string): GraphAlert | undefined {
-    return this.tenants.get(tenantId)?.byId.get(id)?.alert;
-  }
-
-  /**
-   * Updates alerts the way the service does: a new lastUpdateDateTime plus optional
-   * property changes (e.g. `{status: "resolved"}`). A Date becomes that millisecond plus
-   * random sub-millisecond digits (7 fractional digits); a string is used verbatim. The
-   * stored objects are replaced, not mutated, so earlier references keep the old state.
-   */
-  touch(tenantId: string, ids: readonly string[], newTime: Date | string, changes: Partial<GraphAlert> = {}): GraphAlert[] {
-    const t = this.tenant(tenantId);
-    const updated: GraphAlert[] = [];
-    for (const id of ids) {
-      const rec = t.byId.get(id);
-      if (!rec) throw new Error(`tenant ${tenantId} has no alert ${id}`);
-      const lastUpdateDateTime =
-        typeof newTime === "string"
-          ? newTime
-          : formatTimestamp(toTicks(newTime) + BigInt(Math.floor(this.touchRng() * 10_000)), 7);
-      const alert = { ...rec.alert, ...changes, lastUpdateDateTime };
-      t.byId.set(id, toRec(alert));
-      updated.push(alert);
-    }
-    if (ids.length > 0) t.version++;
-    return updated;
-  }
-
-  /** Makes the tenant's requests fail with 403 (the app or user lacks access). */
-  forbid(tenantId: string, message = "Missing role permissions on the request. The API requires one of 'SecurityAlert.Read.All, SecurityAlert.ReadWrite.All'."): void {
-    this.tenant(tenantId).forbidden = message;
-  }
-
-  allow(tenantId: string): void {
-    this.tenant(tenantId).forbidden = null;
-  }
-
-  /** Queues a fault for the tenant's next request(s); "*" queues it for any request. Tenant queues go first. */
-  inject(tenantId: string | "*", fault: Fault, times = 1): void {
-    const queue = tenantId === "*" ? this.anyFaults : this.tenant(tenantId).faults;
-    for (let i = 0; i < times; i++) queue.push(fault);
-  }
-
-  clearFaults(): void {
-    this.anyFaults.length = 0;
-    for (const t of this.tenants.values()) t.faults.length = 0;
-  }
-
-  // -------------------------------------------------------------------------
-  // Request log.
-
-  /** All requests, or one tenant's (use null for unauthenticated ones), oldest first. */
-  requests(tenantId?: string | null): GraphRequestLogEntry[] {
-    if (tenantId === undefined) return [...this.log];
-    if (tenantId === null) return this.log.filter((e) => e.tenantId === null);
-    return [...(this.tenants.get(tenantId)?.log ?? [])];
-  }
-
-  clearRequests(): void {
-    this.log.length = 0;
-    for (const t of this.tenants.values()) t.log.length = 0;
-  }
-
-  /** Most requests the tenant made within any `windowMs`-long window, by `now()` times. */
-  maxRequestsInWindow(tenantId: string, windowMs: number): number {
-    const times = (this.tenants.get(tenantId)?.log ?? []).map((e) => e.time).sort((a, b) => a - b);
-    let best = 0;
-    let start = 0;
-    for (let end = 0; end < times.length; end++) {
-      while ((times[end] as number) - (times[start] as number) >= windowMs) start++;
-      best = Math.max(best, end - start + 1);
-    }
-    return best;
+  protected retouch(alert: GraphAlert, changes: Partial<GraphAlert>, lastUpdateDateTime: string): GraphAlert {
+    return { ...alert, ...changes, lastUpdateDateTime };
   }
 
   // -------------------------------------------------------------------------
   // HTTP.
-
-  private tenant(tenantId: string): TenantState {
-    let t = this.tenants.get(tenantId);
-    if (!t) {
-      t = { byId: new Map(), version: 0, ordered: null, orderedVersion: -1, forbidden: null, faults: [], log: [] };
-      this.tenants.set(tenantId, t);
-    }
-    return t;
-  }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const parsed = new URL(req.url ?? "/", "https://fake.invalid");
@@ -447,7 +331,7 @@ export class FakeGraph {
     }
 
     const ids = { requestId, clientRequestId };
-    let fault = tenant?.faults.shift() ?? this.anyFaults.shift() ?? null;
+    let fault = this.takeFault(tenant);
     if (fault && "delayMs" in fault) {
       entry.fault = fault;
       await delay(fault.delayMs, this.stopping.signal);
@@ -527,24 +411,11 @@ export class FakeGraph {
   }
 
   private enforceRateLimit(tenant: TenantState, entry: GraphRequestLogEntry): void {
-    const limits = this.options.rateLimit;
-    if (!limits) return;
-    for (const [limit, windowMs] of [
-      [limits.perMinute, 60_000],
-      [limits.perHour, 3_600_000],
-    ] as const) {
-      if (limit === undefined) continue;
-      // Requests the limit itself turned away do not count, so Retry-After holds.
-      const inWindow = tenant.log.filter(
-        (e) => e.time > entry.time - windowMs && e.time <= entry.time && (e === entry || e.status !== 429),
-      );
-      if (inWindow.length > limit) {
-        const oldest = inWindow[inWindow.length - 1 - limit] as GraphRequestLogEntry;
-        const wait = Math.max(1, Math.ceil((oldest.time + windowMs - entry.time) / 1000));
-        throw new GraphError(429, "TooManyRequests", `Too many requests for this application in this tenant. Retry after ${wait} seconds.`, {
-          "retry-after": String(wait),
-        });
-      }
+    const wait = this.rateLimitWait(this.options.rateLimit, tenant, entry);
+    if (wait !== null) {
+      throw new GraphError(429, "TooManyRequests", `Too many requests for this application in this tenant. Retry after ${wait} seconds.`, {
+        "retry-after": String(wait),
+      });
     }
   }
 
@@ -650,17 +521,6 @@ export class FakeGraph {
       await out.write(chunk + tail);
     };
   }
-
-  /** The tenant's alerts in this version's pseudo-random order (recomputed only after a change). */
-  private orderedRecs(tenant: TenantState): Rec[] {
-    if (tenant.ordered && tenant.orderedVersion === tenant.version) return tenant.ordered;
-    const salt = `graph:${tenant.version}`;
-    const decorated = [...tenant.byId.values()].map((rec) => ({ key: mix32(hashString(salt, hashString(rec.alert.id))), rec }));
-    decorated.sort((a, b) => a.key - b.key);
-    tenant.ordered = decorated.map((d) => d.rec);
-    tenant.orderedVersion = tenant.version;
-    return tenant.ordered;
-  }
 }
 
 const FAULT_ERRORS: Record<429 | 500 | 502 | 503 | 504, [string, string]> = {
@@ -670,18 +530,6 @@ const FAULT_ERRORS: Record<429 | 500 | 502 | 503 | 504, [string, string]> = {
   503: ["ServiceUnavailable", "The service is temporarily unavailable."],
   504: ["GatewayTimeout", "The gateway timed out."],
 };
-
-/** Scrambles all 32 bits (the MurmurHash3 finalizer), so hash order looks random. */
-function mix32(h: number): number {
-  let x = h >>> 0;
-  x = Math.imul(x ^ (x >>> 16), 0x85ebca6b);
-  x = Math.imul(x ^ (x >>> 13), 0xc2b2ae35);
-  return (x ^ (x >>> 16)) >>> 0;
-}
-
-function toRec(alert: GraphAlert): Rec {
-  return { alert, updated: toTicks(alert.lastUpdateDateTime), created: toTicks(alert.createdDateTime) };
-}
 
 function firstHeader(value: string | string[] | undefined): string | undefined {
   return Array.isArray(value) ? value[0] : value;
@@ -919,17 +767,4 @@ function sendJson(res: ServerResponse, status: number, body: string, headers: Re
   res.writeHead(status, { ...headers, "content-type": ERROR_CONTENT_TYPE, "content-length": bytes });
   res.end(body);
   return bytes;
-}
-
-function delay(ms: number, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-    signal.addEventListener("abort", done);
-  });
 }
