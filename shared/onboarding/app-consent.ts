@@ -6,8 +6,7 @@ import { type CloudEndpoints, endpointsFor } from "../platform/config.js";
 import { recordClientCredential, reportCredentialFailure } from "../platform/health.js";
 import type { Logger, Services } from "../platform/services.js";
 import { TABLES } from "../platform/storage.js";
-import { type ConsentOutcome, type ConsentStateEntity, checkLink, failed } from "./consent.js";
-import { discoverTenant } from "./entra-errors.js";
+import { type ConsentOutcome, type ConsentStateEntity, checkLink, failed, linkedTenant } from "./consent.js";
 import { CLEARED_ERROR, getTenant, patchTenant, type TenantRow, tenantMode } from "./tenants.js";
 
 /**
@@ -88,19 +87,9 @@ export async function completeAppConsent(
     warn("not-an-admin-consent-response");
     return { kind: "response-unknown" };
   }
-  const tenants = svc.storage.table(TABLES.tenants);
-  const row = await getTenant(tenants, tenantId);
-  const check = checkLink(row, bound.linkHash, svc.now());
-  if (check !== "ok" || !row) {
-    warn(check === "link-expired" ? "link-expired" : "link-invalid");
-    return { kind: check === "ok" ? "link-invalid" : check };
-  }
-  const endpoints = endpointsFor(svc.config, row.cloud);
-  const discovered = await discoverTenant(endpoints, tenantId);
-  if (!discovered.ok) {
-    if (!discovered.permanent) throw discovered.error;
-    return failed(svc, log, tenantId, { kind: "tenant-not-found", code: discovered.code }, "discovery");
-  }
+  const linked = await linkedTenant(svc, log, bound, warn);
+  if (!linked.ok) return linked.outcome;
+  const { row, endpoints } = linked;
 
   const access = sourceAccess(bound.source ?? "defender", endpoints);
   let attempt = await verifyOnce(svc, endpoints, access, tenantId);

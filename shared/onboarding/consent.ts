@@ -5,7 +5,7 @@ import * as oauth from "oauth4webapi";
 import { fetch as undiciFetch } from "undici";
 import { grantsRead, probeSource, sourceAccess } from "../collection/sources/index.js";
 import { confirmCredential, newCredentialWaitMs, retryAsNewCredential } from "../platform/client-credential.js";
-import { endpointsFor, type TenantMode } from "../platform/config.js";
+import { type CloudEndpoints, endpointsFor, type TenantMode } from "../platform/config.js";
 import { recordClientCredential, reportCredentialFailure } from "../platform/health.js";
 import { isGuid } from "../platform/http.js";
 import { classifyTokenError, consentScope, fetchOptions, oauthClient } from "../platform/oauth.js";
@@ -302,6 +302,33 @@ export async function failed(
 }
 
 /** GET /api/consent/callback: redeems the code and stores the refresh token. */
+/**
+ * The tenant row a callback's consent link names, its cloud's endpoints and its
+ * authorization server; or the outcome that ends the callback: the link is no longer
+ * valid, or Entra does not know the tenant. Both modes' callbacks start here.
+ */
+export async function linkedTenant(
+  svc: Services,
+  log: Logger,
+  bound: ConsentStateEntity,
+  warn: (reason: string) => void,
+): Promise<{ ok: true; row: TenantRow; endpoints: CloudEndpoints; as: oauth.AuthorizationServer } | { ok: false; outcome: ConsentOutcome }> {
+  const tenantId = bound.tenantId;
+  const row = await getTenant(svc.storage.table(TABLES.tenants), tenantId);
+  const check = checkLink(row, bound.linkHash, svc.now());
+  if (check !== "ok" || !row) {
+    warn(check === "link-expired" ? "link-expired" : "link-invalid");
+    return { ok: false, outcome: { kind: check === "ok" ? "link-invalid" : check } };
+  }
+  const endpoints = endpointsFor(svc.config, row.cloud);
+  const discovered = await discoverTenant(endpoints, tenantId);
+  if (!discovered.ok) {
+    if (!discovered.permanent) throw discovered.error;
+    return { ok: false, outcome: await failed(svc, log, tenantId, { kind: "tenant-not-found", code: discovered.code }, "discovery") };
+  }
+  return { ok: true, row, endpoints, as: discovered.as };
+}
+
 export async function completeConsent(svc: Services, input: CallbackInput, log: Logger): Promise<ConsentOutcome> {
   const { params, state } = input;
   const bound = await consumeState(svc.storage.table(TABLES.consentStates), state);
@@ -337,21 +364,10 @@ export async function completeConsent(svc: Services, input: CallbackInput, log: 
     warn("admin-consent-for-delegated-link");
     return { kind: "response-unknown" };
   }
+  const linked = await linkedTenant(svc, log, bound, warn);
+  if (!linked.ok) return linked.outcome;
+  const { endpoints, as } = linked;
   const tenants = svc.storage.table(TABLES.tenants);
-  const row = await getTenant(tenants, tenantId);
-  const check = checkLink(row, bound.linkHash, svc.now());
-  if (check !== "ok" || !row) {
-    warn(check === "link-expired" ? "link-expired" : "link-invalid");
-    return { kind: check === "ok" ? "link-invalid" : check };
-  }
-
-  const endpoints = endpointsFor(svc.config, row.cloud);
-  const discovered = await discoverTenant(endpoints, tenantId);
-  if (!discovered.ok) {
-    if (!discovered.permanent) throw discovered.error;
-    return failed(svc, log, tenantId, { kind: "tenant-not-found", code: discovered.code }, "discovery");
-  }
-  const as = discovered.as;
   const { client, auth } = oauthClient(svc);
 
   let tokens: oauth.TokenEndpointResponse;
