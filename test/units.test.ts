@@ -10,8 +10,15 @@ import { DefenderSource } from "../shared/collection/sources/defender/client.js"
 import type { RawAlert } from "../shared/collection/alert-store.js";
 import { listenHttps, testCerts } from "../simulators/https.js";
 import { classifyTokenError } from "../shared/platform/oauth.js";
-import { ODataItemStream, splitODataPage } from "../shared/collection/sources/odata-json.js";
+import { ODataItemStream } from "../shared/collection/sources/odata-json.js";
 import { compareTimes } from "../shared/collection/time.js";
+
+/** A whole body through the stream at once: its items and envelope. */
+function splitODataPage(text: string): { items: string[]; nextLink?: string; count?: number } {
+  const stream = new ODataItemStream();
+  const items = stream.feed(text);
+  return { items, ...stream.end() };
+}
 
 describe("splitODataPage", () => {
   it("returns each item's exact source text, escapes and number formats included", () => {
@@ -146,7 +153,6 @@ describe("streamed pages", () => {
         batches.flat().map((a) => a.json),
         items,
       );
-      assert.equal(answer.alerts.length, 0, "a sink's items are not also kept in the answer");
       assert.equal(answer.times.length, 1000);
       assert.equal(answer.full, false);
     } finally {

@@ -27,8 +27,6 @@ export interface ReadOptions {
 }
 
 export interface WindowAnswer {
-  /** The items, when no sink took them as they arrived. */
-  alerts: RawAlert[];
   /** The update times (ms) of every item, for the cuts of a full answer. */
   times: number[];
   /**
@@ -50,10 +48,10 @@ export interface AlertSource {
   /** The sync-state RowKey of this source's cursor (`defender`, `graph`). */
   readonly name: SourceName;
   /**
-   * Reads one window, following the source's own paging as far as it allows per window.
-   * With a sink, items go to it in batches as they are parsed (and `alerts` stays empty).
+   * Reads one window, following the source's own paging as far as it allows per window;
+   * items go to the sink in batches as they are parsed.
    */
-  readWindow(query: WindowQuery, options: ReadOptions, sink?: ItemSink): Promise<WindowAnswer>;
+  readWindow(query: WindowQuery, options: ReadOptions, sink: ItemSink): Promise<WindowAnswer>;
   /** Reads every item of a window too narrow to cut (1 ms) with the source's deep paging, once. */
   readExhaustive(query: WindowQuery, options: ReadOptions): Promise<RawAlert[]>;
 }

@@ -122,14 +122,13 @@ export class WindowReader {
   private async readOnce(from: number, to: number, attempts: number | undefined): Promise<number[] | undefined> {
     const { source, full, pageSize } = this.options;
     const sink = await this.options.openLeaf(from, to);
+    const answer = await source.readWindow({ from, to, top: pageSize, full }, this.readOptions(attempts), (batch) => sink.write(batch));
     if (to - from <= MIN_SLICE_MS) {
-      // Too narrow to cut: read once; a full answer is read again with deep paging.
-      const answer = await source.readWindow({ from, to, top: pageSize, full }, this.readOptions(attempts), (batch) => sink.write(batch));
+      // Too narrow to cut: a full answer is read again with deep paging.
       if (answer.full) await sink.write(await this.skipPaged(from, to, pageSize, attempts));
       await sink.end(true);
       return undefined;
     }
-    const answer = await source.readWindow({ from, to, top: pageSize, full }, this.readOptions(attempts), (batch) => sink.write(batch));
     await sink.end(!answer.full);
     if (!answer.full) return undefined;
     const expected = Math.max(answer.total ?? 0, answer.times.length);

@@ -9,15 +9,9 @@
  * count) is parsed once at the end. Members may come in any order (Graph sends the
  * nextLink before `value`).
  */
-export interface ODataPage {
-  items: string[];
-  nextLink?: string;
-  /** `@odata.count`, when the request asked for `$count=true`. */
-  count?: number;
-}
-
 export interface ODataEnvelope {
   nextLink?: string;
+  /** `@odata.count`, when the request asked for `$count=true`. */
   count?: number;
 }
 
@@ -140,11 +134,4 @@ export class ODataItemStream {
       ...(typeof count === "number" && Number.isInteger(count) ? { count } : {}),
     };
   }
-}
-
-/** The whole-text form (tests, small answers). */
-export function splitODataPage(text: string): ODataPage {
-  const stream = new ODataItemStream();
-  const items = stream.feed(text);
-  return { items, ...stream.end() };
 }

@@ -42,15 +42,14 @@ export class DefenderSource implements AlertSource {
    * items as `$top`). A nextLink, should the service send one, is followed on the API's
    * own origin only.
    */
-  async readWindow(query: WindowQuery, options: ReadOptions, sink?: ItemSink): Promise<WindowAnswer> {
+  async readWindow(query: WindowQuery, options: ReadOptions, sink: ItemSink): Promise<WindowAnswer> {
     await options.beforeRequest();
     const first = await this.http.page(this.listUrl(query), options, toRawAlert, sink);
-    const answer: WindowAnswer = { alerts: first.alerts, times: first.times, full: first.items >= query.top };
+    const answer: WindowAnswer = { times: first.times, full: first.items >= query.top };
     if (answer.full) return answer;
     for (let next = first.nextLink; next; ) {
       await options.beforeRequest();
       const more = await this.http.page(checkedNextLink(next, this.origin), options, toRawAlert, sink);
-      answer.alerts.push(...more.alerts);
       answer.times.push(...more.times);
       next = more.nextLink;
     }

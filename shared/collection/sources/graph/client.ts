@@ -70,16 +70,15 @@ export class GraphSource implements AlertSource {
     return `${this.options.baseUrl}/v1.0/security/alerts_v2?${params.toString().replace(/\+/g, "%20")}`;
   }
 
-  async readWindow(query: WindowQuery, options: ReadOptions, sink?: ItemSink): Promise<WindowAnswer> {
+  async readWindow(query: WindowQuery, options: ReadOptions, sink: ItemSink): Promise<WindowAnswer> {
     // Graph caps $top at about 1,000 without saying so (GRAPH_PAGE_SIZE is capped there too).
     let effective = Math.min(query.top, GRAPH_MAX_TOP);
     let page = await this.first(query, options, sink);
     const count = page.count;
-    const answer: WindowAnswer = { alerts: [], times: [], full: false, ...(count !== undefined ? { total: count } : {}) };
+    const answer: WindowAnswer = { times: [], full: false, ...(count !== undefined ? { total: count } : {}) };
     const ids = new Set<string>();
     let steady = count !== undefined;
     for (let pages = 1; ; pages++) {
-      answer.alerts.push(...page.alerts);
       answer.times.push(...page.times);
       for (const id of page.ids) ids.add(id);
       steady &&= page.count === count;
