@@ -411,13 +411,6 @@ class SyncJob {
     await this.lease.commit(this.stateToSave());
   }
 
-  /**
-   * The sink of one window. Items are written in batches of WRITE_BATCH, one batch in flight
-   * while the next is parsed, so memory follows the batch, not the page. When the window
-   * ends complete, every write of it is durable: the incremental watermark moves to the
-   * window's newest item and is committed. A window whose answer was full is stored all the
-   * same, but the watermark moves only as its slices complete.
-   */
   /** Waits for every write in flight; throws the first failure. */
   private async drain(): Promise<void> {
     const results = await Promise.allSettled(this.writes.splice(0));
@@ -425,6 +418,13 @@ class SyncJob {
     if (failed) throw failed.reason;
   }
 
+  /**
+   * The sink of one window. Items are written in batches of WRITE_BATCH, up to
+   * WRITES_IN_FLIGHT batches while the next is parsed, so memory follows the batch, not the
+   * page. When the window ends complete, every write of it is durable: the incremental
+   * watermark moves to the window's newest item and is committed. A window whose answer
+   * was full is stored all the same, but the watermark moves only as its slices complete.
+   */
   private async openSink(from: number, to: number, cursor: Cursor): Promise<LeafSink> {
     // A failure of the previous window's last write surfaces here, before anything else.
     await this.drain();
