@@ -3,6 +3,9 @@
  * that changes whenever the data does), 403s, fault queues and the request log with its
  * rate-limit window. Each fake keeps its own HTTP surface, paging and error shapes.
  */
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { createServer, type Server } from "node:https";
+import type { AddressInfo } from "node:net";
 import { createRng, formatTimestamp, hashString, toTicks } from "./alerts.js";
 
 export type Fault =
@@ -43,7 +46,21 @@ export interface TenantState<A, E> {
   log: E[];
 }
 
+/** Where a fake listens. */
+export interface AlertFakeListen {
+  certs: { key: string; cert: string };
+  /** Default 0 (any free port). */
+  port?: number;
+  /** Address to bind, default 127.0.0.1. */
+  host?: string;
+  /** Host name in `url`, default 127.0.0.1. */
+  hostname?: string;
+}
+
 export interface AlertFakeSettings {
+  /** The fake's name in errors (`FakeDefender`). */
+  name: string;
+  listen: AlertFakeListen;
   /** forbid()'s message when none is given. */
   forbiddenMessage: string;
   /** Seed of the sub-millisecond digits touch() adds to a Date. */
@@ -56,10 +73,58 @@ export abstract class AlertFake<A extends { id: string }, E extends LoggedReques
   protected readonly tenants = new Map<string, TenantState<A, E>>();
   protected readonly anyFaults: Fault[] = [];
   protected readonly log: E[] = [];
+  /** Aborted by stop(): ends the waits of delay faults. */
+  protected readonly stopping = new AbortController();
   private readonly touchRng: () => number;
+  private server: Server | null = null;
+  private baseUrl: string | null = null;
 
   constructor(private readonly settings: AlertFakeSettings) {
     this.touchRng = createRng(settings.touchSeed);
+  }
+
+  /** Answers one request. */
+  protected abstract handle(req: IncomingMessage, res: ServerResponse): Promise<void>;
+
+  /** Answers 500 in the API's own error shape, for a request the handler failed on. */
+  protected abstract internalError(req: IncomingMessage, res: ServerResponse, err: unknown): void;
+
+  /** Base URL, e.g. https://127.0.0.1:53211 (no trailing slash). */
+  get url(): string {
+    if (!this.baseUrl) throw new Error(`${this.settings.name} is not started`);
+    return this.baseUrl;
+  }
+
+  async start(): Promise<void> {
+    const { certs, port, host, hostname } = this.settings.listen;
+    const server = createServer({ key: certs.key, cert: certs.cert }, (req, res) => {
+      this.handle(req, res).catch((err: unknown) => {
+        if (!res.headersSent && !res.destroyed) this.internalError(req, res, err);
+        else res.destroy();
+      });
+    });
+    server.keepAliveTimeout = 30_000;
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(port ?? 0, host ?? "127.0.0.1", () => {
+        server.off("error", reject);
+        resolve();
+      });
+    });
+    this.server = server;
+    const address = server.address() as AddressInfo;
+    this.baseUrl = `https://${hostname ?? "127.0.0.1"}:${address.port}`;
+  }
+
+  async stop(): Promise<void> {
+    this.stopping.abort();
+    const server = this.server;
+    if (!server) return;
+    this.server = null;
+    await new Promise<void>((resolve) => {
+      server.close(() => resolve());
+      server.closeAllConnections();
+    });
   }
 
   /** The stored record of an alert, with its times as ticks for $filter. */

@@ -12,8 +12,6 @@
  */
 import { randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { createServer, type Server } from "node:https";
-import type { AddressInfo } from "node:net";
 import { AlertFake, delay, type Fault, type Rec as AlertRec, type TenantState as AlertTenantState } from "./alert-fake.js";
 import { type DefenderAlert, parseTimestamp, toTicks } from "./alerts.js";
 
@@ -122,12 +120,11 @@ export class FakeDefender extends AlertFake<DefenderAlert, RequestLogEntry> {
   private readonly maxTop: number;
   private readonly defaultPageSize: number;
   private seq = 0;
-  private readonly stopping = new AbortController();
-  private server: Server | null = null;
-  private baseUrl: string | null = null;
 
   constructor(options: FakeDefenderOptions) {
     super({
+      name: "FakeDefender",
+      listen: options,
       forbiddenMessage:
         "The application does not have any of the required application permissions (Alert.ReadWrite.All, Alert.Read.All) to access the resource.",
       touchSeed: "touch",
@@ -142,44 +139,8 @@ export class FakeDefender extends AlertFake<DefenderAlert, RequestLogEntry> {
     this.beforeResponse = options.beforeResponse;
   }
 
-  /** Base URL, e.g. https://127.0.0.1:53211 (no trailing slash). */
-  get url(): string {
-    if (!this.baseUrl) throw new Error("FakeDefender is not started");
-    return this.baseUrl;
-  }
-
-  async start(): Promise<void> {
-    const server = createServer({ key: this.options.certs.key, cert: this.options.certs.cert }, (req, res) => {
-      this.handle(req, res).catch((err: unknown) => {
-        if (!res.headersSent && !res.destroyed) {
-          sendJson(res, 500, ERROR_CONTENT_TYPE, errorBody("InternalServerError", String(err)));
-        } else {
-          res.destroy();
-        }
-      });
-    });
-    server.keepAliveTimeout = 30_000;
-    await new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(this.options.port ?? 0, this.options.host ?? "127.0.0.1", () => {
-        server.off("error", reject);
-        resolve();
-      });
-    });
-    this.server = server;
-    const { port } = server.address() as AddressInfo;
-    this.baseUrl = `https://${this.options.hostname ?? "127.0.0.1"}:${port}`;
-  }
-
-  async stop(): Promise<void> {
-    this.stopping.abort();
-    const server = this.server;
-    if (!server) return;
-    this.server = null;
-    await new Promise<void>((resolve) => {
-      server.close(() => resolve());
-      server.closeAllConnections();
-    });
+  protected internalError(_req: IncomingMessage, res: ServerResponse, err: unknown): void {
+    sendJson(res, 500, ERROR_CONTENT_TYPE, errorBody("InternalServerError", String(err)));
   }
 
   protected toRec(alert: DefenderAlert): Rec {
@@ -193,7 +154,7 @@ export class FakeDefender extends AlertFake<DefenderAlert, RequestLogEntry> {
   // -------------------------------------------------------------------------
   // HTTP.
 
-  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  protected async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const parsed = new URL(req.url ?? "/", "https://fake.invalid");
     const query: Record<string, string> = {};
     for (const [k, v] of parsed.searchParams) query[k] = v;

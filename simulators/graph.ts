@@ -31,8 +31,6 @@
  */
 import { randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { createServer, type Server } from "node:https";
-import type { AddressInfo } from "node:net";
 import { AlertFake, delay, mix32, type Rec as AlertRec, type TenantState as AlertTenantState } from "./alert-fake.js";
 import { parseTimestamp, toTicks } from "./alerts.js";
 import type { Fault, FilterComparison } from "./defender.js";
@@ -186,12 +184,11 @@ export class FakeGraph extends AlertFake<GraphAlert, GraphRequestLogEntry> {
 
   private readonly options: FakeGraphOptions;
   private seq = 0;
-  private readonly stopping = new AbortController();
-  private server: Server | null = null;
-  private baseUrl: string | null = null;
 
   constructor(options: FakeGraphOptions) {
     super({
+      name: "FakeGraph",
+      listen: options,
       forbiddenMessage: "Missing role permissions on the request. The API requires one of 'SecurityAlert.Read.All, SecurityAlert.ReadWrite.All'.",
       touchSeed: "graph-touch",
       orderSalt: "graph",
@@ -217,44 +214,8 @@ export class FakeGraph extends AlertFake<GraphAlert, GraphRequestLogEntry> {
     this.maxTop = value ?? this.options.maxTop ?? 1000;
   }
 
-  /** Base URL, e.g. https://127.0.0.1:53211 (no trailing slash; the API lives under /v1.0). */
-  get url(): string {
-    if (!this.baseUrl) throw new Error("FakeGraph is not started");
-    return this.baseUrl;
-  }
-
-  async start(): Promise<void> {
-    const server = createServer({ key: this.options.certs.key, cert: this.options.certs.cert }, (req, res) => {
-      this.handle(req, res).catch((err: unknown) => {
-        if (!res.headersSent && !res.destroyed) {
-          sendJson(res, 500, this.errorBody(req, "InternalServerError", String(err)));
-        } else {
-          res.destroy();
-        }
-      });
-    });
-    server.keepAliveTimeout = 30_000;
-    await new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(this.options.port ?? 0, this.options.host ?? "127.0.0.1", () => {
-        server.off("error", reject);
-        resolve();
-      });
-    });
-    this.server = server;
-    const { port } = server.address() as AddressInfo;
-    this.baseUrl = `https://${this.options.hostname ?? "127.0.0.1"}:${port}`;
-  }
-
-  async stop(): Promise<void> {
-    this.stopping.abort();
-    const server = this.server;
-    if (!server) return;
-    this.server = null;
-    await new Promise<void>((resolve) => {
-      server.close(() => resolve());
-      server.closeAllConnections();
-    });
+  protected internalError(req: IncomingMessage, res: ServerResponse, err: unknown): void {
+    sendJson(res, 500, this.errorBody(req, "InternalServerError", String(err)));
   }
 
   protected toRec(alert: GraphAlert): Rec {
@@ -268,7 +229,7 @@ export class FakeGraph extends AlertFake<GraphAlert, GraphRequestLogEntry> {
   // -------------------------------------------------------------------------
   // HTTP.
 
-  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  protected async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const parsed = new URL(req.url ?? "/", "https://fake.invalid");
     const query: Record<string, string> = {};
     for (const [k, v] of parsed.searchParams) query[k] = v;

@@ -38,6 +38,39 @@ export function listenHttps(certs: TestCerts, handler: RequestListener, options:
   return listen(server, "https", options);
 }
 
+/** A fake HTTPS service with start/stop and its base URL; subclasses answer requests. */
+export abstract class HttpsFake {
+  private listening: Listening | undefined;
+
+  constructor(
+    /** The fake's name in errors (`FakeSplunkHec`). */
+    private readonly fakeName: string,
+    private readonly listen: { certs: TestCerts; port?: number; host?: string },
+  ) {}
+
+  protected abstract handle(req: IncomingMessage, res: ServerResponse): Promise<void>;
+
+  async start(): Promise<void> {
+    if (this.listening) return;
+    this.listening = await listenHttps(this.listen.certs, (req, res) => void this.handle(req, res), {
+      port: this.listen.port ?? 0,
+      host: this.listen.host ?? "127.0.0.1",
+    });
+  }
+
+  async stop(): Promise<void> {
+    const l = this.listening;
+    this.listening = undefined;
+    await l?.close();
+  }
+
+  /** Base URL, e.g. `https://127.0.0.1:50123`. */
+  get url(): string {
+    if (!this.listening) throw new Error(`${this.fakeName} is not started`);
+    return this.listening.url;
+  }
+}
+
 /** Plain HTTP, for endpoints that are plain HTTP in Azure too (the App Service identity endpoint). */
 export function listenHttp(handler: RequestListener, options: ListenOptions = {}): Promise<Listening> {
   return listen(createHttpServer(handler), "http", options);

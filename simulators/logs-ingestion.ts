@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { gunzipSync } from "node:zlib";
-import { type Listening, listenHttps } from "./https.js";
+import { HttpsFake } from "./https.js";
 import type { TestCerts } from "./tls.js";
 
 /**
@@ -86,7 +86,7 @@ export type IngestionFault = { status: number; retryAfterSec?: number; code?: st
 const API_VERSION = "2023-01-01";
 const MIB = 1024 * 1024;
 
-export class FakeLogsIngestion {
+export class FakeLogsIngestion extends HttpsFake {
   readonly audience: string;
   maxBodyBytes: number;
   maxFieldBytes: number;
@@ -99,36 +99,16 @@ export class FakeLogsIngestion {
   private rejecters: { match: (record: Record<string, unknown>) => boolean; fault: IngestionFault }[] = [];
   private readonly calls = new Map<string, number[]>();
   private readonly seen = new Set<string>();
-  private listening: Listening | undefined;
   private seq = 0;
   private stored = 0;
 
   constructor(private readonly options: FakeLogsIngestionOptions) {
+    super("FakeLogsIngestion", options);
     this.audience = options.audience ?? "https://monitor.azure.com";
     this.maxBodyBytes = options.maxBodyBytes ?? MIB;
     this.maxFieldBytes = options.maxFieldBytes ?? 64 * 1024;
     this.requestsPerMinute = options.requestsPerMinute ?? 12_000;
     this.now = options.now ?? Date.now;
-  }
-
-  async start(): Promise<void> {
-    if (this.listening) return;
-    this.listening = await listenHttps(this.options.certs, (req, res) => void this.handle(req, res), {
-      port: this.options.port ?? 0,
-      host: this.options.host ?? "127.0.0.1",
-    });
-  }
-
-  async stop(): Promise<void> {
-    const l = this.listening;
-    this.listening = undefined;
-    await l?.close();
-  }
-
-  /** The rule's `logsIngestion` endpoint, e.g. `https://127.0.0.1:50123`. */
-  get url(): string {
-    if (!this.listening) throw new Error("FakeLogsIngestion is not started");
-    return this.listening.url;
   }
 
   /** Declares a rule (its immutable id) and its input streams with their columns. */
@@ -176,7 +156,7 @@ export class FakeLogsIngestion {
     this.calls.clear();
   }
 
-  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  protected async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? "/", "https://ingest");
     const match = /^\/dataCollectionRules\/([^/]+)\/streams\/([^/]+)\/?$/.exec(url.pathname);
     const ruleId = decodeURIComponent(match?.[1] ?? "");

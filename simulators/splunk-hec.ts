@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { type Listening, listenHttps } from "./https.js";
+import { HttpsFake } from "./https.js";
 import type { TestCerts } from "./tls.js";
 
 /**
@@ -96,7 +96,7 @@ export interface FakeSplunkHecOptions {
   onEvent?: (event: HecEventRecord) => void;
 }
 
-export class FakeSplunkHec {
+export class FakeSplunkHec extends HttpsFake {
   ackAfterPolls = 1;
   maxContentLength: number;
   readonly requestLog: HecRequest[] = [];
@@ -106,32 +106,12 @@ export class FakeSplunkHec {
   private readonly faults: (HecFault | undefined)[] = [];
   private lose = 0;
   private readonly seen = new Set<string>();
-  private listening: Listening | undefined;
   private seq = 0;
   private stored = 0;
 
   constructor(private readonly options: FakeSplunkHecOptions) {
+    super("FakeSplunkHec", options);
     this.maxContentLength = options.maxContentLength ?? 1_000_000;
-  }
-
-  async start(): Promise<void> {
-    if (this.listening) return;
-    this.listening = await listenHttps(this.options.certs, (req, res) => void this.handle(req, res), {
-      port: this.options.port ?? 0,
-      host: this.options.host ?? "127.0.0.1",
-    });
-  }
-
-  async stop(): Promise<void> {
-    const l = this.listening;
-    this.listening = undefined;
-    await l?.close();
-  }
-
-  /** HEC base URL, e.g. `https://127.0.0.1:50123` (the app appends /services/collector/...). */
-  get url(): string {
-    if (!this.listening) throw new Error("FakeSplunkHec is not started");
-    return this.listening.url;
   }
 
   addToken(token: string, options: HecTokenOptions = {}): void {
@@ -180,7 +160,7 @@ export class FakeSplunkHec {
     this.lose = 0;
   }
 
-  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  protected async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? "/", "https://hec");
     const path = url.pathname.replace(/\/+$/, "");
     const entry: HecRequest = { seq: ++this.seq, path, status: 0, events: 0, bytes: 0 };
