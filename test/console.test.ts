@@ -81,6 +81,22 @@ async function pageAs(t: TestContext, role: Role, viewport = { width: 1280, heig
   return { page, requests, cspErrors, close: () => context.close() };
 }
 
+/** Runs `body` signed in as `role` in a fresh browser context, closed afterwards (skipped without Chromium). */
+async function withPage(
+  t: TestContext,
+  role: Role,
+  body: (s: NonNullable<Awaited<ReturnType<typeof pageAs>>>) => Promise<void>,
+  viewport?: { width: number; height: number },
+): Promise<void> {
+  const s = await pageAs(t, role, viewport);
+  if (!s) return;
+  try {
+    await body(s);
+  } finally {
+    await s.close();
+  }
+}
+
 async function tabs(page: Page): Promise<string[]> {
   return (await page.locator("nav button").allTextContents()).map((s) => s.trim());
 }
@@ -106,9 +122,7 @@ describe("operator console", () => {
   });
 
   it("signs an Admin in through Entra ID (code + PKCE) with no instance discovery and no token in local storage, and lists the tenants", async (t) => {
-    const s = await pageAs(t, "Admin");
-    if (!s) return;
-    try {
+    await withPage(t, "Admin", async (s) => {
       assert.equal(await s.page.textContent("#role"), "Admin");
       assert.equal(await s.page.textContent("#user"), `${h.operators.users.Admin.name}`);
       await s.page.waitForSelector(`tr[data-tenant="${healthy}"]`);
@@ -125,9 +139,7 @@ describe("operator console", () => {
       assert.doesNotMatch(kept, /eyJ[\w-]+\.eyJ/, "no token outside MSAL's session storage");
       await s.page.screenshot({ path: artifact("console-admin-tenants.png"), fullPage: true });
       assert.deepEqual(s.cspErrors, [], "no CSP violation");
-    } finally {
-      await s.close();
-    }
+    });
   });
 
   it("shows each role what it may use, and hides the rest", async (t) => {
@@ -137,9 +149,7 @@ describe("operator console", () => {
       Admin: { tabs: ["Tenants", "Onboard", "Alerts", "Health", "Audit"], buttons: ["#pull", "#reconcile", "#relink", "#offboard"], hidden: [] },
     };
     for (const role of ["Reader", "Operator", "Admin"] as const) {
-      const s = await pageAs(t, role);
-      if (!s) return;
-      try {
+      await withPage(t, role, async (s) => {
         assert.equal(await s.page.textContent("#role"), role);
         assert.deepEqual(await tabs(s.page), expected[role].tabs, role);
         await s.page.locator(`tr[data-tenant="${healthy}"] button.link`).click();
@@ -147,16 +157,12 @@ describe("operator console", () => {
         for (const selector of expected[role].buttons) assert.equal(await s.page.locator(selector).count(), 1, `${role} sees ${selector}`);
         for (const selector of expected[role].hidden) assert.equal(await s.page.locator(selector).count(), 0, `${role} does not see ${selector}`);
         await s.page.screenshot({ path: artifact(`console-tenant-${role.toLowerCase()}.png`), fullPage: true });
-      } finally {
-        await s.close();
-      }
+      });
     }
   });
 
   it("onboards a tenant (Operator) and copies its consent link, which opens the consent flow", async (t) => {
-    const s = await pageAs(t, "Operator");
-    if (!s) return;
-    try {
+    await withPage(t, "Operator", async (s) => {
       const tenantId = h.newTenant();
       await s.page.click('nav button[data-view="onboard"]');
       await s.page.fill("#tenant-id", tenantId);
@@ -174,15 +180,11 @@ describe("operator console", () => {
       await s.page.screenshot({ path: artifact("console-onboard.png"), fullPage: true });
       const authorize = await openLink(h, link);
       assert.ok(authorize.startsWith(`${h.entra.url}/${tenantId}/oauth2/v2.0/authorize?`), "the copied link starts the customer's consent");
-    } finally {
-      await s.close();
-    }
+    });
   });
 
   it("onboards in application mode when asked, and re-links an application-mode tenant without switching its mode", async (t) => {
-    const s = await pageAs(t, "Operator");
-    if (!s) return;
-    try {
+    await withPage(t, "Operator", async (s) => {
       const tenantId = h.newTenant();
       await s.page.click('nav button[data-view="onboard"]');
       await s.page.fill("#tenant-id", tenantId);
@@ -198,15 +200,11 @@ describe("operator console", () => {
       await s.page.waitForSelector("#consent-url");
       const status = (await h.http("tenants-get", { path: `tenants/${appMode}`, params: { tenantId: appMode } })).json as { mode: string; requestedMode?: string };
       assert.deepEqual({ mode: status.mode, requestedMode: status.requestedMode }, { mode: "application", requestedMode: undefined }, "no switch to the default mode");
-    } finally {
-      await s.close();
-    }
+    });
   });
 
   it("shows a failing tenant's error in words", async (t) => {
-    const s = await pageAs(t, "Reader");
-    if (!s) return;
-    try {
+    await withPage(t, "Reader", async (s) => {
       const row = s.page.locator(`tr[data-tenant="${failing}"]`);
       await row.waitFor();
       const text = (await row.textContent()) ?? "";
@@ -214,15 +212,11 @@ describe("operator console", () => {
       assert.match(text, /revoked, a fresh auth token is needed\. The user might have changed or reset their password/);
       assert.match(text, /AADSTS50173/);
       assert.equal(await s.page.locator(`tr[data-tenant="${failing}"].failing`).count(), 1);
-    } finally {
-      await s.close();
-    }
+    });
   });
 
   it("asks for the tenant's name before offboarding with purge (Admin), then purges", async (t) => {
-    const s = await pageAs(t, "Admin");
-    if (!s) return;
-    try {
+    await withPage(t, "Admin", async (s) => {
       await s.page.locator(`tr[data-tenant="${healthy}"] button.link`).click();
       await s.page.click("#offboard");
       await s.page.waitForSelector("#offboard-dialog");
@@ -243,29 +237,21 @@ describe("operator console", () => {
         entries: { actor: { upn?: string } }[];
       };
       assert.equal(entry.entries[0]?.actor.upn, h.operators.users.Admin.upn, "audited as the signed-in Admin");
-    } finally {
-      await s.close();
-    }
+    });
   });
 
   it("works at a phone's width: tables become cards, the navigation wraps", async (t) => {
-    const s = await pageAs(t, "Admin", { width: 390, height: 844 });
-    if (!s) return;
-    try {
+    await withPage(t, "Admin", async (s) => {
       await s.page.waitForSelector(`tr[data-tenant="${failing}"]`);
       assert.equal(await s.page.evaluate("getComputedStyle(document.querySelector('#tenants thead')).display"), "none");
       const overflow = await s.page.evaluate<number>("document.documentElement.scrollWidth - document.documentElement.clientWidth");
       assert.ok(overflow <= 0, `no sideways scrolling (${overflow}px)`);
       await s.page.screenshot({ path: artifact("console-phone.png"), fullPage: true });
-    } finally {
-      await s.close();
-    }
+    }, { width: 390, height: 844 });
   });
 
   it("shows health: each part, the app's credential, and that no destination is configured", async (t) => {
-    const s = await pageAs(t, "Reader");
-    if (!s) return;
-    try {
+    await withPage(t, "Reader", async (s) => {
       await s.page.click('nav button[data-view="health"]');
       await s.page.waitForSelector("#health-status");
       assert.equal(await s.page.textContent("#health-status"), "Everything works.");
@@ -273,15 +259,11 @@ describe("operator console", () => {
       assert.equal(await s.page.locator('tr[data-part="clientCredential"]').count(), 1);
       assert.match((await s.page.textContent("main")) ?? "", /No delivery destination is configured\./);
       await s.page.screenshot({ path: artifact("console-health.png"), fullPage: true });
-    } finally {
-      await s.close();
-    }
+    });
   });
 
   it("filters alerts by tenant and opens one as its JSON", async (t) => {
-    const s = await pageAs(t, "Reader");
-    if (!s) return;
-    try {
+    await withPage(t, "Reader", async (s) => {
       await s.page.click('nav button[data-view="alerts"]');
       await s.page.waitForSelector(`#filter-tenant option[value="${failing}"]`, { state: "attached" });
       await s.page.evaluate(`(() => { const s = document.getElementById("filter-tenant"); s.value = "${failing}"; s.dispatchEvent(new Event("change", { bubbles: true })); })()`);
@@ -294,8 +276,6 @@ describe("operator console", () => {
       const json = JSON.parse((await s.page.textContent("#alert-json pre")) ?? "{}") as { aadTenantId?: string };
       assert.equal(json.aadTenantId, failing);
       await s.page.screenshot({ path: artifact("console-alert.png"), fullPage: true });
-    } finally {
-      await s.close();
-    }
+    });
   });
 });

@@ -8,6 +8,22 @@ const SEVERITIES = ["", "Informational", "Low", "Medium", "High", "UnSpecified"]
 const STATUSES = ["", "New", "InProgress", "Resolved", "Unknown"];
 
 /** Alerts filtered by tenant, severity, status and time; one opens as its JSON. */
+/** A labelled drop-down of fixed values; the empty value reads "Any". */
+function Choice(props: { label: string; id: string; value: string; values: string[]; onChange: (e: Event) => void }) {
+  return (
+    <label>
+      {props.label}
+      <select value={props.value} onChange={props.onChange} id={props.id}>
+        {props.values.map((v) => (
+          <option value={v} key={v}>
+            {v || "Any"}
+          </option>
+        ))}
+      </select>
+    </label>
+  );
+}
+
 export function AlertsView({ session, tenantId: initial }: { session: Session; tenantId?: string }) {
   const tenants = useLoad(() => callApi<{ tenants: TenantStatus[] }>(session.token, "tenants"));
   const [filter, setFilter] = useState({ tenantId: initial ?? "", severity: "", status: "", since: "" });
@@ -59,26 +75,8 @@ export function AlertsView({ session, tenantId: initial }: { session: Session; t
             ))}
           </select>
         </label>
-        <label>
-          Severity
-          <select value={filter.severity} onChange={set("severity")} id="filter-severity">
-            {SEVERITIES.map((s) => (
-              <option value={s} key={s}>
-                {s || "Any"}
-              </option>
-            ))}
-          </select>
-        </label>
-        <label>
-          Status
-          <select value={filter.status} onChange={set("status")} id="filter-status">
-            {STATUSES.map((s) => (
-              <option value={s} key={s}>
-                {s || "Any"}
-              </option>
-            ))}
-          </select>
-        </label>
+        <Choice label="Severity" id="filter-severity" value={filter.severity} values={SEVERITIES} onChange={set("severity")} />
+        <Choice label="Status" id="filter-status" value={filter.status} values={STATUSES} onChange={set("status")} />
         <label>
           Stored since
           <input type="datetime-local" value={filter.since} onInput={set("since")} />
