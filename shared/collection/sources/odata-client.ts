@@ -40,8 +40,7 @@ export interface ODataAlertPage {
   alerts: RawAlert[];
   /** How many items the page held. */
   items: number;
-  /** The ids and update times (ms) of every item of the page. */
-  ids: string[];
+  /** The update times (ms) of every item of the page. */
   times: number[];
   nextLink?: string;
   /** `@odata.count` of the whole result, when asked for. */
@@ -68,7 +67,7 @@ export class ODataClient {
   async page(url: string, options: ReadOptions, toAlert: (json: string) => RawAlert, sink?: ItemSink): Promise<ODataAlertPage> {
     const attempts = options.attempts ?? this.options.maxAttempts ?? DEFAULT_ATTEMPTS;
     for (let attempt = 1; ; attempt++) {
-      const page: ODataAlertPage = { alerts: [], items: 0, ids: [], times: [] };
+      const page: ODataAlertPage = { alerts: [], items: 0, times: [] };
       let batch: RawAlert[] = [];
       const flush = async () => {
         if (batch.length === 0) return;
@@ -82,7 +81,6 @@ export class ODataClient {
         for (const item of stream.feed(text)) {
           const alert = toAlert(item);
           page.items++;
-          page.ids.push(alert.id);
           page.times.push(timeMs(alert.lastUpdateTime) ?? 0);
           batch.push(alert);
           if (batch.length >= STREAM_BATCH) await flush();

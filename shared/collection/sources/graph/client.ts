@@ -73,14 +73,18 @@ export class GraphSource implements AlertSource {
   async readWindow(query: WindowQuery, options: ReadOptions, sink: ItemSink): Promise<WindowAnswer> {
     // Graph caps $top at about 1,000 without saying so (GRAPH_PAGE_SIZE is capped there too).
     let effective = Math.min(query.top, GRAPH_MAX_TOP);
-    let page = await this.first(query, options, sink);
+    // The distinct ids of the chain, checked against @odata.count at its end.
+    const ids = new Set<string>();
+    const counting: ItemSink = async (batch) => {
+      for (const alert of batch) ids.add(alert.id);
+      await sink(batch);
+    };
+    let page = await this.first(query, options, counting);
     const count = page.count;
     const answer: WindowAnswer = { times: [], full: false, ...(count !== undefined ? { total: count } : {}) };
-    const ids = new Set<string>();
     let steady = count !== undefined;
     for (let pages = 1; ; pages++) {
       answer.times.push(...page.times);
-      for (const id of page.ids) ids.add(id);
       steady &&= page.count === count;
       if (!page.nextLink) {
         // A chain is complete only if the result did not move while it was read.
@@ -93,7 +97,7 @@ export class GraphSource implements AlertSource {
         return answer;
       }
       await options.beforeRequest();
-      page = await this.http.page(checkedNextLink(page.nextLink, this.origin), options, toRawAlert, sink);
+      page = await this.http.page(checkedNextLink(page.nextLink, this.origin), options, toRawAlert, counting);
     }
   }
 
