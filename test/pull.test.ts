@@ -4,6 +4,7 @@ import { odata } from "@azure/data-tables";
 import { checkHealth, resetHealthCache } from "../shared/platform/health.js";
 import { refreshTokenSecretName } from "../shared/platform/token-vault.js";
 import { type Services, services } from "../shared/platform/services.js";
+import { COUNT_PREFIX } from "../shared/collection/alert-store.js";
 import { TABLES } from "../shared/platform/storage.js";
 import { type DefenderAlert, makeAlert, makeAlerts, makeLargeAlert } from "../simulators/alerts.js";
 import { type Harness, startHarness } from "./support/harness.js";
@@ -603,6 +604,34 @@ describe("guards of the pull engine (each test fails when its guard is removed)"
       h.defender.clampTop = undefined;
       h.defender.nextLinkOrigin = undefined;
     }
+  });
+
+  it("writes a new tenant's alerts in full transactions: 500 alerts in ceil(500 / 49) = 11, none short but a window's last", async () => {
+    const tenantId = await activeTenant(recent(500, "full-transactions"));
+    // One window, read in one answer (this file's page size is 40).
+    const { pull: settings } = svc.config;
+    const pageSize = settings.pageSize;
+    settings.pageSize = 10_000;
+    const table = svc.storage.table(TABLES.alerts);
+    const submit = table.submitTransaction.bind(table);
+    /** Alerts per transaction that wrote alert rows (each also creates one `~n` count row). */
+    const sizes: number[] = [];
+    table.submitTransaction = async (actions, options) => {
+      if (actions.some(([kind, entity]) => kind === "create" && entity.rowKey.startsWith(COUNT_PREFIX))) {
+        sizes.push(actions.filter(([, entity]) => !entity.rowKey.startsWith("~")).length);
+      }
+      return submit(actions, options);
+    };
+    try {
+      await pull(tenantId);
+    } finally {
+      table.submitTransaction = submit;
+      settings.pageSize = pageSize;
+    }
+    // The items arrive in parser batches of 100; writing whatever had piled up (200) made
+    // five transactions of each four's worth, one of them of 4 alerts.
+    assert.deepEqual(sizes.toSorted((x, y) => y - x), [...Array(10).fill(49), 10]);
+    assert.equal((await storedRows(tenantId)).length, 500);
   });
 
   it("renews its lease at checkpoints, so a pull longer than the lease completes", async () => {

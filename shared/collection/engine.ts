@@ -433,7 +433,7 @@ class SyncJob {
     let known: Promise<Map<string, IndexEntry>> | undefined;
     let newest: string | undefined;
     let written = 0;
-    let buffer: RawAlert[] = [];
+    const buffer: RawAlert[] = [];
     const store = async (alerts: RawAlert[]) => {
       if (!known) {
         if (this.knownEmpty) this.writtenRanges.push([from, to]);
@@ -443,19 +443,20 @@ class SyncJob {
       this.account(result, cursor);
       written += result.written.length;
     };
+    // Exactly WRITE_BATCH alerts a write (the rest waits for the next items): a few more
+    // would cost a whole extra transaction.
     const flush = async () => {
       if (this.writes.length >= WRITES_IN_FLIGHT) await this.writes.shift();
       if (buffer.length === 0) return;
-      const write = store(buffer);
+      const write = store(buffer.splice(0, WRITE_BATCH));
       write.catch(() => undefined); // surfaced by the next drain
       this.writes.push(write);
-      buffer = [];
     };
     return {
       write: async (alerts) => {
         for (const alert of alerts) if (!newest || isNewer(alert.lastUpdateTime, newest)) newest = alert.lastUpdateTime;
         buffer.push(...alerts);
-        if (buffer.length >= WRITE_BATCH) await flush();
+        while (buffer.length >= WRITE_BATCH) await flush();
       },
       end: async (complete) => {
         await flush();
