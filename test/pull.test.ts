@@ -634,6 +634,18 @@ describe("guards of the pull engine (each test fails when its guard is removed)"
     assert.equal((await storedRows(tenantId)).length, 500);
   });
 
+  it("reads a window of 2.2 x the page size in ceil(N / page) + 1 = 4 calls: its full answer, then three slices", async () => {
+    const tenantId = await activeTenant(recent(Math.round(PAGE * 2.2), "three-slices"));
+    await pull(tenantId);
+    const reads = h.defender.requests(tenantId).filter((r) => r.path === "/api/alerts" && r.query.$expand === "evidence");
+    assert.deepEqual(
+      reads.map((r) => r.itemCount < PAGE),
+      [false, true, true, true],
+      "one full answer, then three slices that each came back complete",
+    );
+    assert.equal((await storedRows(tenantId)).length, Math.round(PAGE * 2.2));
+  });
+
   it("renews its lease at checkpoints, so a pull longer than the lease completes", async () => {
     const tenantId = await activeTenant(recent(PAGE * 4, "renew"));
     let at = Date.now();

@@ -1,6 +1,6 @@
 import type { RawAlert } from "./alert-store.js";
 import type { CallPurpose } from "./budget.js";
-import { type AlertSource, type ReadOptions, SourceApiError } from "./source.js";
+import { type AlertSource, type ReadOptions, SourceApiError, type WindowAnswer } from "./source.js";
 import { compareTimes, timeMs } from "./time.js";
 
 /**
@@ -131,8 +131,7 @@ export class WindowReader {
     }
     await sink.end(!answer.full);
     if (!answer.full) return undefined;
-    const expected = Math.max(answer.total ?? 0, answer.times.length);
-    return splitPoints(answer.times, from, to, Math.max(4, Math.ceil(expected / (pageSize * SLICE_FILL))));
+    return splitPoints(answer.times, from, to, slicesFor(answer, pageSize));
   }
 
   private readOptions(attempts: number | undefined): ReadOptions {
@@ -174,6 +173,19 @@ export function splitPoints(times: number[], from: number, to: number, pieces = 
   if (cuts.length > 0) return [from, ...cuts, to];
   if ((sorted[Math.floor(sorted.length / 2)] ?? to) <= from) return [from, from + 1, to];
   return [from, from + Math.floor((to - from) / 2), to];
+}
+
+/**
+ * How many slices a full answer's window is cut into: enough for each to be expected to hold
+ * SLICE_FILL of `$top`, from the window's total where the source gives one (Graph's
+ * `@odata.count`). Without a total (Defender) the window holds at least `$top` items, and
+ * three slices read a window of up to about 2.7 x `$top` in one round: one call fewer than
+ * four slices would, and ceil(N / `$top`) + 1 calls in all from 2 x `$top` on. Past that a
+ * slice can come back full and is cut in turn.
+ */
+export function slicesFor(answer: WindowAnswer, pageSize: number): number {
+  if (answer.total !== undefined) return Math.max(2, Math.ceil(answer.total / (pageSize * SLICE_FILL)));
+  return Math.max(3, Math.ceil(answer.times.length / (pageSize * SLICE_FILL)));
 }
 
 /** The times (ms) of alerts, for the cuts. */
