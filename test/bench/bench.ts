@@ -1013,6 +1013,7 @@ async function parent(o: Options): Promise<void> {
             ratio: measured.ratio,
             rawAlertRowsOnly: measured.rawAlertRowsOnly,
             ratioToAlertRowsOnly: measured.ratioToAlertRowsOnly,
+            cpu: measured.cpu,
           }
         : {}),
       ...(steady ? { steady } : {}),
@@ -1392,6 +1393,24 @@ function describeThroughput({ e2e, raw, raws, rowsOnly, windowInfo, perTenantCal
     },
     ratio: round(e2eRate / rawRate, 3),
     ratioToAlertRowsOnly: round(e2eRate / rowsOnlyRate, 3),
+    cpu: cpuAccount(e2e, raw),
+  };
+}
+
+/**
+ * The CPU of every process of each run (end to end: app, fakes, Azurite; raw: client,
+ * Azurite). When both runs keep the same cores busy, wall time follows total CPU, so
+ * raw CPU / end-to-end CPU is the ratio the end-to-end run can reach on this machine.
+ */
+function cpuAccount(e2e: Throughput["e2e"], raw: Throughput["raw"]) {
+  const e2eCpu = e2e.result.cpuSeconds + e2e.fakesCpuSeconds + e2e.azuriteCpuSeconds;
+  const rawCpu = raw.result.cpuSeconds + raw.azuriteCpuSeconds;
+  return {
+    endToEndCpuSeconds: round(e2eCpu, 1),
+    endToEndCoresBusy: round(e2eCpu / e2e.result.seconds, 2),
+    rawCpuSeconds: round(rawCpu, 1),
+    rawCoresBusy: round(rawCpu / raw.result.seconds, 2),
+    rawCpuOverEndToEndCpu: round(rawCpu / e2eCpu, 3),
   };
 }
 
@@ -1415,6 +1434,7 @@ function print(r: {
   ratio?: number;
   rawAlertRowsOnly?: Record<string, unknown>;
   ratioToAlertRowsOnly?: number;
+  cpu?: ReturnType<typeof cpuAccount>;
   steady?: Record<string, unknown>;
   queueing?: Record<string, unknown>;
   sweep?: SweepVolume[];
@@ -1435,6 +1455,12 @@ function print(r: {
     for (const [k, v] of Object.entries(r.raw)) row(k, v);
     lines.push("", "Ratio");
     row("end-to-end alerts/s / raw alerts/s", `${(r.ratio * 100).toFixed(1)} %  (target >= 90 %)`);
+    if (r.cpu) {
+      const c = r.cpu;
+      row("CPU s of all processes, end to end", `${c.endToEndCpuSeconds} (${c.endToEndCoresBusy} cores busy)`);
+      row("CPU s of all processes, raw", `${c.rawCpuSeconds} (${c.rawCoresBusy} cores busy)`);
+      row("raw CPU / end-to-end CPU", `${(c.rawCpuOverEndToEndCpu * 100).toFixed(1)} %  (the ratio's reach while both fill the same cores)`);
+    }
     if (r.rawAlertRowsOnly) {
       lines.push("", "Raw ceiling of the alert rows alone (no index or count rows, 100 to a transaction)");
       for (const [k, v] of Object.entries(r.rawAlertRowsOnly)) row(k, v);
