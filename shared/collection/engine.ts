@@ -117,6 +117,13 @@ export async function pullTenant(svc: Services, tenantIdRaw: string, log: Logger
 
 type Cursor = "incremental" | "sweep";
 
+interface WrittenRange {
+  from: number;
+  to: number;
+  /** The index entries written for the window, and those of the windows enclosing it, by alert id. */
+  known: Map<string, IndexEntry>;
+}
+
 class SyncJob {
   private readonly budget: CallBudget;
   private readonly source: MeasuredSource;
@@ -133,8 +140,12 @@ class SyncJob {
   private sweepWritten = 0;
   /** Nothing was ever stored for this tenant, so writes need no lookups. */
   private knownEmpty: boolean;
-  /** Windows written to this run while the tenant was known to be empty: their sub-windows need lookups. */
-  private writtenRanges: [number, number][] = [];
+  /**
+   * While the tenant is known to be empty, what this run wrote, by window: a slice of a full
+   * answer starts from its enclosing windows' entries instead of looking its alerts up in
+   * storage (see openSink).
+   */
+  private writtenRanges: WrittenRange[] = [];
   /** Batch writes in flight (at most WRITES_IN_FLIGHT), running while the next batch is parsed. */
   private writes: Promise<void>[] = [];
   constructor(
@@ -428,17 +439,26 @@ class SyncJob {
   private async openSink(from: number, to: number, cursor: Cursor): Promise<LeafSink> {
     // A failure of the previous window's last write surfaces here, before anything else.
     await this.drain();
-    this.writtenRanges = this.writtenRanges.filter(([, end]) => end > from);
-    const assumeAbsent = this.knownEmpty && !this.writtenRanges.some(([start, end]) => start < to && end > from);
+    // Nothing was stored before this run, so storage holds only what this run wrote: the
+    // entries of the windows enclosing this one (a full answer's, for its slices) are the
+    // only versions of its alerts to compare with, and no alert needs a lookup. An alert
+    // written by an earlier, disjoint window (it changed between requests) makes its
+    // "create" fail, and the writer re-reads it then. Memory: at most a page of entries
+    // per level of slicing.
+    const assumeAbsent = this.knownEmpty;
     let known: Promise<Map<string, IndexEntry>> | undefined;
+    if (assumeAbsent) {
+      this.writtenRanges = this.writtenRanges.filter((r) => r.to > from);
+      const entries = new Map<string, IndexEntry>();
+      for (const r of this.writtenRanges) if (r.from < to) for (const [id, entry] of r.known) entries.set(id, entry);
+      this.writtenRanges.push({ from, to, known: entries });
+      known = Promise.resolve(entries);
+    }
     let newest: string | undefined;
     let written = 0;
     const buffer: RawAlert[] = [];
     const store = async (alerts: RawAlert[]) => {
-      if (!known) {
-        if (this.knownEmpty) this.writtenRanges.push([from, to]);
-        known = assumeAbsent ? Promise.resolve(new Map()) : this.writer.storedIn(from, to);
-      }
+      known ??= this.writer.storedIn(from, to);
       const result = await this.writer.write(alerts, await known, assumeAbsent);
       this.account(result, cursor);
       written += result.written.length;
