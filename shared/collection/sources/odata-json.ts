@@ -28,6 +28,23 @@ function isSpace(c: number): boolean {
   return c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09;
 }
 
+/** The first unescaped `"` at or after `from` (`from` is not escaped), or -1. */
+function closingQuote(text: string, from: number): number {
+  for (let q = text.indexOf('"', from); q >= 0; q = text.indexOf('"', q + 1)) {
+    let backslashes = 0;
+    while (q - backslashes - 1 >= from && text.charCodeAt(q - backslashes - 1) === BACKSLASH) backslashes++;
+    if (backslashes % 2 === 0) return q;
+  }
+  return -1;
+}
+
+/** How many backslashes end `text`, counted back to `from`. */
+function trailingBackslashes(text: string, from: number): number {
+  let n = 0;
+  while (text.length - n - 1 >= from && text.charCodeAt(text.length - n - 1) === BACKSLASH) n++;
+  return n;
+}
+
 export class ODataItemStream {
   /** Open `{`/`[` of the document. */
   private depth = 0;
@@ -54,6 +71,17 @@ export class ODataItemStream {
     let envelopeFrom = this.inValue ? -1 : 0;
     this.itemStart = this.item.length > 0 ? 0 : -1;
     for (let i = 0; i < chunk.length; i++) {
+      if (this.inString && !this.escaped && this.topString === undefined) {
+        // Inside an item's string (most of the text): jump to its closing quote.
+        const end = closingQuote(chunk, i);
+        if (end < 0) {
+          this.escaped = trailingBackslashes(chunk, i) % 2 === 1;
+          break;
+        }
+        this.inString = false;
+        i = end;
+        continue;
+      }
       const c = chunk.charCodeAt(i);
       if (this.inString) {
         if (this.escaped) this.escaped = false;
