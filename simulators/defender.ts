@@ -345,9 +345,12 @@ export class FakeDefender extends AlertFake<DefenderAlert, RequestLogEntry> {
     return async (out) => {
       let chunk = head;
       for (let i = 0; i < page.length; i++) {
-        const alert = (page[i] as Rec).alert;
+        const rec = page[i] as Rec;
         if (i > 0) chunk += ",";
-        chunk += JSON.stringify(expand ? alert : { ...alert, evidence: [] });
+        if (expand) {
+          rec.json ??= JSON.stringify(rec.alert);
+          chunk += rec.json;
+        } else chunk += JSON.stringify({ ...rec.alert, evidence: [] });
         if (chunk.length >= CHUNK_CHARS) {
           await out.write(chunk);
           if (out.stopped) return;
