@@ -126,6 +126,8 @@ interface PullChildResult {
   peakLiveMiB?: number;
   liveBeforeMiB?: number;
   cpuSeconds: number;
+  /** Main-thread garbage collection pauses, summed. */
+  gcSeconds: number;
   timings: Timings;
 }
 
@@ -272,12 +274,19 @@ async function childPull(spec: PullChildSpec): Promise<PullChildResult> {
       }, spec.sampleLiveMs)
     : undefined;
   const rssBefore = process.memoryUsage().rss;
+  // Pauses for garbage collection on the main thread (forced ones of the sampler included).
+  let gcMs = 0;
+  const gcObserver = new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) gcMs += entry.duration;
+  });
+  gcObserver.observe({ entryTypes: ["gc"] });
   const cpu = process.cpuUsage();
   const started = performance.now();
   const limit = pLimit(spec.concurrency);
   await Promise.all(spec.tenants.map((tenantId) => limit(() => callTrigger("pull-worker", { tenantId }, logs))));
   const seconds = (performance.now() - started) / 1000;
   clearInterval(sampler);
+  gcObserver.disconnect();
   const cpuSeconds = cpuSecondsOf(process.cpuUsage(cpu));
   const perTenant: Record<string, number> = {};
   for (const line of logs) {
@@ -294,6 +303,7 @@ async function childPull(spec: PullChildSpec): Promise<PullChildResult> {
     failures,
     rssBeforeMiB: mib(rssBefore),
     maxRssMiB: maxRssMiB(),
+    gcSeconds: gcMs / 1000,
     ...(sampler ? { liveBeforeMiB: mib(liveBefore), peakLiveMiB: mib(peakLive) } : {}),
     cpuSeconds,
     timings,
@@ -1355,6 +1365,7 @@ function describeThroughput({ e2e, raw, raws, rowsOnly, windowInfo, perTenantCal
       alertsPerSecond: Math.round(e2eRate),
       appCpuSeconds: round(e2e.result.cpuSeconds, 1),
       appCpuSecondsPer1000Alerts: round(cpuPer1000, 2),
+      appGcPauseSeconds: round(e2e.result.gcSeconds, 1),
       // The 25,000-alert tenant's CPU on a Flex 512 MB instance (about 0.25 core): its wall time at least.
       projected25kPullSecondsAtQuarterCore: Math.round((cpuPer1000 * 25) / 0.25),
       fakesCpuSeconds: round(e2e.fakesCpuSeconds, 1),
