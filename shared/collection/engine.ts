@@ -419,6 +419,7 @@ class SyncJob {
     await this.drain();
     this.coverage.add(lower, upper, upper, now);
     this.knownEmpty = false;
+    this.writtenRanges = [];
     await this.lease.commit(this.stateToSave());
   }
 
