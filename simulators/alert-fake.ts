@@ -33,8 +33,6 @@ export interface Rec<A> {
   alert: A;
   updated: bigint;
   created: bigint;
-  /** The alert's JSON, made on first use: a change replaces the record (setAlerts, upsertAlert, touch). */
-  json?: string;
 }
 
 export interface TenantState<A, E> {

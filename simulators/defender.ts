@@ -345,12 +345,9 @@ export class FakeDefender extends AlertFake<DefenderAlert, RequestLogEntry> {
     return async (out) => {
       let chunk = head;
       for (let i = 0; i < page.length; i++) {
-        const rec = page[i] as Rec;
+        const alert = (page[i] as Rec).alert;
         if (i > 0) chunk += ",";
-        if (expand) {
-          rec.json ??= JSON.stringify(rec.alert);
-          chunk += rec.json;
-        } else chunk += JSON.stringify({ ...rec.alert, evidence: [] });
+        chunk += JSON.stringify(expand ? alert : { ...alert, evidence: [] });
         if (chunk.length >= CHUNK_CHARS) {
           await out.write(chunk);
           if (out.stopped) return;
