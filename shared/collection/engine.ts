@@ -120,7 +120,7 @@ type Cursor = "incremental" | "sweep";
 interface WrittenRange {
   from: number;
   to: number;
-  /** The index entries written for the window, and those of the windows enclosing it, by alert id. */
+  /** The index entries written for the window, and those the windows enclosing it wrote within it, by alert id. */
   known: Map<string, IndexEntry>;
 }
 
@@ -441,17 +441,23 @@ class SyncJob {
     // A failure of the previous window's last write surfaces here, before anything else.
     await this.drain();
     // Nothing was stored before this run, so storage holds only what this run wrote: the
-    // entries of the windows enclosing this one (a full answer's, for its slices) are the
-    // only versions of its alerts to compare with, and no alert needs a lookup. An alert
-    // written by an earlier, disjoint window (it changed between requests) makes its
-    // "create" fail, and the writer re-reads it then. Memory: at most a page of entries
-    // per level of slicing.
+    // entries that the windows enclosing this one (a full answer's, for its slices) wrote
+    // within it are the versions its alerts are compared with, and no alert needs a lookup.
+    // An alert stored at an earlier time (it changed between requests) makes its "create"
+    // fail, and the writer reads it then. Memory: the entries of the windows being read,
+    // each holding at most a page of its own.
     const assumeAbsent = this.knownEmpty;
     let known: Promise<Map<string, IndexEntry>> | undefined;
     if (assumeAbsent) {
       this.writtenRanges = this.writtenRanges.filter((r) => r.to > from);
       const entries = new Map<string, IndexEntry>();
-      for (const r of this.writtenRanges) if (r.from < to) for (const [id, entry] of r.known) entries.set(id, entry);
+      for (const r of this.writtenRanges) {
+        if (r.from >= to) continue;
+        for (const [id, entry] of r.known) {
+          const t = timeMs(entry.time) ?? from;
+          if (t >= from && t < to) entries.set(id, entry);
+        }
+      }
       this.writtenRanges.push({ from, to, known: entries });
       known = Promise.resolve(entries);
     }
