@@ -606,7 +606,7 @@ describe("guards of the pull engine (each test fails when its guard is removed)"
     }
   });
 
-  it("writes a new tenant's alerts in full transactions: 500 alerts in ceil(500 / 49) = 11, none short but a window's last", async () => {
+  it("writes a new tenant's alerts in full transactions: 500 alerts in ceil(500 / 49) = 11, only the last one short", async () => {
     const tenantId = await activeTenant(recent(500, "full-transactions"));
     // One window, read in one answer (this file's page size is 40).
     const { pull: settings } = svc.config;
@@ -628,8 +628,8 @@ describe("guards of the pull engine (each test fails when its guard is removed)"
       table.submitTransaction = submit;
       settings.pageSize = pageSize;
     }
-    // The items arrive in parser batches of 100; writing whatever had piled up (200) made
-    // five transactions of each four's worth, one of them of 4 alerts.
+    // The items arrive in parser batches of 100; writing whatever had piled up (200 alerts)
+    // made five transactions where four fit, the fifth of 4 alerts.
     assert.deepEqual(sizes.toSorted((x, y) => y - x), [...Array(10).fill(49), 10]);
     assert.equal((await storedRows(tenantId)).length, 500);
   });
