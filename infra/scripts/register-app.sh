@@ -435,39 +435,46 @@ odata_quote() {
 app_tags() { az_tsv ad app show --id "$1" --query "join(',', tags)" 2>/dev/null || true; }
 has_env_tag() { [[ ",$(app_tags "$1")," == *",$env_tag,"* ]]; }
 
-if [[ -n "$client_id" ]]; then
-  az ad app show --id "$client_id" --output none 2>/dev/null ||
-    die "the app registration $client_id does not exist in this tenant (az account show): pass --client-id or clear MSSP_CLIENT_ID ('azd env set MSSP_CLIENT_ID \"\"')"
-  log "using the app registration $client_id"
-  if [[ -n "$env_name" ]] && ! has_env_tag "$client_id"; then
-    az ad app update --id "$client_id" --add tags "$env_tag" --output none
-    did "adopted the app registration $client_id for environment $env_name (tag $env_tag)"
+# Finds (or adopts) an app registration: the explicit ID, else the exact display name (a
+# prefix search could find another environment's app) carrying this environment's tag.
+# Sets found_app (empty when none exists yet). Not run in a subshell: it records what it did.
+# $3: the flag that passes the ID, for the messages.
+found_app=""
+find_tagged_app() {
+  local name="$1" explicit="$2" flag="$3" tagged="" untagged="" app_id tags
+  found_app=""
+  if [[ -n "$explicit" ]]; then
+    az ad app show --id "$explicit" --output none 2>/dev/null ||
+      die "the app registration $explicit ($name) does not exist in this tenant (az account show): pass another $flag or clear it in the azd environment"
+    if [[ -n "$env_name" ]] && ! has_env_tag "$explicit"; then
+      az ad app update --id "$explicit" --add tags "$env_tag" --output none
+      did "adopted the app registration $explicit for environment $env_name (tag $env_tag)"
+    fi
+    found_app="$explicit"
+  else
+    while IFS=$'\t' read -r app_id tags; do
+      [[ -n "$app_id" ]] || continue
+      if [[ ",$tags," == *",$env_tag,"* ]]; then
+        tagged="${tagged:+$tagged }$app_id"
+      else
+        untagged="${untagged:+$untagged }$app_id"
+      fi
+    done < <(az_tsv ad app list --filter "displayName eq $(odata_quote "$name")" --query "[].[appId, join(',', tags)]")
+    case "$tagged" in
+    *" "*) die "several app registrations named '$name' carry $env_tag ($tagged): pass $flag" ;;
+    "")
+      [[ -z "$untagged" ]] ||
+        die "an app registration named '$name' exists ($untagged) but lacks the tag $env_tag, so this script did not create it: refusing to adopt it. Pass $flag <appId> to adopt it"
+      return 0
+      ;;
+    *) found_app="$tagged" ;;
+    esac
   fi
-else
-  # Exact display name (a prefix search could find another environment's app), then the tag.
-  tagged=""
-  untagged=""
-  while IFS=$'\t' read -r app_id tags; do
-    [[ -n "$app_id" ]] || continue
-    if [[ ",$tags," == *",$env_tag,"* ]]; then
-      tagged="${tagged:+$tagged }$app_id"
-    else
-      untagged="${untagged:+$untagged }$app_id"
-    fi
-  done < <(az_tsv ad app list --filter "displayName eq $(odata_quote "$display_name")" --query "[].[appId, join(',', tags)]")
-  case "$tagged" in
-  *" "*) die "several app registrations named '$display_name' carry $env_tag ($tagged): pass --client-id" ;;
-  "")
-    if [[ -n "$untagged" ]]; then
-      die "an app registration named '$display_name' exists ($untagged) but lacks the tag $env_tag, so this script did not create it: refusing to adopt it. Pass --client-id <appId> to adopt it, or --name for a new registration"
-    fi
-    ;;
-  *)
-    client_id="$tagged"
-    log "using the app registration $client_id ($env_tag)"
-    ;;
-  esac
-fi
+  log "using the app registration $found_app ($name)"
+}
+
+find_tagged_app "$display_name" "$client_id" --client-id
+client_id="$found_app"
 
 if [[ -z "$client_id" ]]; then
   client_id="$(az_tsv ad app create --display-name "$display_name" \
@@ -744,40 +751,6 @@ json_items() {
   [[ "$text" =~ [^[:space:]] ]] && printf '%s' "$text" || true
 }
 
-# Finds (or adopts) a registration like the first one: explicit id, else exact name + tag.
-# Sets found_app (empty when none exists yet). Not run in a subshell: it records what it did.
-found_app=""
-find_tagged_app() {
-  local name="$1" explicit="$2" tagged="" untagged="" app_id tags
-  found_app=""
-  if [[ -n "$explicit" ]]; then
-    az ad app show --id "$explicit" --output none 2>/dev/null ||
-      die "the app registration $explicit ($name) does not exist in this tenant: pass another ID or clear it in the azd environment"
-    if [[ -n "$env_name" ]] && ! has_env_tag "$explicit"; then
-      az ad app update --id "$explicit" --add tags "$env_tag" --output none
-      did "adopted the app registration $explicit for environment $env_name (tag $env_tag)"
-    fi
-    found_app="$explicit"
-    return 0
-  fi
-  while IFS=$'\t' read -r app_id tags; do
-    [[ -n "$app_id" ]] || continue
-    if [[ ",$tags," == *",$env_tag,"* ]]; then
-      tagged="${tagged:+$tagged }$app_id"
-    else
-      untagged="${untagged:+$untagged }$app_id"
-    fi
-  done < <(az_tsv ad app list --filter "displayName eq $(odata_quote "$name")" --query "[].[appId, join(',', tags)]")
-  case "$tagged" in
-  *" "*) die "several app registrations named '$name' carry $env_tag ($tagged): pass its ID" ;;
-  "")
-    [[ -z "$untagged" ]] ||
-      die "an app registration named '$name' exists ($untagged) but lacks the tag $env_tag: refusing to adopt it. Pass its ID (--operator-api-client-id / --console-client-id) to adopt it"
-    ;;
-  *) found_app="$tagged" ;;
-  esac
-}
-
 create_single_tenant_app() {
   local name="$1"
   found_app="$(az_tsv ad app create --display-name "$name" --sign-in-audience AzureADMyOrg --query appId)"
@@ -802,10 +775,10 @@ operator_tenant="$(az_tsv account show --query tenantId)"
 operator_api_name="MSSP Defender collector operator API${env_name:+ ($env_name)}"
 console_name="MSSP Defender collector console${env_name:+ ($env_name)}"
 
-find_tagged_app "$operator_api_name" "$operator_api_id"
+find_tagged_app "$operator_api_name" "$operator_api_id" --operator-api-client-id
 operator_api_id="$found_app"
 [[ -n "$operator_api_id" ]] || { create_single_tenant_app "$operator_api_name"; operator_api_id="$found_app"; }
-find_tagged_app "$console_name" "$console_id"
+find_tagged_app "$console_name" "$console_id" --console-client-id
 console_id="$found_app"
 [[ -n "$console_id" ]] || { create_single_tenant_app "$console_name"; console_id="$found_app"; }
 
