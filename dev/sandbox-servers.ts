@@ -155,6 +155,8 @@ export const DEFAULT_PORTS: Readonly<SandboxPorts> = {
   splunkHec: 7449,
   webhook: 7450,
 };
+/** Every port 0: each server listens on a free port (the tests run beside a sandbox). */
+export const FREE_PORTS: Readonly<SandboxPorts> = Object.fromEntries(Object.keys(DEFAULT_PORTS).map((name) => [name, 0])) as unknown as SandboxPorts;
 /** `func start`'s default port, and the dev host's; PUBLIC_BASE_URL is http://localhost:<this>. */
 export const DEFAULT_APP_PORT = 7071;
 

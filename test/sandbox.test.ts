@@ -9,11 +9,11 @@ import { QueueServiceClient } from "@azure/storage-queue";
 import {
   chooseFunctionKey,
   DEV_KEY_SETTING,
+  FREE_PORTS,
   PortInUseError,
   portTaken,
   SANDBOX_TENANTS,
   type Sandbox,
-  type SandboxPorts,
   type SandboxTenant,
   sourceOf,
   startSandboxServers,
@@ -42,19 +42,6 @@ import { watchParts } from "./support/leaks.js";
  * the revocation delay, HEC ack polls) are recorded or stepped, never slept.
  */
 
-const FREE: SandboxPorts = {
-  entra: 0,
-  keyVault: 0,
-  defender: 0,
-  identity: 0,
-  azuriteBlob: 0,
-  azuriteQueue: 0,
-  azuriteTable: 0,
-  graph: 0,
-  logsIngestion: 0,
-  splunkHec: 0,
-  webhook: 0,
-};
 const ALERTS = 120;
 const LARGE_MIB = 2;
 const REVOKE_MINUTES = 10;
@@ -232,7 +219,7 @@ before(async () => {
   for (const name of INTERFERING_ENV) delete process.env[name];
   dir = mkdtempSync(join(tmpdir(), "sandbox-test-"));
   sandbox = await startSandboxServers({
-    ports: FREE,
+    ports: FREE_PORTS,
     appPort: await freePort(),
     settingsPath: join(dir, "local.settings.json"),
     alertsPerTenant: ALERTS,
@@ -371,14 +358,14 @@ describe("sandbox", () => {
     await new Promise<void>((resolve) => busy.listen(0, "127.0.0.1", () => resolve()));
     const port = (busy.address() as AddressInfo).port;
     try {
-      await assert.rejects(startSandboxServers({ ports: { ...FREE, entra: port }, settingsPath: null, log: () => {} }), (err: unknown) => {
+      await assert.rejects(startSandboxServers({ ports: { ...FREE_PORTS, entra: port }, settingsPath: null, log: () => {} }), (err: unknown) => {
         assert.ok(err instanceof PortInUseError);
         assert.match(err.message, new RegExp(`Port ${port} \\(Entra ID simulator\\) is already in use`));
         assert.match(err.message, /--entra-port <port> or SANDBOX_ENTRA_PORT=<port>/);
         return true;
       });
       await assert.rejects(
-        startSandboxServers({ ports: FREE, appPort: port, checkAppPort: true, settingsPath: null, log: () => {} }),
+        startSandboxServers({ ports: FREE_PORTS, appPort: port, checkAppPort: true, settingsPath: null, log: () => {} }),
         /Port \d+ \(the app \(func start or the dev host\)\) is already in use/,
       );
       for (const [name, pattern] of [
@@ -387,7 +374,7 @@ describe("sandbox", () => {
         ["splunkHec", /\(Splunk HEC simulator\) is already in use.*--splunk-port <port> or SANDBOX_SPLUNK_PORT=<port>/],
         ["webhook", /\(webhook receiver\) is already in use.*--webhook-port <port> or SANDBOX_WEBHOOK_PORT=<port>/],
       ] as const) {
-        await assert.rejects(startSandboxServers({ ports: { ...FREE, [name]: port }, settingsPath: null, log: () => {} }), pattern);
+        await assert.rejects(startSandboxServers({ ports: { ...FREE_PORTS, [name]: port }, settingsPath: null, log: () => {} }), pattern);
       }
     } finally {
       await new Promise<void>((resolve) => busy.close(() => resolve()));

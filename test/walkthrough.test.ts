@@ -5,7 +5,7 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import type { SandboxPorts } from "../dev/sandbox-servers.js";
+import { FREE_PORTS } from "../dev/sandbox-servers.js";
 import { formatSummary, runWalkthrough } from "../dev/walkthrough.js";
 import { loadLoopbackDns } from "../simulators/https.js";
 import { INTERFERING_ENV } from "../simulators/managed-identity.js";
@@ -17,19 +17,6 @@ import { INTERFERING_ENV } from "../simulators/managed-identity.js";
  * a tenant on Microsoft Graph, and delivery to the three simulated destinations by the
  * deliver worker the dev host's queue listener runs.
  */
-const FREE: SandboxPorts = {
-  entra: 0,
-  keyVault: 0,
-  defender: 0,
-  identity: 0,
-  azuriteBlob: 0,
-  azuriteQueue: 0,
-  azuriteTable: 0,
-  graph: 0,
-  logsIngestion: 0,
-  splunkHec: 0,
-  webhook: 0,
-};
 const dir = mkdtempSync(join(tmpdir(), "walkthrough-test-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -48,7 +35,7 @@ describe("sandbox walkthrough", () => {
     const out: string[] = [];
     const settingsPath = join(dir, "local.settings.json");
     const summary = await runWalkthrough({
-      ports: FREE,
+      ports: FREE_PORTS,
       appPort: await freePort(),
       settingsPath,
       alertsPerTenant: 60,
