@@ -1,13 +1,13 @@
 import pLimit from "p-limit";
 import { isGuid } from "../platform/http.js";
+import { encodeQueueMessage, queueMessageFields } from "../platform/queue-message.js";
 import type { Logger, Services } from "../platform/services.js";
 import { TABLES } from "../platform/storage.js";
 import { listTenants } from "../onboarding/tenants.js";
 
 /**
  * The scale-out path: the timer queues one message per active tenant and the
- * queue-triggered worker pulls one tenant per message. Messages are JSON, base64-encoded,
- * which is the Functions host's default encoding for queue triggers.
+ * queue-triggered worker pulls one tenant per message (platform/queue-message.ts).
  */
 export interface PullMessage {
   tenantId: string;
@@ -15,23 +15,10 @@ export interface PullMessage {
   reason: "schedule" | "manual" | "reconcile" | "verify";
 }
 
-export function encodeMessage(message: PullMessage): string {
-  return Buffer.from(JSON.stringify(message), "utf8").toString("base64");
-}
-
 /** Validates a queue message as the host hands it over (parsed JSON, or text). */
 export function parseMessage(raw: unknown): PullMessage | undefined {
-  let value = raw;
-  if (typeof value === "string") {
-    try {
-      value = JSON.parse(value);
-    } catch {
-      return undefined;
-    }
-  }
-  const tenantId = (value as { tenantId?: unknown } | null)?.tenantId;
+  const { tenantId, reason: given } = queueMessageFields(raw);
   if (!isGuid(tenantId)) return undefined;
-  const given = (value as { reason?: unknown }).reason;
   const reason = given === "manual" || given === "reconcile" || given === "verify" ? given : "schedule";
   return { tenantId: tenantId.toLowerCase(), reason };
 }
@@ -40,7 +27,7 @@ export function parseMessage(raw: unknown): PullMessage | undefined {
 export const QUEUE_CONCURRENCY = 32;
 
 export async function enqueuePull(svc: Services, message: PullMessage): Promise<void> {
-  await svc.storage.pullQueue.sendMessage(encodeMessage(message));
+  await svc.storage.pullQueue.sendMessage(encodeQueueMessage(message));
 }
 
 /**

@@ -1,5 +1,7 @@
 import pLimit from "p-limit";
 import { QUEUE_CONCURRENCY } from "../collection/queue.js";
+import { isGuid } from "../platform/http.js";
+import { encodeQueueMessage, queueMessageFields } from "../platform/queue-message.js";
 import type { Logger, Services } from "../platform/services.js";
 import { overdueMarkers, REDELIVER_AFTER_MS } from "./outbox.js";
 
@@ -11,22 +13,14 @@ import { overdueMarkers, REDELIVER_AFTER_MS } from "./outbox.js";
 export type DeliveryMessage = { tenantId: string } | { replayId: string };
 
 export async function enqueueDelivery(svc: Services, message: DeliveryMessage): Promise<void> {
-  await svc.storage.deliveryQueue.sendMessage(Buffer.from(JSON.stringify(message), "utf8").toString("base64"));
+  await svc.storage.deliveryQueue.sendMessage(encodeQueueMessage(message));
 }
 
 /** Validates a message as the host hands it over (parsed JSON, or text). */
 export function parseDeliveryMessage(raw: unknown): DeliveryMessage | undefined {
-  let value = raw;
-  if (typeof value === "string") {
-    try {
-      value = JSON.parse(value);
-    } catch {
-      return undefined;
-    }
-  }
-  const v = value as { tenantId?: unknown; replayId?: unknown } | null;
-  if (typeof v?.tenantId === "string" && /^[0-9a-f-]{36}$/i.test(v.tenantId)) return { tenantId: v.tenantId.toLowerCase() };
-  if (typeof v?.replayId === "string" && /^[0-9a-f-]{36}$/i.test(v.replayId)) return { replayId: v.replayId };
+  const { tenantId, replayId } = queueMessageFields(raw);
+  if (isGuid(tenantId)) return { tenantId: tenantId.toLowerCase() };
+  if (isGuid(replayId)) return { replayId };
   return undefined;
 }
 

@@ -7,6 +7,7 @@ import { requestStop } from "../collection/sync-state.js";
 import { offboardTenant } from "../onboarding/offboard.js";
 import { getTenant, TENANT_PARTITION } from "../onboarding/tenants.js";
 import { ApiError, isGuid } from "../platform/http.js";
+import { encodeQueueMessage, queueMessageFields } from "../platform/queue-message.js";
 import type { Logger, Services } from "../platform/services.js";
 import { isStatus, TABLES, type TableName } from "../platform/storage.js";
 
@@ -114,27 +115,15 @@ export const PURGE_ROWS_PER_RUN = 20_000;
 const PURGE_RUN_MS = 4 * 60_000;
 const MAX_VISIBILITY_S = 7 * 24 * 3600;
 
-export function encodePurgeMessage(message: PurgeMessage): string {
-  return Buffer.from(JSON.stringify(message), "utf8").toString("base64");
-}
-
 export function parsePurgeMessage(raw: unknown): PurgeMessage | undefined {
-  let value = raw;
-  if (typeof value === "string") {
-    try {
-      value = JSON.parse(value);
-    } catch {
-      return undefined;
-    }
-  }
-  const { tenantId, purgeId } = (value ?? {}) as { tenantId?: unknown; purgeId?: unknown };
+  const { tenantId, purgeId } = queueMessageFields(raw);
   if (!isGuid(tenantId) || typeof purgeId !== "string" || !/^\d{13}-[0-9a-f]{12}$/.test(purgeId)) return undefined;
   return { tenantId: tenantId.toLowerCase(), purgeId };
 }
 
 async function enqueue(svc: Services, message: PurgeMessage, delayMs = 0): Promise<void> {
   const visibilityTimeout = Math.min(MAX_VISIBILITY_S, Math.max(0, Math.ceil(delayMs / 1000)));
-  await svc.storage.purgeQueue.sendMessage(encodePurgeMessage(message), visibilityTimeout > 0 ? { visibilityTimeout } : {});
+  await svc.storage.purgeQueue.sendMessage(encodeQueueMessage(message), visibilityTimeout > 0 ? { visibilityTimeout } : {});
 }
 
 function toStatus(row: PurgeEntity): PurgeStatus {
