@@ -7,7 +7,7 @@ import { type Services, services } from "../shared/platform/services.js";
 import { COUNT_PREFIX } from "../shared/collection/alert-store.js";
 import { TABLES } from "../shared/platform/storage.js";
 import { type DefenderAlert, makeAlert, makeAlerts, makeLargeAlert } from "../simulators/alerts.js";
-import { type Harness, startHarness } from "./support/harness.js";
+import { type Harness, startHarness, untilOrEnd } from "./support/harness.js";
 
 const PAGE = 40;
 let h: Harness;
@@ -96,17 +96,6 @@ async function withClock<T>(at: number, fn: () => Promise<T>): Promise<T> {
     svc.now = realNow;
     h.defender.now = realFake;
   }
-}
-
-/** Waits for `event`, or fails at once if `run` ends first (a test waits; it never hangs). */
-async function untilOrEnd(event: Promise<void>, run: Promise<unknown>): Promise<void> {
-  await Promise.race([
-    event,
-    run.then(
-      () => Promise.reject(new Error("the run ended before the awaited point")),
-      (err: unknown) => Promise.reject(err),
-    ),
-  ]);
 }
 
 async function syncRow(tenantId: string): Promise<{ watermark?: string }> {

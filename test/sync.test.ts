@@ -7,7 +7,7 @@ import { forgetAccessToken } from "../shared/collection/tokens.js";
 import { type Services, services } from "../shared/platform/services.js";
 import { TABLES } from "../shared/platform/storage.js";
 import { type DefenderAlert, makeAlert, makeLargeAlert } from "../simulators/alerts.js";
-import { type Harness, startHarness } from "./support/harness.js";
+import { type Harness, startHarness, untilOrEnd } from "./support/harness.js";
 
 /**
  * Losing nothing under real timing (issue "Lose nothing under real timing"): late
@@ -77,17 +77,6 @@ async function assertInSync(tenantId: string): Promise<void> {
   const expected = h.defender.getAlerts(tenantId);
   assert.equal(stored.size, expected.length, "one row per alert");
   for (const alert of expected) assert.equal(stored.get(alert.id)?.lastUpdateTimeExact, alert.lastUpdateTime, alert.id);
-}
-
-/** Waits for `event`, or fails at once if `run` ends first (a test waits; it never hangs). */
-async function untilOrEnd(event: Promise<void>, run: Promise<unknown>): Promise<void> {
-  await Promise.race([
-    event,
-    run.then(
-      () => Promise.reject(new Error("the run ended before the awaited point")),
-      (err: unknown) => Promise.reject(err),
-    ),
-  ]);
 }
 
 async function tenantStatus(tenantId: string): Promise<Record<string, unknown>> {

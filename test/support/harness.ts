@@ -262,3 +262,14 @@ export function pathOf(url: string): string {
   const u = new URL(url);
   return `${u.pathname.replace(/^\/api\//, "")}${u.search}`;
 }
+
+/** Waits for `event`, or fails at once if `run` ends first (a test waits; it never hangs). */
+export async function untilOrEnd(event: Promise<void>, run: Promise<unknown>): Promise<void> {
+  await Promise.race([
+    event,
+    run.then(
+      () => Promise.reject(new Error("the run ended before the awaited point")),
+      (err: unknown) => Promise.reject(err),
+    ),
+  ]);
+}
