@@ -1373,9 +1373,15 @@ ${users}
       uti: randomBytes(16).toString("base64url"),
       ver: "2.0",
     };
+    return this.appTokenResponse(claims, roles);
+  }
+
+  /** Signs an app-only token with its roles (when any) and answers it as the token endpoint does. */
+  private async appTokenResponse(claims: Record<string, unknown>, roles: string[], onIssued?: (token: string) => void): Promise<Record<string, unknown>> {
     if (roles.length > 0) claims.roles = roles;
     const accessToken = await this.sign(claims);
     this.note(accessToken);
+    onIssued?.(accessToken);
     return { token_type: "Bearer", expires_in: this.accessTokenLifetimeSec, ext_expires_in: this.accessTokenLifetimeSec, access_token: accessToken };
   }
 
@@ -1560,16 +1566,9 @@ ${users}
       uti: randomBytes(16).toString("base64url"),
       ver: "1.0",
     };
-    if (roles.length > 0) claims.roles = roles;
-    const accessToken = await this.sign(claims);
-    this.note(accessToken);
-    this.appTokens.set(tenantSegment, [...(this.appTokens.get(tenantSegment) ?? []), accessToken]);
-    return {
-      token_type: "Bearer",
-      expires_in: this.accessTokenLifetimeSec,
-      ext_expires_in: this.accessTokenLifetimeSec,
-      access_token: accessToken,
-    };
+    return this.appTokenResponse(claims, roles, (token) => {
+      this.appTokens.set(tenantSegment, [...(this.appTokens.get(tenantSegment) ?? []), token]);
+    });
   }
 
   private redeemableCode(form: URLSearchParams, app: App, tenantSegment: string, ctx: { tenant: string }): CodeRecord {
