@@ -47,6 +47,15 @@ export function Section({ title, children, actions }: { title: string; children:
   );
 }
 
+/** Loads a view's data again (a Section's action). */
+export function RefreshButton({ reload, loading }: { reload: () => void; loading: boolean }) {
+  return (
+    <button type="button" onClick={reload} disabled={loading}>
+      Refresh
+    </button>
+  );
+}
+
 /** A user by sign-in name; an application (automation) by its app ID. */
 export function actorName(actor: { type: string; oid: string; upn?: string; appId?: string }): string {
   if (actor.type === "user") return actor.upn ?? actor.oid;

@@ -1,7 +1,7 @@
 import { callApi, type HealthDetails } from "../api.js";
 import type { Session } from "../auth.js";
 import { ago, duration, when } from "../format.js";
-import { ErrorLine, Section, useLoad } from "./common.js";
+import { ErrorLine, RefreshButton, Section, useLoad } from "./common.js";
 
 const PARTS: Record<string, string> = {
   config: "App settings",
@@ -29,11 +29,7 @@ export function HealthView({ session }: { session: Session }) {
   return (
     <Section
       title="Health"
-      actions={
-        <button type="button" onClick={reload} disabled={loading}>
-          Refresh
-        </button>
-      }
+      actions={<RefreshButton reload={reload} loading={loading} />}
     >
       <ErrorLine error={error} />
       {data && (

@@ -1,7 +1,7 @@
 import { callApi, type TenantStatus } from "../api.js";
 import type { Session } from "../auth.js";
 import { ago, duration, lag, STATUS_WORDS } from "../format.js";
-import { ErrorLine, Section, useLoad } from "./common.js";
+import { ErrorLine, RefreshButton, Section, useLoad } from "./common.js";
 
 /** Every tenant: status, mode, source, last success, lag, lateness, alerts stored, last error in words. */
 export function TenantsView({ session, open }: { session: Session; open: (tenantId: string) => void }) {
@@ -10,11 +10,7 @@ export function TenantsView({ session, open }: { session: Session; open: (tenant
   return (
     <Section
       title="Tenants"
-      actions={
-        <button type="button" onClick={reload} disabled={loading}>
-          Refresh
-        </button>
-      }
+      actions={<RefreshButton reload={reload} loading={loading} />}
     >
       <ErrorLine error={error} />
       {!loading && tenants.length === 0 && !error && <p class="muted">No tenant is registered yet.</p>}
