@@ -2,7 +2,7 @@ import { createHash, type KeyObject, randomBytes, randomUUID, type webcrypto, X5
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { decodeJwt, decodeProtectedHeader, errors as joseErrors, exportJWK, generateKeyPair, type JWK, jwtVerify, SignJWT } from "jose";
 import type { TestCerts } from "./tls.js";
-import { escapeHtml, type Listening, listenHttps, readBody, sendJson } from "./https.js";
+import { escapeHtml, HttpsFake, readBody, sendJson } from "./https.js";
 
 /**
  * Fake Microsoft Entra ID (v2.0 endpoints) for many tenants, served at `{url}/{tenant}/...`:
@@ -321,12 +321,11 @@ class TokenError extends Error {
   }
 }
 
-export class FakeEntra {
+export class FakeEntra extends HttpsFake {
   now: () => number;
   accessTokenLifetimeSec: number;
   readonly requestLog: EntraRequest[] = [];
   private readonly options: FakeEntraOptions;
-  private listening: Listening | undefined;
   private keys: { kid: string; privateKey: webcrypto.CryptoKey; publicKey: webcrypto.CryptoKey; jwk: JWK } | undefined;
   /** A key pair that is in no JWKS, for ConsentOptions.badIdTokenSignature. */
   private foreignKey: webcrypto.CryptoKey | undefined;
@@ -349,35 +348,21 @@ export class FakeEntra {
   private failures: { remaining: number; options: FailureOptions } = { remaining: 0, options: {} };
 
   constructor(options: FakeEntraOptions) {
+    super("FakeEntra", options);
     this.options = options;
     this.now = options.now ?? Date.now;
     this.accessTokenLifetimeSec = options.accessTokenLifetimeSec ?? 3600;
   }
 
-  async start(): Promise<void> {
-    if (this.listening) return;
+  /** Starts listening, with a signing key made once. */
+  override async start(): Promise<void> {
     if (!this.keys) {
       const { privateKey, publicKey } = await generateKeyPair("RS256", { extractable: true });
       const kid = randomBytes(20).toString("base64url");
       const jwk = { ...(await exportJWK(publicKey)), kid, use: "sig", alg: "RS256" };
       this.keys = { kid, privateKey, publicKey, jwk };
     }
-    this.listening = await listenHttps(this.options.certs, (req, res) => void this.handle(req, res), {
-      port: this.options.port ?? 0,
-      host: this.options.host ?? "127.0.0.1",
-    });
-  }
-
-  async stop(): Promise<void> {
-    const l = this.listening;
-    this.listening = undefined;
-    await l?.close();
-  }
-
-  /** e.g. `https://127.0.0.1:PORT`; the authority host for the app. */
-  get url(): string {
-    if (!this.listening) throw new Error("FakeEntra is not started");
-    return this.listening.url;
+    await super.start();
   }
 
   registerApp(app: AppRegistration): void {
@@ -673,7 +658,7 @@ export class FakeEntra {
   // ---------------------------------------------------------------------------------------
   // HTTP
 
-  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  protected async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? "/", "https://entra");
     const method = req.method ?? "GET";
     const log: EntraRequest = { method, path: url.pathname, status: 0 };

@@ -2,7 +2,7 @@ import { constants, createHash, generateKeyPairSync, type KeyObject, privateEncr
 import type { IncomingMessage, ServerResponse } from "node:http";
 import forge from "node-forge";
 import type { TestCerts } from "./tls.js";
-import { type Listening, listenHttps, readBody, sendJson } from "./https.js";
+import { HttpsFake, readBody, sendJson } from "./https.js";
 
 /**
  * Fake Azure Key Vault (secrets, and the keys of certificates), speaking the REST protocol
@@ -160,7 +160,7 @@ const API_VERSION_RE = /^(\d+\.\d+|\d{4}-\d{2}-\d{2})(-preview(\.\d+)?)?$/;
 const MAX_VALUE_BYTES = 25 * 1024;
 const MAX_PAGE = 25;
 
-export class FakeKeyVault {
+export class FakeKeyVault extends HttpsFake {
   readonly host: string;
   readonly resource: string;
   readonly tenantId: string;
@@ -172,10 +172,10 @@ export class FakeKeyVault {
   private readonly secrets = new Map<string, Entry>();
   private readonly keys = new Map<string, KeyEntry[]>();
   private readonly seen = new Set<string>();
-  private listening: Listening | undefined;
   private failures: { remaining: number; status: number; retryAfterSec?: number } = { remaining: 0, status: 503 };
 
   constructor(options: FakeKeyVaultOptions) {
+    super("FakeKeyVault", { ...options, host: options.host ?? "test.vault.localhost" });
     this.options = options;
     this.host = options.host ?? "test.vault.localhost";
     this.resource = options.resource ?? "https://vault.localhost";
@@ -187,26 +187,6 @@ export class FakeKeyVault {
   /** Every secret value written and bearer token received (8+ chars), for leak checks. */
   secretsSeen(): string[] {
     return [...this.seen];
-  }
-
-  async start(): Promise<void> {
-    if (this.listening) return;
-    this.listening = await listenHttps(this.options.certs, (req, res) => void this.handle(req, res), {
-      port: this.options.port ?? 0,
-      host: this.host,
-    });
-  }
-
-  async stop(): Promise<void> {
-    const l = this.listening;
-    this.listening = undefined;
-    await l?.close();
-  }
-
-  /** `https://test.vault.localhost:PORT` */
-  get url(): string {
-    if (!this.listening) throw new Error("FakeKeyVault is not started");
-    return this.listening.url;
   }
 
   /**
@@ -314,7 +294,7 @@ export class FakeKeyVault {
     this.failures = { remaining: 0, status: 503 };
   }
 
-  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  protected async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? "/", "https://vault");
     const apiVersion = url.searchParams.get("api-version");
     const entry: KeyVaultRequest = { method: req.method ?? "", path: url.pathname, apiVersion, status: 0, authenticated: false };
